@@ -1,0 +1,207 @@
+//! The eval transform of a backbone's `pretrained_cfg`, as timm applies it: resize the shorter
+//! side to `floor(size / crop_pct)`, center-crop `size`, normalise with `mean` and `std`.
+
+use fast_image_resize::{self as fir, images::Image, images::ImageRef, PixelType};
+use image::RgbImage;
+use serde::{Deserialize, Serialize};
+
+/// The preprocessing fields of a timm `config.json`'s `pretrained_cfg`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PretrainedCfg {
+    pub input_size: [usize; 3],
+    #[serde(default = "default_interpolation")]
+    pub interpolation: String,
+    #[serde(default = "default_crop_pct")]
+    pub crop_pct: f64,
+    #[serde(default = "default_crop_mode")]
+    pub crop_mode: String,
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+}
+
+fn default_interpolation() -> String {
+    "bicubic".into()
+}
+fn default_crop_pct() -> f64 {
+    0.875
+}
+fn default_crop_mode() -> String {
+    "center".into()
+}
+
+/// Resampling filter used to reach the working resolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Interpolation {
+    Bicubic,
+    Bilinear,
+    Nearest,
+}
+
+/// A resolved eval transform: sizes in pixels, per-channel normalisation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Preprocess {
+    /// Side of the square network input.
+    pub size: u32,
+    /// Length the shorter side is resized to before the center crop.
+    pub resize: u32,
+    /// Resize both sides to `resize` instead of keeping the aspect ratio (timm's `squash`).
+    pub squash: bool,
+    pub interpolation: Interpolation,
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+}
+
+impl Preprocess {
+    /// Resolves `cfg`; `image_size` (when non-zero) replaces its input size, keeping `crop_pct`.
+    pub fn from_cfg(cfg: &PretrainedCfg, image_size: u32) -> Result<Self, String> {
+        let size = if image_size > 0 {
+            image_size
+        } else {
+            cfg.input_size[1] as u32
+        };
+        let interpolation = match cfg.interpolation.as_str() {
+            "bicubic" => Interpolation::Bicubic,
+            "bilinear" => Interpolation::Bilinear,
+            "nearest" => Interpolation::Nearest,
+            other => {
+                return Err(format!(
+                    "unsupported interpolation {other:?} in pretrained_cfg"
+                ))
+            }
+        };
+        let squash = match cfg.crop_mode.as_str() {
+            "center" => false,
+            "squash" => true,
+            other => return Err(format!("unsupported crop_mode {other:?} in pretrained_cfg")),
+        };
+        if !(0.1..=1.0).contains(&cfg.crop_pct) || size < 8 {
+            return Err("pretrained_cfg has an unusable crop_pct or input_size".into());
+        }
+        Ok(Self {
+            size,
+            resize: (size as f64 / cfg.crop_pct).floor() as u32,
+            squash,
+            interpolation,
+            mean: cfg.mean,
+            std: cfg.std,
+        })
+    }
+
+    /// Values per image in the network input (`3 * size * size`).
+    pub fn input_len(&self) -> usize {
+        3 * (self.size as usize).pow(2)
+    }
+
+    /// Resizes to the working resolution: shorter side `resize` (torchvision's rounding), or
+    /// `resize` x `resize` when squashing.
+    pub fn to_working(&self, img: &RgbImage) -> RgbImage {
+        let (w, h) = img.dimensions();
+        let (nw, nh) = if self.squash {
+            (self.resize, self.resize)
+        } else if w <= h {
+            (
+                self.resize,
+                (self.resize as u64 * h as u64 / w as u64) as u32,
+            )
+        } else {
+            (
+                (self.resize as u64 * w as u64 / h as u64) as u32,
+                self.resize,
+            )
+        };
+        resize_rgb(img, nw.max(1), nh.max(1), self.interpolation)
+    }
+
+    /// Center-crops a working-resolution image and writes it normalised, channels first, to `out`.
+    pub fn crop_normalize(&self, img: &RgbImage, out: &mut [f32]) {
+        let s = self.size;
+        let (w, h) = img.dimensions();
+        if w < s || h < s {
+            // Only reachable for squash with a crop_pct of 1.0 rounding down; resize to fit.
+            let fitted = resize_rgb(img, s.max(w), s.max(h), self.interpolation);
+            return self.crop_normalize(&fitted, out);
+        }
+        let top = ((h - s) as f64 / 2.0).round_ties_even() as u32;
+        let left = ((w - s) as f64 / 2.0).round_ties_even() as u32;
+        let plane = (s * s) as usize;
+        let (scale, shift) = self.affine();
+        for y in 0..s {
+            for x in 0..s {
+                let p = img.get_pixel(left + x, top + y).0;
+                let i = (y * s + x) as usize;
+                for c in 0..3 {
+                    out[c * plane + i] = p[c] as f32 * scale[c] + shift[c];
+                }
+            }
+        }
+    }
+
+    /// The eval transform of a decoded image, `[3, size, size]` flattened.
+    pub fn eval(&self, img: &RgbImage) -> Vec<f32> {
+        let mut out = vec![0.0; self.input_len()];
+        self.crop_normalize(&self.to_working(img), &mut out);
+        out
+    }
+
+    /// Per-channel `(scale, shift)` taking a 0..=255 pixel value to the normalised input.
+    pub fn affine(&self) -> ([f32; 3], [f32; 3]) {
+        let scale = [0, 1, 2].map(|c| 1.0 / (255.0 * self.std[c]));
+        let shift = [0, 1, 2].map(|c| -self.mean[c] / self.std[c]);
+        (scale, shift)
+    }
+}
+
+/// Resizes with a PIL-compatible convolution (antialiased when shrinking).
+pub fn resize_rgb(img: &RgbImage, w: u32, h: u32, filter: Interpolation) -> RgbImage {
+    if img.dimensions() == (w, h) {
+        return img.clone();
+    }
+    let src = ImageRef::new(img.width(), img.height(), img.as_raw(), PixelType::U8x3)
+        .expect("an RgbImage buffer always fits its size");
+    let mut dst = Image::new(w, h, PixelType::U8x3);
+    let alg = match filter {
+        Interpolation::Bicubic => fir::ResizeAlg::Convolution(fir::FilterType::CatmullRom),
+        Interpolation::Bilinear => fir::ResizeAlg::Convolution(fir::FilterType::Bilinear),
+        Interpolation::Nearest => fir::ResizeAlg::Nearest,
+    };
+    fir::Resizer::new()
+        .resize(&src, &mut dst, &fir::ResizeOptions::new().resize_alg(alg))
+        .expect("source and destination are both U8x3");
+    RgbImage::from_raw(w, h, dst.into_vec()).expect("the resizer fills w*h*3 bytes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lite0_cfg() -> PretrainedCfg {
+        PretrainedCfg {
+            input_size: [3, 224, 224],
+            interpolation: "bicubic".into(),
+            crop_pct: 0.875,
+            crop_mode: "center".into(),
+            mean: [0.5; 3],
+            std: [0.5; 3],
+        }
+    }
+
+    #[test]
+    fn sizes_follow_timm() {
+        let p = Preprocess::from_cfg(&lite0_cfg(), 0).unwrap();
+        assert_eq!((p.size, p.resize), (224, 256));
+        let img = RgbImage::new(400, 300);
+        assert_eq!(p.to_working(&img).dimensions(), (341, 256));
+        let p = Preprocess::from_cfg(&lite0_cfg(), 160).unwrap();
+        assert_eq!((p.size, p.resize), (160, 182));
+    }
+
+    #[test]
+    fn normalisation_maps_pixel_range() {
+        let p = Preprocess::from_cfg(&lite0_cfg(), 32).unwrap();
+        let white = RgbImage::from_pixel(40, 40, image::Rgb([255, 255, 255]));
+        let out = p.eval(&white);
+        assert!(out.iter().all(|v| (v - 1.0).abs() < 1e-5));
+        let black = RgbImage::new(40, 40);
+        assert!(p.eval(&black).iter().all(|v| (v + 1.0).abs() < 1e-5));
+    }
+}

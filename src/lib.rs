@@ -1,0 +1,9 @@
+//! tltui: a terminal trainer for transfer learning of image classifiers.
+//!
+//! The pieces, one concern each: [`config`] (settings), [`data`] (folders of images to batches).
+
+pub mod cli;
+pub mod config;
+pub mod data;
+pub mod inspect;
+pub mod model;

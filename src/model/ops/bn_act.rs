@@ -1,0 +1,259 @@
+//! BatchNorm in inference mode as a per-channel affine map, fused with its activation:
+//! `y = act(x * scale[c] + shift[c])`, with one backward pass for input, scale and shift.
+
+use super::contiguous_f32;
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+/// Activation applied after the affine map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    None,
+    Relu,
+    Relu6,
+}
+
+impl Activation {
+    #[inline]
+    fn apply(self, v: f32) -> f32 {
+        match self {
+            Activation::None => v,
+            Activation::Relu => v.max(0.0),
+            Activation::Relu6 => v.clamp(0.0, 6.0),
+        }
+    }
+
+    /// Whether the gradient passes at an output value (read from the result, not the input).
+    #[inline]
+    fn passes(self, y: f32) -> bool {
+        match self {
+            Activation::None => true,
+            Activation::Relu => y > 0.0,
+            Activation::Relu6 => y > 0.0 && y < 6.0,
+        }
+    }
+}
+
+/// Channel position of a tensor: the last dimension (NHWC) or the second (NCHW).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelDim {
+    Last,
+    Second,
+}
+
+/// `act(x * scale + shift)` per channel; `scale` and `shift` are `[C]`.
+pub fn bn_act(
+    x: &Tensor,
+    scale: &Tensor,
+    shift: &Tensor,
+    act: Activation,
+    dim: ChannelDim,
+) -> Result<Tensor> {
+    x.contiguous()?.apply_op3(
+        &scale.contiguous()?,
+        &shift.contiguous()?,
+        BnAct { act, dim },
+    )
+}
+
+/// Elements per channel run: 1 for channels-last, H*W for NCHW.
+fn inner_len(shape: &Shape, dim: ChannelDim) -> usize {
+    match dim {
+        ChannelDim::Last => 1,
+        ChannelDim::Second => shape.dims()[2..].iter().product(),
+    }
+}
+
+/// Runs `f(channel, run)` over every run of `inner` same-channel elements of `data`, in parallel
+/// over blocks of whole channel cycles.
+fn for_runs<T: Send>(data: &mut [T], c: usize, inner: usize, f: impl Fn(usize, &mut [T]) + Sync) {
+    let cycle = c * inner;
+    let cycles_per_block = (16384 / cycle).max(1);
+    data.par_chunks_mut(cycle * cycles_per_block)
+        .for_each(|block| {
+            for cyc in block.chunks_mut(cycle) {
+                for (ch, run) in cyc.chunks_mut(inner).enumerate() {
+                    f(ch, run);
+                }
+            }
+        });
+}
+
+struct BnAct {
+    act: Activation,
+    dim: ChannelDim,
+}
+
+impl CustomOp3 for BnAct {
+    fn name(&self) -> &'static str {
+        "bn-act"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(s1, l1)?;
+        let scale = contiguous_f32(s2, l2)?;
+        let shift = contiguous_f32(s3, l3)?;
+        let inner = inner_len(l1.shape(), self.dim);
+        let c = scale.len();
+        let mut y = x.to_vec();
+        let act = self.act;
+        if inner == 1 {
+            y.par_chunks_mut(c * 256.max(1)).for_each(|block| {
+                for px in block.chunks_mut(c) {
+                    for ((v, s), b) in px.iter_mut().zip(scale).zip(shift) {
+                        *v = act.apply(*v * s + b);
+                    }
+                }
+            });
+        } else {
+            for_runs(&mut y, c, inner, |ch, run| {
+                let (s, b) = (scale[ch], shift[ch]);
+                run.iter_mut().for_each(|v| *v = act.apply(*v * s + b));
+            });
+        }
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        scale: &Tensor,
+        _shift: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let c = scale.dim(0)?;
+        let n = x.elem_count();
+        let op = BnActGrad {
+            act: self.act,
+            dim: self.dim,
+            scale: scale.to_vec1::<f32>()?,
+        };
+        let packed = x.apply_op3_no_bwd(res, &grad.contiguous()?, &op)?;
+        let gx = packed.narrow(0, 0, n)?.reshape(x.shape())?;
+        let gscale = packed.narrow(0, n, c)?;
+        let gshift = packed.narrow(0, n + c, c)?;
+        Ok((Some(gx), Some(gscale), Some(gshift)))
+    }
+}
+
+/// (x, y, grad) to `[gx (numel), gscale (C), gshift (C)]` in one pass.
+struct BnActGrad {
+    act: Activation,
+    dim: ChannelDim,
+    scale: Vec<f32>,
+}
+
+impl CustomOp3 for BnActGrad {
+    fn name(&self) -> &'static str {
+        "bn-act-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(s1, l1)?;
+        let y = contiguous_f32(s2, l2)?;
+        let g = contiguous_f32(s3, l3)?;
+        let c = self.scale.len();
+        let inner = inner_len(l1.shape(), self.dim);
+        let n = x.len();
+        let cycle = c * inner;
+        let act = self.act;
+        let scale = &self.scale;
+        // gz = g * act'(y) per element; gx = gz * scale; sums per channel of gz * x and gz.
+        let mut gx = vec![0f32; n];
+        let block = cycle * (16384 / cycle).max(1);
+        let (gs, gb) = gx
+            .par_chunks_mut(block)
+            .enumerate()
+            .map(|(bi, out)| {
+                let start = bi * block;
+                let mut gs = vec![0f32; c];
+                let mut gb = vec![0f32; c];
+                for (j, o) in out.iter_mut().enumerate() {
+                    let i = start + j;
+                    let ch = (i / inner) % c;
+                    let gz = if act.passes(y[i]) { g[i] } else { 0.0 };
+                    *o = gz * scale[ch];
+                    gs[ch] += gz * x[i];
+                    gb[ch] += gz;
+                }
+                (gs, gb)
+            })
+            .reduce(
+                || (vec![0f32; c], vec![0f32; c]),
+                |(mut a, mut b), (c2, d)| {
+                    a.iter_mut().zip(&c2).for_each(|(a, c)| *a += c);
+                    b.iter_mut().zip(&d).for_each(|(b, d)| *b += d);
+                    (a, b)
+                },
+            );
+        gx.extend_from_slice(&gs);
+        gx.extend_from_slice(&gb);
+        Ok((CpuStorage::F32(gx), Shape::from(n + 2 * c)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ops::testing::{check_gradients, max_abs_diff};
+    use candle_core::{Device, Var};
+
+    #[test]
+    fn forward_matches_broadcast_ops() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 3.0, (2, 4, 5, 3), &dev)?;
+        let s = Tensor::new(&[0.5f32, -1.0, 2.0], &dev)?;
+        let b = Tensor::new(&[0.1f32, 0.2, 3.0], &dev)?;
+        let reference = x.broadcast_mul(&s)?.broadcast_add(&b)?.clamp(0f32, 6f32)?;
+        let ours = bn_act(&x, &s, &b, Activation::Relu6, ChannelDim::Last)?;
+        assert!(max_abs_diff(&ours, &reference)? < 1e-6);
+        let xn = x.permute((0, 3, 1, 2))?;
+        let ours = bn_act(&xn, &s, &b, Activation::Relu, ChannelDim::Second)?;
+        let reference = xn
+            .broadcast_mul(&s.reshape((3, 1, 1))?)?
+            .broadcast_add(&b.reshape((3, 1, 1))?)?
+            .relu()?;
+        assert!(max_abs_diff(&ours, &reference)? < 1e-6);
+        Ok(())
+    }
+
+    #[test]
+    fn gradients_match_finite_differences() -> Result<()> {
+        let dev = Device::Cpu;
+        for (act, dim, shape) in [
+            (Activation::Relu6, ChannelDim::Last, (2, 3, 4, 5)),
+            (Activation::None, ChannelDim::Last, (2, 3, 4, 5)),
+            (Activation::Relu, ChannelDim::Second, (2, 5, 3, 4)),
+        ] {
+            // Values on a grid away from the activation's kinks, so ±eps never crosses one.
+            let count = 2 * 3 * 4 * 5;
+            let v: Vec<f32> = (0..count)
+                .map(|i| ((i * 37 % 23) as f32 - 11.0) * 0.7 + 0.35)
+                .collect();
+            let x = Var::from_tensor(&Tensor::from_vec(v, shape, &dev)?)?;
+            let scale = Var::from_tensor(&Tensor::new(&[1.0f32, 0.5, 1.5, 1.0, 0.5], &dev)?)?;
+            let shift = Var::from_tensor(&Tensor::new(&[-0.1f32, -0.1, -0.1, -0.1, -0.1], &dev)?)?;
+            check_gradients(&[&x, &scale, &shift], |t| {
+                bn_act(t[0], t[1], t[2], act, dim)
+            })?;
+        }
+        Ok(())
+    }
+}

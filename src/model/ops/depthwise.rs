@@ -1,0 +1,318 @@
+//! Depthwise 2-D convolution on channels-last (NHWC) tensors, with its own backward.
+//!
+//! candle 0.11 runs a grouped convolution as one convolution per channel and its backward pads
+//! and concatenates full-size tensors; this op loops over output rows with the channel as the
+//! innermost, vectorisable dimension.
+
+use super::contiguous_f32;
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+/// Geometry of one depthwise convolution: kernel, stride and the zero padding before each axis
+/// (padding after is whatever the output size implies).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DwGeometry {
+    pub kernel: usize,
+    pub stride: usize,
+    pub pad_top: usize,
+    pub pad_left: usize,
+    pub out_h: usize,
+    pub out_w: usize,
+}
+
+impl DwGeometry {
+    /// TensorFlow "SAME" padding: output `ceil(size / stride)`, the odd pixel padded after.
+    pub fn same(h: usize, w: usize, kernel: usize, stride: usize) -> Self {
+        let axis = |n: usize| {
+            let out = n.div_ceil(stride);
+            let total = ((out - 1) * stride + kernel).saturating_sub(n);
+            (out, total / 2)
+        };
+        let (out_h, pad_top) = axis(h);
+        let (out_w, pad_left) = axis(w);
+        Self {
+            kernel,
+            stride,
+            pad_top,
+            pad_left,
+            out_h,
+            out_w,
+        }
+    }
+
+    /// Symmetric padding of `pad` pixels (PyTorch's convention).
+    pub fn symmetric(h: usize, w: usize, kernel: usize, stride: usize, pad: usize) -> Self {
+        Self {
+            kernel,
+            stride,
+            pad_top: pad,
+            pad_left: pad,
+            out_h: (h + 2 * pad - kernel) / stride + 1,
+            out_w: (w + 2 * pad - kernel) / stride + 1,
+        }
+    }
+
+    /// Input position of output `o` at kernel tap `k`, when it falls inside `0..n`.
+    #[inline]
+    fn input_at(&self, o: usize, k: usize, pad: usize, n: usize) -> Option<usize> {
+        (o * self.stride + k).checked_sub(pad).filter(|&i| i < n)
+    }
+
+    /// Output position that reads input `i` at kernel tap `k`, when there is one.
+    #[inline]
+    fn output_at(&self, i: usize, k: usize, pad: usize, n_out: usize) -> Option<usize> {
+        let t = (i + pad).checked_sub(k)?;
+        (t % self.stride == 0 && t / self.stride < n_out).then_some(t / self.stride)
+    }
+}
+
+/// Depthwise convolution of `x` `[N, H, W, C]` with `weight` `[K, K, C]`: `[N, OH, OW, C]`.
+pub fn depthwise_conv2d(x: &Tensor, weight: &Tensor, geo: DwGeometry) -> Result<Tensor> {
+    x.contiguous()?
+        .apply_op2(&weight.contiguous()?, DepthwiseConv { geo })
+}
+
+struct DepthwiseConv {
+    geo: DwGeometry,
+}
+
+impl CustomOp2 for DepthwiseConv {
+    fn name(&self) -> &'static str {
+        "depthwise-conv2d-nhwc"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(s1, l1)?;
+        let w = contiguous_f32(s2, l2)?;
+        let (n, h, wd, c) = l1.shape().dims4()?;
+        let g = self.geo;
+        let k = g.kernel;
+        let mut out = vec![0f32; n * g.out_h * g.out_w * c];
+        out.par_chunks_mut(g.out_w * c)
+            .enumerate()
+            .for_each(|(row, out_row)| {
+                let (b, oy) = (row / g.out_h, row % g.out_h);
+                for ky in 0..k {
+                    let Some(iy) = g.input_at(oy, ky, g.pad_top, h) else {
+                        continue;
+                    };
+                    let x_row = &x[(b * h + iy) * wd * c..][..wd * c];
+                    for kx in 0..k {
+                        let taps = &w[(ky * k + kx) * c..][..c];
+                        for ox in 0..g.out_w {
+                            let Some(ix) = g.input_at(ox, kx, g.pad_left, wd) else {
+                                continue;
+                            };
+                            let o = &mut out_row[ox * c..][..c];
+                            let i = &x_row[ix * c..][..c];
+                            for ((o, i), t) in o.iter_mut().zip(i).zip(taps) {
+                                *o += i * t;
+                            }
+                        }
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(out), Shape::from((n, g.out_h, g.out_w, c))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        let gx = if x.track_op() {
+            Some(grad.apply_op2_no_bwd(
+                w,
+                &DepthwiseGradInput {
+                    geo: self.geo,
+                    in_h: x.dim(1)?,
+                    in_w: x.dim(2)?,
+                },
+            )?)
+        } else {
+            None
+        };
+        let gw = if w.track_op() {
+            Some(x.apply_op2_no_bwd(&grad, &DepthwiseGradWeight { geo: self.geo })?)
+        } else {
+            None
+        };
+        Ok((gx, gw))
+    }
+}
+
+/// Gradient with respect to the input: (grad `[N, OH, OW, C]`, weight) to `[N, H, W, C]`.
+struct DepthwiseGradInput {
+    geo: DwGeometry,
+    in_h: usize,
+    in_w: usize,
+}
+
+impl CustomOp2 for DepthwiseGradInput {
+    fn name(&self) -> &'static str {
+        "depthwise-conv2d-grad-input"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let gy = contiguous_f32(s1, l1)?;
+        let w = contiguous_f32(s2, l2)?;
+        let (n, oh, ow, c) = l1.shape().dims4()?;
+        let (h, wd, g) = (self.in_h, self.in_w, self.geo);
+        let k = g.kernel;
+        let mut gx = vec![0f32; n * h * wd * c];
+        gx.par_chunks_mut(wd * c)
+            .enumerate()
+            .for_each(|(row, gx_row)| {
+                let (b, iy) = (row / h, row % h);
+                for ky in 0..k {
+                    let Some(oy) = g.output_at(iy, ky, g.pad_top, oh) else {
+                        continue;
+                    };
+                    let gy_row = &gy[(b * oh + oy) * ow * c..][..ow * c];
+                    for kx in 0..k {
+                        let taps = &w[(ky * k + kx) * c..][..c];
+                        for ix in 0..wd {
+                            let Some(ox) = g.output_at(ix, kx, g.pad_left, ow) else {
+                                continue;
+                            };
+                            let o = &mut gx_row[ix * c..][..c];
+                            let i = &gy_row[ox * c..][..c];
+                            for ((o, i), t) in o.iter_mut().zip(i).zip(taps) {
+                                *o += i * t;
+                            }
+                        }
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(gx), Shape::from((n, h, wd, c))))
+    }
+}
+
+/// Gradient with respect to the weight: (input `[N, H, W, C]`, grad `[N, OH, OW, C]`) to
+/// `[K, K, C]`, summed over rows in parallel.
+struct DepthwiseGradWeight {
+    geo: DwGeometry,
+}
+
+impl CustomOp2 for DepthwiseGradWeight {
+    fn name(&self) -> &'static str {
+        "depthwise-conv2d-grad-weight"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(s1, l1)?;
+        let gy = contiguous_f32(s2, l2)?;
+        let (n, h, wd, c) = l1.shape().dims4()?;
+        let (_, oh, ow, _) = l2.shape().dims4()?;
+        let g = self.geo;
+        let k = g.kernel;
+        let gw = (0..n * oh)
+            .into_par_iter()
+            .with_min_len(8)
+            .fold(
+                || vec![0f32; k * k * c],
+                |mut acc, row| {
+                    let (b, oy) = (row / oh, row % oh);
+                    let gy_row = &gy[(b * oh + oy) * ow * c..][..ow * c];
+                    for ky in 0..k {
+                        let Some(iy) = g.input_at(oy, ky, g.pad_top, h) else {
+                            continue;
+                        };
+                        let x_row = &x[(b * h + iy) * wd * c..][..wd * c];
+                        for kx in 0..k {
+                            let a = &mut acc[(ky * k + kx) * c..][..c];
+                            for ox in 0..ow {
+                                let Some(ix) = g.input_at(ox, kx, g.pad_left, wd) else {
+                                    continue;
+                                };
+                                let gi = &gy_row[ox * c..][..c];
+                                let xi = &x_row[ix * c..][..c];
+                                for ((a, gi), xi) in a.iter_mut().zip(gi).zip(xi) {
+                                    *a += gi * xi;
+                                }
+                            }
+                        }
+                    }
+                    acc
+                },
+            )
+            .reduce(
+                || vec![0f32; k * k * c],
+                |mut a, b| {
+                    a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
+                    a
+                },
+            );
+        Ok((CpuStorage::F32(gw), Shape::from((k, k, c))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ops::testing::{check_gradients, max_abs_diff};
+    use candle_core::{Device, Var};
+
+    #[test]
+    fn same_padding_follows_tensorflow() {
+        let g = DwGeometry::same(224, 224, 3, 2);
+        assert_eq!((g.out_h, g.pad_top), (112, 0));
+        let g = DwGeometry::same(112, 112, 5, 2);
+        assert_eq!((g.out_h, g.pad_top), (56, 1));
+        let g = DwGeometry::same(7, 7, 3, 1);
+        assert_eq!((g.out_h, g.pad_top), (7, 1));
+    }
+
+    /// candle's grouped convolution on NCHW is the reference for the forward pass.
+    #[test]
+    fn forward_matches_grouped_conv() -> Result<()> {
+        let dev = Device::Cpu;
+        for (k, s, pad) in [(3, 1, 1), (3, 2, 1), (5, 2, 2), (5, 1, 2)] {
+            let x = Tensor::randn(0f32, 1.0, (2, 6, 9, 8), &dev)?;
+            let w = Tensor::randn(0f32, 1.0, (6, 1, k, k), &dev)?;
+            let reference = x.conv2d(&w, pad, s, 1, 6)?;
+            let geo = DwGeometry::symmetric(9, 8, k, s, pad);
+            let ours = depthwise_conv2d(
+                &x.permute((0, 2, 3, 1))?,
+                &w.reshape((6, k * k))?.t()?.reshape((k, k, 6))?,
+                geo,
+            )?
+            .permute((0, 3, 1, 2))?;
+            assert!(max_abs_diff(&ours, &reference)? < 1e-4, "k{k} s{s}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn gradients_match_finite_differences() -> Result<()> {
+        let dev = Device::Cpu;
+        for (k, s) in [(3, 1), (3, 2), (5, 2)] {
+            let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, 7, 6, 3), &dev)?)?;
+            let w = Var::from_tensor(&Tensor::randn(0f32, 1.0, (k, k, 3), &dev)?)?;
+            let geo = DwGeometry::same(7, 6, k, s);
+            check_gradients(&[&x, &w], |v| depthwise_conv2d(v[0], v[1], geo))?;
+        }
+        Ok(())
+    }
+}

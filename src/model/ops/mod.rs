@@ -1,0 +1,71 @@
+//! CPU operations that candle lacks or runs slowly, each with its own backward.
+
+pub mod bn_act;
+pub mod depthwise;
+pub mod maxpool;
+
+use candle_core::{bail, CpuStorage, Layout, Result};
+
+/// The f32 slice a contiguous layout covers.
+fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
+    let data = storage.as_slice::<f32>()?;
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => bail!("custom op needs a contiguous f32 tensor"),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    use candle_core::{Result, Tensor, Var};
+    use rand::{Rng, SeedableRng};
+
+    pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
+        (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()
+    }
+
+    /// Compares the backward pass of `f` with central finite differences of the scalar
+    /// `sum(f(vars) * r)` for a fixed random `r`, on up to 24 elements of each variable.
+    pub fn check_gradients(vars: &[&Var], f: impl Fn(&[&Tensor]) -> Result<Tensor>) -> Result<()> {
+        let tensors: Vec<&Tensor> = vars.iter().map(|v| v.as_tensor()).collect();
+        let y = f(&tensors)?;
+        let r = Tensor::randn(0f32, 1.0, y.shape(), y.device())?;
+        let loss = |vars: &[&Var]| -> Result<f64> {
+            let t: Vec<&Tensor> = vars.iter().map(|v| v.as_tensor()).collect();
+            Ok(f(&t)?
+                .mul(&r)?
+                .sum_all()?
+                .to_dtype(candle_core::DType::F64)?
+                .to_scalar::<f64>()?)
+        };
+        let grads = y.mul(&r)?.sum_all()?.backward()?;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+        let eps = 1e-2f32;
+        for (vi, var) in vars.iter().enumerate() {
+            let analytic = grads
+                .get(var.as_tensor())
+                .unwrap_or_else(|| panic!("no gradient for variable {vi}"))
+                .flatten_all()?
+                .to_vec1::<f32>()?;
+            let base = var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
+            for _ in 0..24.min(base.len()) {
+                let i = rng.random_range(0..base.len());
+                let probe = |delta: f32| -> Result<f64> {
+                    let mut v = base.clone();
+                    v[i] += delta;
+                    var.set(&Tensor::from_vec(v, var.shape(), var.device())?)?;
+                    loss(vars)
+                };
+                let numeric = ((probe(eps)? - probe(-eps)?) / (2.0 * eps as f64)) as f32;
+                var.set(&Tensor::from_vec(base.clone(), var.shape(), var.device())?)?;
+                let tol = 2e-2 * numeric.abs().max(1.0);
+                assert!(
+                    (analytic[i] - numeric).abs() <= tol,
+                    "variable {vi} element {i}: backward {} vs finite difference {numeric}",
+                    analytic[i]
+                );
+            }
+        }
+        Ok(())
+    }
+}
