@@ -1,3 +1,169 @@
-//! Backbones in candle with timm's key names, their layer groups, and the custom ops they use.
+//! Backbones in candle with timm's key names, their layer groups, the new classification head,
+//! and the custom ops they use.
 
+pub mod efficientnet;
+pub mod head;
+pub mod layers;
 pub mod ops;
+pub mod params;
+pub mod resnet;
+
+use crate::data::PretrainedCfg;
+use candle_core::{Result, Tensor, Var};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+pub use head::Head;
+pub use params::Params;
+
+/// Architectures tltui can build, as timm names them.
+pub const SUPPORTED: &[&str] = &[
+    "tf_efficientnet_lite0",
+    "tf_efficientnet_lite1",
+    "tf_efficientnet_lite2",
+    "tf_efficientnet_lite3",
+    "tf_efficientnet_lite4",
+    "efficientnet_b0",
+    "tf_efficientnet_b0",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+];
+
+/// The fields of a timm `config.json` that tltui reads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    pub architecture: String,
+    #[serde(default)]
+    pub num_features: Option<usize>,
+    pub pretrained_cfg: PretrainedCfg,
+}
+
+impl ModelConfig {
+    /// Parses a `config.json`; a malformed file is an error naming it.
+    pub fn from_file(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+        serde_json::from_str(&text).map_err(|e| {
+            anyhow::anyhow!("{} is not a usable timm config.json: {e}", path.display())
+        })
+    }
+}
+
+/// A named set of parameters that is frozen or trained as one: the stem, each stage, the head.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LayerGroup {
+    pub name: String,
+    /// Key prefixes (timm names) of the group's tensors.
+    #[serde(skip)]
+    pub prefixes: Vec<String>,
+    /// Number of trainable values (BatchNorm running statistics excluded).
+    pub params: usize,
+    pub trainable: bool,
+}
+
+/// What one group's layers do during a forward pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupMode {
+    /// Gradients flow into the group's weights.
+    pub trainable: bool,
+    /// BatchNorm normalises with batch statistics and updates its running statistics.
+    pub batch_stats: bool,
+}
+
+/// State every backbone shares: its parameters, its layer groups and their modes.
+pub struct BackboneParts {
+    pub architecture: String,
+    pub params: Params,
+    pub groups: Vec<LayerGroup>,
+    /// Train BatchNorm statistics in trainable groups (otherwise inference mode everywhere).
+    pub train_batchnorm: bool,
+    pub num_features: usize,
+}
+
+impl BackboneParts {
+    fn new(
+        architecture: &str,
+        params: Params,
+        groups: Vec<(String, Vec<String>)>,
+        num_features: usize,
+    ) -> Self {
+        let groups = groups
+            .into_iter()
+            .map(|(name, prefixes)| LayerGroup {
+                params: params.count(|k| prefixes.iter().any(|p| k.starts_with(p.as_str()))),
+                name,
+                prefixes,
+                trainable: false,
+            })
+            .collect();
+        Self {
+            architecture: architecture.to_string(),
+            params,
+            groups,
+            train_batchnorm: false,
+            num_features,
+        }
+    }
+
+    /// The forward-pass mode of group `i`; `training` is whether this pass trains.
+    pub fn mode(&self, i: usize, training: bool) -> GroupMode {
+        let trainable = training && self.groups[i].trainable;
+        GroupMode {
+            trainable,
+            batch_stats: trainable && self.train_batchnorm,
+        }
+    }
+}
+
+/// A pretrained feature extractor: input `[N, 3, H, W]` to pooled features `[N, C]`.
+pub trait Backbone: Send {
+    /// The shared state.
+    fn parts(&self) -> &BackboneParts;
+    /// The shared state, mutably.
+    fn parts_mut(&mut self) -> &mut BackboneParts;
+    /// Pooled features; `training` lets trainable groups record gradients.
+    fn forward(&self, x: &Tensor, training: bool) -> Result<Tensor>;
+
+    /// Freezes or unfreezes group `i`.
+    fn set_trainable(&mut self, i: usize, trainable: bool) {
+        self.parts_mut().groups[i].trainable = trainable;
+    }
+
+    /// Variables the optimiser updates: weights of trainable groups, never running statistics.
+    fn trainable_vars(&self) -> Vec<(usize, Var)> {
+        let parts = self.parts();
+        parts
+            .groups
+            .iter()
+            .enumerate()
+            .filter(|(_, g)| g.trainable)
+            .flat_map(|(i, g)| {
+                parts
+                    .params
+                    .matching(|k| {
+                        g.prefixes.iter().any(|p| k.starts_with(p.as_str()))
+                            && !params::is_buffer(k)
+                    })
+                    .map(move |v| (i, v))
+            })
+            .collect()
+    }
+}
+
+/// Builds the backbone named by `config.architecture` from timm-named `params`.
+pub fn build_backbone(config: &ModelConfig, params: Params) -> anyhow::Result<Box<dyn Backbone>> {
+    let arch = config.architecture.as_str();
+    if let Some(spec) = efficientnet::EfficientNetSpec::for_arch(arch) {
+        return Ok(Box::new(efficientnet::EfficientNet::new(
+            arch, spec, params,
+        )?));
+    }
+    if let Some(spec) = resnet::ResNetSpec::for_arch(arch) {
+        return Ok(Box::new(resnet::ResNet::new(arch, spec, params)?));
+    }
+    anyhow::bail!(
+        "unsupported architecture {arch:?}; supported: {}",
+        SUPPORTED.join(", ")
+    )
+}

@@ -5,6 +5,7 @@
 //! innermost, vectorisable dimension.
 
 use super::contiguous_f32;
+use crate::model::layers::same_padding;
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -23,20 +24,15 @@ pub struct DwGeometry {
 impl DwGeometry {
     /// TensorFlow "SAME" padding: output `ceil(size / stride)`, the odd pixel padded after.
     pub fn same(h: usize, w: usize, kernel: usize, stride: usize) -> Self {
-        let axis = |n: usize| {
-            let out = n.div_ceil(stride);
-            let total = ((out - 1) * stride + kernel).saturating_sub(n);
-            (out, total / 2)
-        };
-        let (out_h, pad_top) = axis(h);
-        let (out_w, pad_left) = axis(w);
+        let (pad_top, _) = same_padding(h, kernel, stride);
+        let (pad_left, _) = same_padding(w, kernel, stride);
         Self {
             kernel,
             stride,
             pad_top,
             pad_left,
-            out_h,
-            out_w,
+            out_h: h.div_ceil(stride),
+            out_w: w.div_ceil(stride),
         }
     }
 
