@@ -5,5 +5,6 @@
 pub mod cli;
 pub mod config;
 pub mod data;
+pub mod hub;
 pub mod inspect;
 pub mod model;

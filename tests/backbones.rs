@@ -32,7 +32,11 @@ fn random_backbone(arch: &str) -> Box<dyn Backbone> {
             Ok(b) => return b,
             Err(e) => e.to_string(),
         };
-        let name = err.split('"').nth(1).unwrap_or_else(|| panic!("{err}")).to_string();
+        let name = err
+            .split('"')
+            .nth(1)
+            .unwrap_or_else(|| panic!("{err}"))
+            .to_string();
         let shape: Vec<usize> = err
             .rsplit_once("expected shape [")
             .unwrap_or_else(|| panic!("{err}"))
@@ -43,10 +47,15 @@ fn random_backbone(arch: &str) -> Box<dyn Backbone> {
             .map(|d| d.parse().unwrap())
             .collect();
         let fan_in: usize = shape.iter().skip(1).product::<usize>().max(1);
-        let t = if name.ends_with("running_var") || name.ends_with("bn1.weight") || name.contains(".bn") {
+        let t = if name.ends_with("running_var")
+            || name.ends_with("bn1.weight")
+            || name.contains(".bn")
+        {
             Tensor::rand(0.5f32, 1.5, shape.as_slice(), &Device::Cpu).unwrap()
         } else {
-            (Tensor::randn(0f32, 1.0, shape.as_slice(), &Device::Cpu).unwrap() / (fan_in as f64).sqrt()).unwrap()
+            (Tensor::randn(0f32, 1.0, shape.as_slice(), &Device::Cpu).unwrap()
+                / (fan_in as f64).sqrt())
+            .unwrap()
         };
         tensors.push((name, t));
     }
@@ -56,16 +65,29 @@ fn random_backbone(arch: &str) -> Box<dyn Backbone> {
 fn check(arch: &str, classifier_params: usize, timm_total: usize) {
     let mut b = random_backbone(arch);
     let total: usize = b.parts().groups.iter().map(|g| g.params).sum();
-    assert_eq!(total + classifier_params, timm_total, "{arch} parameter count");
+    assert_eq!(
+        total + classifier_params,
+        timm_total,
+        "{arch} parameter count"
+    );
     for i in 0..b.parts().groups.len() {
         b.set_trainable(i, true);
     }
     let x = Tensor::randn(0f32, 1.0, (2, 3, 64, 64), &Device::Cpu).unwrap();
     let features = b.forward(&x, true).unwrap();
     assert_eq!(features.dims(), &[2, b.parts().num_features]);
-    let grads = features.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+    let grads = features
+        .sqr()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
     let vars = b.trainable_vars();
-    assert!(vars.iter().all(|(_, v)| grads.get(v.as_tensor()).is_some()), "{arch}: every trainable tensor gets a gradient");
+    assert!(
+        vars.iter().all(|(_, v)| grads.get(v.as_tensor()).is_some()),
+        "{arch}: every trainable tensor gets a gradient"
+    );
     // Frozen: no graph at all.
     for i in 0..b.parts().groups.len() {
         b.set_trainable(i, false);
@@ -103,13 +125,27 @@ fn efficientnet_lite_family() {
 
 #[test]
 fn unsupported_architecture_lists_the_supported_ones() {
-    let err = build_backbone(&config("vit_base_patch16_224"), Params::default()).err().unwrap().to_string();
-    assert!(err.contains("unsupported") && err.contains("resnet50") && err.contains("tf_efficientnet_lite0"), "{err}");
+    let err = build_backbone(&config("vit_base_patch16_224"), Params::default())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("unsupported")
+            && err.contains("resnet50")
+            && err.contains("tf_efficientnet_lite0"),
+        "{err}"
+    );
 }
 
 #[test]
 fn pretrained_lite0_file_matches_timm_count() {
-    let Some(shared) = common::shared_dir() else { return };
-    let params = Params::load(&common::lite0_dir(&shared).join("model.safetensors"), &Device::Cpu).unwrap();
+    let Some(shared) = common::shared_dir() else {
+        return;
+    };
+    let params = Params::load(
+        &common::lite0_dir(&shared).join("model.safetensors"),
+        &Device::Cpu,
+    )
+    .unwrap();
     assert_eq!(params.count(|_| true), 4_652_008);
 }

@@ -19,6 +19,9 @@ pub fn shared_dir() -> Option<PathBuf> {
 }
 
 /// The pretrained lite0 files in `../shared/hub`.
+#[path = "hub_stub.rs"]
+pub mod hub_stub;
+
 pub fn lite0_dir(shared: &std::path::Path) -> PathBuf {
     shared.join("hub/timm/tf_efficientnet_lite0.in1k")
 }
