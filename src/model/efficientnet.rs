@@ -1,6 +1,8 @@
 //! EfficientNet-Lite0..4 and EfficientNet-B0, as timm builds them, channels-last internally.
 
-use super::layers::{conv1x1_nhwc, global_pool_nhwc, pad_nchw, same_padding, weight, BatchNorm};
+use super::layers::{
+    conv1x1_nhwc, global_pool_nhwc, input_conv_nhwc, same_padding, weight, BatchNorm,
+};
 use super::ops::bn_act::{Activation, ChannelDim};
 use super::ops::depthwise::{depthwise_conv2d, DwGeometry};
 use super::{Backbone, BackboneParts, GroupMode, Params};
@@ -299,9 +301,7 @@ impl EfficientNet {
             [1; 4]
         };
         let stem = weight(&parts.params, "conv_stem.weight", mode);
-        let mut h = pad_nchw(x, pad)?
-            .conv2d(&stem, 0, 2, 1, 1)?
-            .permute((0, 2, 3, 1))?;
+        let mut h = input_conv_nhwc(x, &stem, 2, pad)?;
         debug_assert_eq!(h.dim(3)?, self.stem_ch);
         h = self.bn(&h, "bn1", true, mode)?;
         for (si, stage) in self.stages.iter().enumerate() {

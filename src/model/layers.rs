@@ -99,13 +99,48 @@ pub fn conv1x1_nhwc(x: &Tensor, w: &Tensor) -> Result<Tensor> {
         .reshape((n, h, wd, co))
 }
 
-/// Zero padding of an NCHW tensor's spatial axes: (top, bottom, left, right).
-pub fn pad_nchw(x: &Tensor, pad: [usize; 4]) -> Result<Tensor> {
-    if pad == [0; 4] {
-        return Ok(x.clone());
-    }
-    x.pad_with_zeros(2, pad[0], pad[1])?
-        .pad_with_zeros(3, pad[2], pad[3])
+/// Convolution of a network input `x` `[N, C, H, W]` (which never needs a gradient) with a timm
+/// weight `[Co, C, K, K]`, returning channels-last `[N, OH, OW, Co]`. The input's patches are
+/// gathered once and multiplied with the weight: the backward pass is then one matrix product
+/// for the weight, instead of candle's transposed convolution for an input that needs none.
+pub fn input_conv_nhwc(x: &Tensor, w: &Tensor, stride: usize, pad: [usize; 4]) -> Result<Tensor> {
+    let (n, c, h, wd) = x.dims4()?;
+    let (co, _, k, _) = w.dims4()?;
+    let oh = (h + pad[0] + pad[1] - k) / stride + 1;
+    let ow = (wd + pad[2] + pad[3] - k) / stride + 1;
+    let src = x.detach().contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+    let cols = c * k * k;
+    let mut patches = vec![0f32; n * oh * ow * cols];
+    use rayon::prelude::*;
+    patches
+        .par_chunks_mut(ow * cols)
+        .enumerate()
+        .for_each(|(row, out)| {
+            let (b, oy) = (row / oh, row % oh);
+            for ox in 0..ow {
+                let p = &mut out[ox * cols..][..cols];
+                for ci in 0..c {
+                    for ky in 0..k {
+                        let Some(iy) = (oy * stride + ky).checked_sub(pad[0]).filter(|&i| i < h)
+                        else {
+                            continue;
+                        };
+                        for kx in 0..k {
+                            let Some(ix) =
+                                (ox * stride + kx).checked_sub(pad[2]).filter(|&i| i < wd)
+                            else {
+                                continue;
+                            };
+                            p[(ci * k + ky) * k + kx] = src[((b * c + ci) * h + iy) * wd + ix];
+                        }
+                    }
+                }
+            }
+        });
+    let patches = Tensor::from_vec(patches, (n * oh * ow, cols), x.device())?;
+    patches
+        .matmul(&w.reshape((co, cols))?.t()?)?
+        .reshape((n, oh, ow, co))
 }
 
 /// TensorFlow "SAME" padding (before, after) of one axis.

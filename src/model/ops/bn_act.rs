@@ -1,7 +1,7 @@
 //! BatchNorm in inference mode as a per-channel affine map, fused with its activation:
 //! `y = act(x * scale[c] + shift[c])`, with one backward pass for input, scale and shift.
 
-use super::contiguous_f32;
+use super::{contiguous_f32, sum_in_order};
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -178,33 +178,28 @@ impl CustomOp3 for BnActGrad {
         // gz = g * act'(y) per element; gx = gz * scale; sums per channel of gz * x and gz.
         let mut gx = vec![0f32; n];
         let block = cycle * (16384 / cycle).max(1);
-        let (gs, gb) = gx
+        let partials: Vec<Vec<f32>> = gx
             .par_chunks_mut(block)
             .enumerate()
             .map(|(bi, out)| {
                 let start = bi * block;
-                let mut gs = vec![0f32; c];
-                let mut gb = vec![0f32; c];
+                // Per-channel sums of gz * x, then of gz.
+                let mut sums = vec![0f32; 2 * c];
                 for (j, o) in out.iter_mut().enumerate() {
                     let i = start + j;
                     let ch = (i / inner) % c;
                     let gz = if act.passes(y[i]) { g[i] } else { 0.0 };
                     *o = gz * scale[ch];
-                    gs[ch] += gz * x[i];
-                    gb[ch] += gz;
+                    sums[ch] += gz * x[i];
+                    sums[c + ch] += gz;
                 }
-                (gs, gb)
+                sums
             })
-            .reduce(
-                || (vec![0f32; c], vec![0f32; c]),
-                |(mut a, mut b), (c2, d)| {
-                    a.iter_mut().zip(&c2).for_each(|(a, c)| *a += c);
-                    b.iter_mut().zip(&d).for_each(|(b, d)| *b += d);
-                    (a, b)
-                },
-            );
-        gx.extend_from_slice(&gs);
-        gx.extend_from_slice(&gb);
+            .collect();
+        let sums = sum_in_order(partials, 2 * c);
+        let (gs, gb) = sums.split_at(c);
+        gx.extend_from_slice(gs);
+        gx.extend_from_slice(gb);
         Ok((CpuStorage::F32(gx), Shape::from(n + 2 * c)))
     }
 }

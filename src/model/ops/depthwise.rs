@@ -4,7 +4,7 @@
 //! and concatenates full-size tensors; this op loops over output rows with the channel as the
 //! innermost, vectorisable dimension.
 
-use super::contiguous_f32;
+use super::{contiguous_f32, sum_in_order};
 use crate::model::layers::same_padding;
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -223,12 +223,15 @@ impl CustomOp2 for DepthwiseGradWeight {
         let (_, oh, ow, _) = l2.shape().dims4()?;
         let g = self.geo;
         let k = g.kernel;
-        let gw = (0..n * oh)
-            .into_par_iter()
-            .with_min_len(8)
-            .fold(
-                || vec![0f32; k * k * c],
-                |mut acc, row| {
+        // Partial sums over fixed blocks of rows, added in order: the result does not depend on
+        // how rayon schedules the blocks.
+        let rows_per_block = 16;
+        let partials: Vec<Vec<f32>> = (0..n * oh)
+            .collect::<Vec<_>>()
+            .par_chunks(rows_per_block)
+            .map(|rows| {
+                let mut acc = vec![0f32; k * k * c];
+                for &row in rows {
                     let (b, oy) = (row / oh, row % oh);
                     let gy_row = &gy[(b * oh + oy) * ow * c..][..ow * c];
                     for ky in 0..k {
@@ -250,16 +253,11 @@ impl CustomOp2 for DepthwiseGradWeight {
                             }
                         }
                     }
-                    acc
-                },
-            )
-            .reduce(
-                || vec![0f32; k * k * c],
-                |mut a, b| {
-                    a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
-                    a
-                },
-            );
+                }
+                acc
+            })
+            .collect();
+        let gw = sum_in_order(partials, k * k * c);
         Ok((CpuStorage::F32(gw), Shape::from((k, k, c))))
     }
 }

@@ -15,6 +15,15 @@ fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f
     }
 }
 
+/// Element-wise sum of equally long partial results, in their order (so that parallel
+/// reductions give the same bits on every run).
+fn sum_in_order(partials: Vec<Vec<f32>>, len: usize) -> Vec<f32> {
+    partials.into_iter().fold(vec![0f32; len], |mut acc, p| {
+        acc.iter_mut().zip(&p).for_each(|(a, p)| *a += p);
+        acc
+    })
+}
+
 #[cfg(test)]
 pub(crate) mod testing {
     use candle_core::{Result, Tensor, Var};
