@@ -59,6 +59,96 @@ pub struct TrainArgs {
     pub dataset: Option<PathBuf>,
     #[command(flatten)]
     pub data: DataArgs,
+    /// Pretrained backbone on the Hugging Face Hub, ORG/NAME[@REVISION] (overrides hub.backbone).
+    #[arg(long, value_name = "ID")]
+    pub backbone: Option<String>,
+    /// Local model.safetensors (with config.json beside it) instead of downloading.
+    #[arg(long, value_name = "PATH", conflicts_with = "backbone")]
+    pub weights: Option<PathBuf>,
+    /// Directory for checkpoints (overrides checkpoint.dir).
+    #[arg(long, value_name = "DIR")]
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Continue from a checkpoint written by tltui.
+    #[arg(long, value_name = "CKPT")]
+    pub resume: Option<PathBuf>,
+    /// Run without the dashboard: warm up, fine-tune, print progress, exit.
+    #[arg(long)]
+    pub headless: bool,
+    /// With --headless: print one JSON object per line, each with an "event" field.
+    #[arg(long, requires = "headless")]
+    pub json: bool,
+    /// Warm-up epochs (headless: run them; dashboard: epochs per `w`). Overrides train.warmup_epochs.
+    #[arg(long, value_name = "N")]
+    pub warmup_epochs: Option<usize>,
+    /// Fine-tune epochs (headless: run them after warm-up; dashboard: epochs per `f`).
+    #[arg(long, value_name = "N")]
+    pub finetune_epochs: Option<usize>,
+    /// Dashboard: start this phase without waiting for a key (overrides train.auto_start).
+    #[arg(long, value_name = "PHASE", value_parser = ["none", "warmup", "finetune"])]
+    pub start: Option<String>,
+}
+
+impl TrainArgs {
+    /// The configuration with every flag applied.
+    pub fn config(&self) -> anyhow::Result<crate::config::Config> {
+        let mut c = self.data.config()?;
+        if let Some(b) = &self.backbone {
+            c.hub.backbone = b.clone();
+        }
+        if let Some(n) = self.warmup_epochs {
+            c.train.warmup_epochs = n;
+        }
+        if let Some(n) = self.finetune_epochs {
+            c.train.finetune_epochs = n;
+        }
+        if let Some(dir) = &self.checkpoint_dir {
+            c.checkpoint.dir = dir.display().to_string();
+        }
+        if let Some(start) = &self.start {
+            c.train.auto_start = match start.as_str() {
+                "warmup" => crate::config::AutoStart::Warmup,
+                "finetune" => crate::config::AutoStart::Finetune,
+                _ => crate::config::AutoStart::None,
+            };
+        }
+        Ok(c)
+    }
+
+    /// The engine's setup for `dataset` under `config`.
+    pub fn engine_setup(&self, dataset: &std::path::Path, config: crate::config::Config) -> anyhow::Result<crate::train::EngineSetup> {
+        use crate::train::WeightsSource;
+        let weights = match &self.weights {
+            Some(path) => WeightsSource::Local { weights: path.clone() },
+            None => WeightsSource::Hub {
+                repo: config.hub.backbone.parse().map_err(anyhow::Error::msg)?,
+                options: crate::hub::HubOptions::from_config(&config.hub),
+            },
+        };
+        let cache = dirs::cache_dir().map(|d| d.join("tltui"));
+        let checkpoint_dir = if config.checkpoint.dir.is_empty() {
+            let name = std::fs::canonicalize(dataset)
+                .ok()
+                .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .unwrap_or_else(|| "dataset".into());
+            cache
+                .clone()
+                .ok_or_else(|| anyhow::anyhow!("no cache directory on this system; pass --checkpoint-dir"))?
+                .join("checkpoints")
+                .join(name)
+        } else {
+            PathBuf::from(&config.checkpoint.dir)
+        };
+        Ok(crate::train::EngineSetup {
+            dataset: dataset.to_path_buf(),
+            classes_dir: self.data.classes_dir.clone(),
+            config,
+            weights,
+            checkpoint_dir,
+            resume: self.resume.clone(),
+            feature_cache_dir: cache.map(|d| d.join("features")),
+            device: candle_core::Device::Cpu,
+        })
+    }
 }
 
 impl DataArgs {

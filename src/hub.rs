@@ -85,7 +85,8 @@ impl HubOptions {
 }
 
 /// Progress of one file.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum DownloadProgress {
     /// Bytes received so far of `total` (0 when unknown).
     Bytes { file: String, done: u64, total: u64 },

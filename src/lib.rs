@@ -6,5 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod data;
 pub mod hub;
+pub mod headless;
 pub mod inspect;
 pub mod model;
+pub mod train;

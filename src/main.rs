@@ -7,10 +7,11 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
-        Some(Command::Inspect(args)) => tltui::inspect::run(&args),
-        None => match cli.train.dataset {
-            Some(_) => Err(anyhow::anyhow!("training arrives with the engine")),
+    let result = match &cli.command {
+        Some(Command::Inspect(args)) => tltui::inspect::run(args).map(|()| ExitCode::SUCCESS),
+        None => match &cli.train.dataset {
+            Some(dataset) if cli.train.headless => tltui::headless::run(&cli.train, dataset),
+            Some(_) => Err(anyhow::anyhow!("the dashboard is not built yet; use --headless")),
             None => {
                 use clap::CommandFactory;
                 let _ = Cli::command().print_help();
@@ -19,7 +20,7 @@ fn main() -> ExitCode {
         },
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

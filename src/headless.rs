@@ -1,0 +1,238 @@
+//! The engine without the dashboard: warm-up for N epochs, fine-tune for M, progress printed for
+//! people (a line per epoch, a bar on a terminal) or as JSON lines for scripts.
+
+use crate::cli::TrainArgs;
+use crate::hub::DownloadProgress;
+use crate::train::{Command, Engine, Event, FeatureStatus, Phase, Summary};
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::process::ExitCode;
+
+/// Runs the plan and returns the exit code: 0 done, 130 interrupted, 1 failed.
+pub fn run(args: &TrainArgs, dataset: &Path) -> anyhow::Result<ExitCode> {
+    let config = args.config()?;
+    let (warmup, finetune) = (config.train.warmup_epochs, config.train.finetune_epochs);
+    let setup = args.engine_setup(dataset, config)?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let engine = Engine::spawn(setup, tx);
+    forward_signals(engine.commands());
+    let commands = engine.commands();
+    let next = |after: Option<Phase>| match after {
+        None if warmup > 0 => Command::Warmup { epochs: warmup },
+        None | Some(Phase::Warmup) if finetune > 0 => Command::Finetune {
+            epochs: finetune,
+            groups: None,
+        },
+        _ => Command::Stop,
+    };
+    let _ = commands.send(next(None));
+    let mut printer = Printer::new(args.json);
+    let mut summary = Summary::default();
+    for event in rx {
+        printer.print(&event)?;
+        match event {
+            Event::PhaseFinished { phase, .. } => {
+                let _ = commands.send(next(Some(phase)));
+            }
+            Event::Finished(s) => {
+                summary = s;
+                break;
+            }
+            _ => {}
+        }
+    }
+    engine.join();
+    Ok(match (&summary.error, summary.interrupted) {
+        (Some(_), _) => ExitCode::FAILURE,
+        (None, true) => ExitCode::from(130),
+        (None, false) => ExitCode::SUCCESS,
+    })
+}
+
+/// Turns Ctrl-C and SIGTERM into an `Interrupt` command.
+fn forward_signals(commands: std::sync::mpsc::Sender<Command>) {
+    std::thread::spawn(move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+            return;
+        };
+        runtime.block_on(async {
+            let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
+                return;
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            let _ = commands.send(Command::Interrupt);
+        });
+    });
+}
+
+/// Prints events as text or JSON lines.
+struct Printer {
+    json: bool,
+    /// Progress bars go to stderr when it is a terminal.
+    bars: bool,
+    epoch_loss: f64,
+    epoch_correct: f64,
+    epoch_batches: usize,
+    bar_open: bool,
+}
+
+impl Printer {
+    fn new(json: bool) -> Self {
+        Self {
+            json,
+            bars: !json && std::io::stderr().is_terminal(),
+            epoch_loss: 0.0,
+            epoch_correct: 0.0,
+            epoch_batches: 0,
+            bar_open: false,
+        }
+    }
+
+    fn bar(&mut self, text: &str) {
+        if self.bars {
+            eprint!("\r\x1b[2K{text}");
+            let _ = std::io::stderr().flush();
+            self.bar_open = true;
+        }
+    }
+
+    fn line(&mut self, text: &str) {
+        if self.bar_open {
+            eprint!("\r\x1b[2K");
+            self.bar_open = false;
+        }
+        println!("{text}");
+    }
+
+    fn print(&mut self, event: &Event) -> anyhow::Result<()> {
+        if self.json {
+            let mut out = std::io::stdout().lock();
+            serde_json::to_writer(&mut out, event)?;
+            writeln!(out)?;
+            return Ok(());
+        }
+        match event {
+            Event::Decoding { done, total } => self.bar(&format!("decoding images {done}/{total}")),
+            Event::DatasetReady {
+                class_root,
+                classes,
+                skipped,
+                ignored,
+                ..
+            } => {
+                let counts: Vec<String> = classes.iter().map(|c| format!("{} {}/{}", c.name, c.train, c.val)).collect();
+                self.line(&format!(
+                    "dataset: {} — {} classes (train/val): {}; {} skipped, {} ignored",
+                    class_root.display(),
+                    classes.len(),
+                    counts.join(", "),
+                    skipped.len(),
+                    ignored
+                ));
+                for s in skipped {
+                    self.line(&format!("  skipped {}: {}", s.path.display(), s.reason));
+                }
+            }
+            Event::Download { progress } => match progress {
+                DownloadProgress::Bytes { file, done, total } => {
+                    let pct = if *total > 0 { 100 * done / total } else { 0 };
+                    self.bar(&format!("downloading {file}: {:.1}/{:.1} MB ({pct}%)", mb(*done), mb(*total)));
+                }
+                DownloadProgress::Done { file, bytes } => self.line(&format!("downloaded {file} ({:.1} MB)", mb(*bytes))),
+                DownloadProgress::Cached { file, bytes } => self.line(&format!("{file}: from cache ({:.1} MB)", mb(*bytes))),
+                DownloadProgress::Retry { file, attempt, reason } => {
+                    self.line(&format!("retrying {file} (attempt {attempt}): {reason}"))
+                }
+            },
+            Event::ModelReady {
+                backbone,
+                architecture,
+                device,
+                groups,
+                ..
+            } => self.line(&format!("model: {backbone} ({architecture}) on {device}, {} layer groups", groups.len())),
+            Event::Features { status } => match status {
+                FeatureStatus::Loaded { images, path } => self.line(&format!(
+                    "features: {images} images loaded from the cache {} (backbone pass skipped)",
+                    path.display()
+                )),
+                FeatureStatus::Computing { done, total } => self.bar(&format!("backbone features {done}/{total}")),
+                FeatureStatus::Computed { images, seconds, .. } => {
+                    self.line(&format!("features: {images} images through the backbone in {seconds:.1} s"))
+                }
+            },
+            Event::PhaseChanged { phase: Some(p), epochs } => self.line(&format!("{p}: {epochs} epoch(s)")),
+            Event::Batch {
+                phase,
+                epoch,
+                step,
+                steps_per_epoch,
+                loss,
+                accuracy,
+                images_per_sec,
+                ..
+            } => {
+                if *step == 1 {
+                    (self.epoch_loss, self.epoch_correct, self.epoch_batches) = (0.0, 0.0, 0);
+                }
+                self.epoch_loss += *loss as f64;
+                self.epoch_correct += *accuracy as f64;
+                self.epoch_batches += 1;
+                let filled = 20 * step / steps_per_epoch;
+                self.bar(&format!(
+                    "{phase} epoch {epoch} [{}{}] {step}/{steps_per_epoch} loss {loss:.4} acc {accuracy:.3} {images_per_sec:.1} img/s",
+                    "#".repeat(filled),
+                    ".".repeat(20 - filled)
+                ));
+            }
+            Event::Validation {
+                phase,
+                epoch,
+                loss,
+                accuracy,
+                seconds,
+                ..
+            } => {
+                let n = self.epoch_batches.max(1) as f64;
+                let label = phase.map(|p| format!("{p} epoch {epoch}")).unwrap_or_else(|| "validation".into());
+                self.line(&format!(
+                    "{label}: train loss {:.4} acc {:.4} | val loss {loss:.4} acc {accuracy:.4} ({seconds:.1} s)",
+                    self.epoch_loss / n,
+                    self.epoch_correct / n
+                ));
+            }
+            Event::CheckpointSaved { path, reason } => self.line(&format!("checkpoint ({reason}): {}", path.display())),
+            Event::Paused => self.line("paused"),
+            Event::Resumed => self.line("resumed"),
+            Event::Warning { message } => {
+                self.line("");
+                eprintln!("warning: {message}");
+            }
+            Event::Error { message } => {
+                self.line("");
+                eprintln!("error: {message}");
+            }
+            Event::Finished(s) => {
+                let fmt = |a: Option<f32>| a.map(|a| format!("{a:.4}")).unwrap_or_else(|| "-".into());
+                self.line(&format!(
+                    "{} in {:.1} s: warm-up val acc {}, fine-tune val acc {}, best {}{}",
+                    if s.interrupted { "interrupted" } else if s.error.is_some() { "failed" } else { "done" },
+                    s.seconds,
+                    fmt(s.warmup_val_accuracy),
+                    fmt(s.finetune_val_accuracy),
+                    fmt(s.best_val_accuracy),
+                    s.checkpoint.as_ref().map(|p| format!("; checkpoint {}", p.display())).unwrap_or_default()
+                ));
+            }
+            Event::PhaseChanged { phase: None, .. } | Event::PhaseFinished { .. } | Event::FreezeChanged { .. } => {}
+        }
+        Ok(())
+    }
+}
+
+fn mb(bytes: u64) -> f64 {
+    bytes as f64 / 1e6
+}

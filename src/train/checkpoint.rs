@@ -1,0 +1,148 @@
+//! Checkpoints: every weight (backbone in timm key names, head as `classifier.*`) in one
+//! safetensors file whose header metadata holds what is needed to use it again. Written
+//! atomically: temp file, fsync, rename, so a crash mid-write leaves the previous file intact.
+
+use super::Phase;
+use crate::config::Config;
+use crate::data::{PretrainedCfg, Preprocess};
+use crate::model::{Head, Params};
+use candle_core::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Metadata key holding [`CheckpointMeta`] as JSON.
+const META_KEY: &str = "tltui";
+/// Format version of [`CheckpointMeta`].
+pub const FORMAT: u32 = 1;
+
+/// What a checkpoint remembers besides its weights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointMeta {
+    pub format: u32,
+    pub classes: Vec<String>,
+    /// The backbone's Hub id (or local weights path) and the architecture built from it.
+    pub backbone: String,
+    pub architecture: String,
+    pub pretrained_cfg: PretrainedCfg,
+    pub preprocess: Preprocess,
+    pub phase: Option<Phase>,
+    pub epoch: usize,
+    pub val_accuracy: Option<f32>,
+    /// The split the model was validated on.
+    pub class_root: PathBuf,
+    pub val_fraction: f64,
+    pub seed: u64,
+    pub config: Config,
+}
+
+/// A checkpoint read back: all tensors (backbone and `classifier.*`) and the metadata.
+pub struct Checkpoint {
+    pub params: Params,
+    pub meta: CheckpointMeta,
+}
+
+impl Checkpoint {
+    /// Reads `path`; anything malformed is an error naming the file.
+    pub fn load(path: &Path, device: &Device) -> anyhow::Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read checkpoint {}: {e}", path.display()))?;
+        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+            .map_err(|e| anyhow::anyhow!("{} is not a valid checkpoint: {e}", path.display()))?;
+        let json = header
+            .metadata()
+            .as_ref()
+            .and_then(|m| m.get(META_KEY))
+            .ok_or_else(|| anyhow::anyhow!("{} is not a tltui checkpoint (no metadata)", path.display()))?;
+        let meta: CheckpointMeta = serde_json::from_str(json)
+            .map_err(|e| anyhow::anyhow!("{}: unreadable checkpoint metadata: {e}", path.display()))?;
+        if meta.format != FORMAT {
+            anyhow::bail!("{}: checkpoint format {} is not {FORMAT}", path.display(), meta.format);
+        }
+        let params = Params::from_bytes(&bytes, device).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        Ok(Self { params, meta })
+    }
+
+    /// The head stored in the checkpoint.
+    pub fn head(&self, dropout: f32) -> anyhow::Result<Head> {
+        let k = self.meta.classes.len();
+        let w = self.params.get("classifier.weight", &[k, self.params.var("classifier.weight").dim(1)?])?;
+        let b = self.params.get("classifier.bias", &[k])?;
+        Ok(Head::from_tensors(w.as_tensor(), b.as_tensor(), dropout)?)
+    }
+}
+
+/// Serialises backbone `params`, `head` and `meta` and writes them atomically to `path`.
+pub fn save(path: &Path, params: &Params, head: &Head, meta: &CheckpointMeta) -> anyhow::Result<()> {
+    let bytes = serialize(params, head, meta)?;
+    atomic_write(path, &bytes).map_err(|e| anyhow::anyhow!("cannot write checkpoint {}: {e}", path.display()))
+}
+
+/// The checkpoint file's bytes.
+pub fn serialize(params: &Params, head: &Head, meta: &CheckpointMeta) -> anyhow::Result<Vec<u8>> {
+    let mut tensors: Vec<(String, Tensor)> = params.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect();
+    tensors.push(("classifier.weight".into(), head.weight.as_tensor().clone()));
+    tensors.push(("classifier.bias".into(), head.bias.as_tensor().clone()));
+    let info = HashMap::from([(META_KEY.to_string(), serde_json::to_string(meta)?)]);
+    Ok(safetensors::serialize(tensors, Some(info))?)
+}
+
+/// Writes `bytes` to `path` through a temp file in the same directory, fsynced and renamed.
+pub fn atomic_write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    atomic_write_with(path, bytes, |file, bytes| file.write_all(bytes))
+}
+
+/// [`atomic_write`] with the write itself supplied (tests inject failing writers). On any
+/// failure the temp file is removed and `path` is untouched.
+pub fn atomic_write_with(
+    path: &Path,
+    bytes: &[u8],
+    write: impl FnOnce(&mut std::fs::File, &[u8]) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut file = std::fs::File::create(&tmp)?;
+        write(&mut file, bytes)?;
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&tmp, path)?;
+        // Make the rename itself durable.
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_write_leaves_previous_file_and_no_temp() {
+        let t = tempfile::tempdir().unwrap();
+        let path = t.path().join("best.safetensors");
+        atomic_write(&path, b"first").unwrap();
+        let err = atomic_write_with(&path, b"second version", |f, b| {
+            f.write_all(&b[..3])?;
+            Err(std::io::Error::new(std::io::ErrorKind::StorageFull, "No space left on device"))
+        })
+        .unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::StorageFull);
+        assert_eq!(std::fs::read(&path).unwrap(), b"first");
+        let names: Vec<_> = std::fs::read_dir(t.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names.len(), 1, "no temp file left: {names:?}");
+    }
+
+    #[test]
+    fn unwritable_places_are_errors() {
+        let t = tempfile::tempdir().unwrap();
+        let file = t.path().join("a-file");
+        std::fs::write(&file, b"x").unwrap();
+        assert!(atomic_write(&file.join("under-a-file.safetensors"), b"x").is_err());
+    }
+}

@@ -1,0 +1,702 @@
+//! The engine: owns data, model and optimiser on its own thread, takes [`Command`]s and emits
+//! [`Event`]s.
+
+use super::checkpoint::{self, Checkpoint, CheckpointMeta};
+use super::features;
+use super::metrics::{balanced_weights, cross_entropy, predictions, Confusion};
+use super::optim::{cosine_with_ramp, AdamW};
+use super::{Command, Event, FeatureStatus, Phase, Summary};
+use crate::config::{ClassWeights, Config};
+use crate::data::store::BatchMode;
+use crate::data::{Dataset, ImageStore, Preprocess, Sample};
+use crate::hub::{self, HubOptions, RepoId};
+use crate::model::{build_backbone, Backbone, Head, ModelConfig, Params};
+use anyhow::Context;
+use candle_core::{Device, Tensor};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, Sender, TryRecvError};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Where the pretrained backbone comes from.
+#[derive(Debug, Clone)]
+pub enum WeightsSource {
+    /// A Hub repository, through the Hugging Face cache.
+    Hub { repo: RepoId, options: HubOptions },
+    /// A local `model.safetensors` with `config.json` beside it.
+    Local { weights: PathBuf },
+}
+
+/// Everything the engine needs to start.
+#[derive(Debug, Clone)]
+pub struct EngineSetup {
+    pub dataset: PathBuf,
+    pub classes_dir: Option<PathBuf>,
+    pub config: Config,
+    pub weights: WeightsSource,
+    pub checkpoint_dir: PathBuf,
+    pub resume: Option<PathBuf>,
+    /// Directory of the warm-up feature cache; `None` keeps features in memory only.
+    pub feature_cache_dir: Option<PathBuf>,
+    pub device: Device,
+}
+
+/// A running engine: its command channel and thread.
+pub struct Engine {
+    commands: Sender<Command>,
+    handle: std::thread::JoinHandle<()>,
+}
+
+impl Engine {
+    /// Starts the engine thread; it prepares data and model, then waits for commands.
+    pub fn spawn(setup: EngineSetup, events: Sender<Event>) -> Self {
+        let (commands, rx) = std::sync::mpsc::channel();
+        let handle = std::thread::Builder::new()
+            .name("tltui-engine".into())
+            .spawn(move || run(setup, rx, events))
+            .expect("spawning the engine thread");
+        Self { commands, handle }
+    }
+
+    /// A sender for commands.
+    pub fn commands(&self) -> Sender<Command> {
+        self.commands.clone()
+    }
+
+    /// Waits for the engine thread to end.
+    pub fn join(self) {
+        drop(self.commands);
+        let _ = self.handle.join();
+    }
+}
+
+/// The thread body: any error or panic ends in `Error` and `Finished` events.
+fn run(setup: EngineSetup, rx: Receiver<Command>, events: Sender<Event>) {
+    let started = Instant::now();
+    let out = events.clone();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> anyhow::Result<Summary> {
+        let mut trainer = Trainer::prepare(setup, out)?;
+        trainer.serve(&rx)
+    }));
+    let summary = match result {
+        Ok(Ok(summary)) => summary,
+        Ok(Err(e)) => failed(format!("{e:#}"), started),
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown panic".into());
+            failed(format!("internal error in the training engine: {msg}"), started)
+        }
+    };
+    if let Some(e) = &summary.error {
+        let _ = events.send(Event::Error { message: e.clone() });
+    }
+    let _ = events.send(Event::Finished(summary));
+}
+
+fn failed(error: String, started: Instant) -> Summary {
+    Summary {
+        error: Some(error),
+        seconds: started.elapsed().as_secs_f64(),
+        ..Summary::default()
+    }
+}
+
+/// The phase in progress.
+struct Run {
+    phase: Phase,
+    epochs: usize,
+    epoch: usize,
+    step: usize,
+    steps_per_epoch: usize,
+    total_steps: usize,
+    ramp_steps: usize,
+    order: Vec<usize>,
+    optimizer: AdamW,
+    base_lr: f64,
+    /// Augmented images through the backbone (else cached features through the head).
+    through_backbone: bool,
+}
+
+/// Cached pooled features, train rows then validation rows.
+struct Features {
+    train: Tensor,
+    val: Tensor,
+}
+
+/// What the engine owns.
+struct Trainer {
+    config: Config,
+    events: Sender<Event>,
+    dataset: Dataset,
+    store: ImageStore,
+    device: Device,
+    backbone: Box<dyn Backbone>,
+    head: Head,
+    model_config: ModelConfig,
+    backbone_name: String,
+    weights_path: PathBuf,
+    class_weights: Option<Tensor>,
+    checkpoint_dir: PathBuf,
+    feature_cache_dir: Option<PathBuf>,
+    /// Features of the current backbone; dropped when fine-tuning changes it.
+    features: Option<Features>,
+    /// Whether fine-tuning changed the backbone since it was loaded (its features then no
+    /// longer match the disk cache).
+    backbone_changed: bool,
+    rng: ChaCha8Rng,
+    run: Option<Run>,
+    paused: bool,
+    /// Phase and epoch of the last finished training step, for checkpoints.
+    last_phase: Option<Phase>,
+    epochs_done: usize,
+    trained_since_save: bool,
+    summary: Summary,
+    started: Instant,
+}
+
+impl Trainer {
+    fn emit(&self, e: Event) {
+        let _ = self.events.send(e);
+    }
+
+    /// Opens the dataset, fetches and builds the backbone, decodes the images.
+    fn prepare(setup: EngineSetup, events: Sender<Event>) -> anyhow::Result<Self> {
+        let started = Instant::now();
+        let config = setup.config.clone();
+        let emit = |e: Event| {
+            let _ = events.send(e);
+        };
+        let mut dataset = Dataset::open(
+            &setup.dataset,
+            setup.classes_dir.as_deref(),
+            config.data.val_fraction,
+            config.data.seed,
+        )?;
+
+        let (config_path, weights_path, backbone_name) = match &setup.weights {
+            WeightsSource::Local { weights } => {
+                let cfg = weights.parent().unwrap_or(Path::new(".")).join("config.json");
+                (cfg, weights.clone(), weights.display().to_string())
+            }
+            WeightsSource::Hub { repo, options } => {
+                let sink = events.clone();
+                let progress = Arc::new(move |p| {
+                    let _ = sink.send(Event::Download { progress: p });
+                });
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                let files = runtime.block_on(hub::fetch_backbone(repo, options, progress))?;
+                if files.offline_fallback {
+                    emit(Event::Warning {
+                        message: format!("the Hub at {} is unreachable; using the cached snapshot of {repo}", options.endpoint.as_deref().unwrap_or("(HF_ENDPOINT)")),
+                    });
+                }
+                (files.config, files.weights, repo.to_string())
+            }
+        };
+        let model_config = ModelConfig::from_file(&config_path)?;
+        let prep = Preprocess::from_cfg(&model_config.pretrained_cfg, config.data.image_size).map_err(anyhow::Error::msg)?;
+
+        let paths: Vec<PathBuf> = dataset.train.iter().chain(&dataset.val).map(|s| s.path.clone()).collect();
+        let progress = |done: usize, total: usize| {
+            if done % 64 == 0 || done == total {
+                let _ = events.send(Event::Decoding { done, total });
+            }
+        };
+        let (store, bad) = ImageStore::load(
+            &paths,
+            prep,
+            config.augment.clone(),
+            config.data.seed,
+            (config.data.max_megapixels * 1e6) as u64,
+            config.data.cache_memory_mb * 1024 * 1024,
+            &progress,
+        );
+        for message in dataset.remove_unusable(bad)? {
+            emit(Event::Warning { message });
+        }
+        if !dataset.skipped.is_empty() {
+            emit(Event::Warning {
+                message: format!("{} unusable file(s) skipped (see the dataset report)", dataset.skipped.len()),
+            });
+        }
+        emit(Event::DatasetReady {
+            class_root: dataset.class_root.clone(),
+            classes: dataset.class_counts(),
+            skipped: dataset.skipped.clone(),
+            ignored: dataset.ignored,
+            cached_images: store.cached(),
+        });
+
+        let device = setup.device.clone();
+        let params = Params::load(&weights_path, &device)?;
+        let mut backbone = build_backbone(&model_config, params)?;
+        backbone.parts_mut().train_batchnorm = config.train.train_batchnorm;
+        let mut rng = ChaCha8Rng::seed_from_u64(config.data.seed);
+        let classes = dataset.class_names.len();
+        let mut head = Head::new(backbone.parts().num_features, classes, config.train.dropout, &mut rng, &device)?;
+
+        if let Some(path) = &setup.resume {
+            let ckpt = Checkpoint::load(path, &device)?;
+            if ckpt.meta.architecture != model_config.architecture {
+                anyhow::bail!(
+                    "cannot resume from {}: it holds a {} model, but the backbone is {}",
+                    path.display(),
+                    ckpt.meta.architecture,
+                    model_config.architecture
+                );
+            }
+            if ckpt.meta.classes != dataset.class_names {
+                anyhow::bail!(
+                    "cannot resume from {}: it was trained on classes {:?}, but this dataset has {:?}",
+                    path.display(),
+                    ckpt.meta.classes,
+                    dataset.class_names
+                );
+            }
+            for (name, var) in backbone.parts().params.iter() {
+                var.set(ckpt.params.get(name, var.dims())?.as_tensor())?;
+            }
+            head = ckpt.head(config.train.dropout)?;
+        }
+
+        let counts: Vec<usize> = dataset.class_counts().iter().map(|c| c.train).collect();
+        let class_weights = match (config.train.class_weights, balanced_weights(&counts)) {
+            (ClassWeights::Auto, Some(w)) => {
+                emit(Event::Warning {
+                    message: format!(
+                        "classes are imbalanced (train counts {counts:?}); the loss is weighted by inverse class frequency {w:.2?}"
+                    ),
+                });
+                Some(Tensor::new(w.as_slice(), &device)?)
+            }
+            _ => None,
+        };
+
+        emit(Event::ModelReady {
+            backbone: backbone_name.clone(),
+            architecture: model_config.architecture.clone(),
+            device: device_name(&device),
+            groups: backbone.parts().groups.clone(),
+            head_params: head.weight.elem_count() + head.bias.elem_count(),
+        });
+        let trainer = Self {
+            config,
+            events,
+            dataset,
+            store,
+            device,
+            backbone,
+            head,
+            model_config,
+            backbone_name,
+            weights_path,
+            class_weights,
+            checkpoint_dir: setup.checkpoint_dir,
+            feature_cache_dir: setup.feature_cache_dir,
+            features: None,
+            backbone_changed: false,
+            rng,
+            run: None,
+            paused: false,
+            last_phase: None,
+            epochs_done: 0,
+            trained_since_save: false,
+            summary: Summary::default(),
+            started,
+        };
+        trainer.emit_freeze();
+        Ok(trainer)
+    }
+
+    /// Takes commands and trains until told to stop.
+    fn serve(&mut self, rx: &Receiver<Command>) -> anyhow::Result<Summary> {
+        loop {
+            let busy = self.run.is_some() && !self.paused;
+            let command = if busy {
+                match rx.try_recv() {
+                    Ok(c) => Some(c),
+                    Err(TryRecvError::Empty) => None,
+                    Err(TryRecvError::Disconnected) => Some(Command::Stop),
+                }
+            } else {
+                Some(rx.recv().unwrap_or(Command::Stop))
+            };
+            match command {
+                Some(Command::Stop) => return self.finish("final", false),
+                Some(Command::Interrupt) => return self.finish("interrupted", true),
+                Some(c) => self.handle(c)?,
+                None => self.step()?,
+            }
+        }
+    }
+
+    fn handle(&mut self, command: Command) -> anyhow::Result<()> {
+        match command {
+            Command::Warmup { epochs } => self.start(Phase::Warmup, epochs, None)?,
+            Command::Finetune { epochs, groups } => self.start(Phase::Finetune, epochs, groups)?,
+            Command::Pause => {
+                if !self.paused {
+                    self.paused = true;
+                    self.emit(Event::Paused);
+                }
+            }
+            Command::Resume => {
+                if self.paused {
+                    self.paused = false;
+                    self.emit(Event::Resumed);
+                }
+            }
+            Command::Save => {
+                self.save("manual");
+            }
+            Command::Validate => {
+                self.validate()?;
+            }
+            Command::Stop | Command::Interrupt => unreachable!("handled by serve"),
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, name: &str, interrupted: bool) -> anyhow::Result<Summary> {
+        if self.trained_since_save || interrupted {
+            if let Some(path) = self.save(name) {
+                self.summary.checkpoint = Some(path);
+            }
+        }
+        self.summary.interrupted = interrupted;
+        self.summary.seconds = self.started.elapsed().as_secs_f64();
+        Ok(self.summary.clone())
+    }
+
+    fn emit_freeze(&self) {
+        let parts = self.backbone.parts();
+        let head = self.head.weight.elem_count() + self.head.bias.elem_count();
+        let trainable = parts.groups.iter().filter(|g| g.trainable).map(|g| g.params).sum::<usize>() + head;
+        self.emit(Event::FreezeChanged {
+            groups: parts.groups.clone(),
+            trainable_params: trainable,
+        });
+    }
+
+    /// Switches to `phase` for `epochs` epochs, at a batch boundary.
+    fn start(&mut self, phase: Phase, epochs: usize, groups: Option<usize>) -> anyhow::Result<()> {
+        let n_groups = self.backbone.parts().groups.len();
+        let unfrozen = match phase {
+            Phase::Warmup => 0,
+            Phase::Finetune => match groups.unwrap_or(self.config.train.finetune_groups) {
+                0 => n_groups,
+                k => k.min(n_groups),
+            },
+        };
+        for i in 0..n_groups {
+            self.backbone.set_trainable(i, i >= n_groups - unfrozen);
+        }
+        self.emit_freeze();
+        self.paused = false;
+        self.emit(Event::PhaseChanged { phase: Some(phase), epochs });
+        if epochs == 0 {
+            self.run = None;
+            return Ok(());
+        }
+        let augment = match phase {
+            Phase::Warmup => self.config.augment.warmup,
+            Phase::Finetune => self.config.augment.finetune,
+        };
+        let through_backbone = phase == Phase::Finetune || augment;
+        if !through_backbone {
+            self.ensure_features()?;
+        }
+        let t = &self.config.train;
+        let mut vars: Vec<(candle_core::Var, f64)> = self.head.vars().into_iter().map(|v| (v, 1.0)).collect();
+        for (group, var) in self.backbone.trainable_vars() {
+            let depth = (n_groups - group) as i32;
+            vars.push((var, t.layer_lr_decay.powi(depth)));
+        }
+        let base_lr = match phase {
+            Phase::Warmup => t.warmup_lr,
+            Phase::Finetune => t.finetune_lr,
+        };
+        let steps_per_epoch = self.dataset.train.len().div_ceil(self.config.data.batch_size);
+        let total_steps = steps_per_epoch * epochs;
+        let ramp_steps = match phase {
+            Phase::Warmup => 0,
+            Phase::Finetune => (total_steps as f64 * t.finetune_ramp_fraction).ceil() as usize,
+        };
+        self.run = Some(Run {
+            phase,
+            epochs,
+            epoch: 0,
+            step: 0,
+            steps_per_epoch,
+            total_steps,
+            ramp_steps,
+            order: self.epoch_order(0),
+            optimizer: AdamW::new(vars, t.weight_decay)?,
+            base_lr,
+            through_backbone,
+        });
+        Ok(())
+    }
+
+    /// The shuffled order of training samples for an epoch (seeded).
+    fn epoch_order(&self, epoch: usize) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.dataset.train.len()).collect();
+        let seed = self.config.data.seed ^ ((self.epochs_done + epoch + 1) as u64).wrapping_mul(0x2545_F491_4F6C_DD1D);
+        order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+        order
+    }
+
+    /// Makes sure pretrained features of every image are at hand: from memory, from the disk
+    /// cache, or from one pass of the frozen backbone (then saved).
+    fn ensure_features(&mut self) -> anyhow::Result<()> {
+        if self.features.is_some() {
+            return Ok(());
+        }
+        let samples: Vec<&Sample> = self.dataset.train.iter().chain(&self.dataset.val).collect();
+        let path = self.feature_cache_dir.as_ref().filter(|_| !self.backbone_changed).map(|dir| {
+            let key = features::cache_key(&samples, &self.weights_path, &self.model_config.architecture, self.store.preprocess());
+            features::cache_path(dir, &key)
+        });
+        let n_train = self.dataset.train.len();
+        if let Some(all) = path.as_deref().and_then(|p| features::load(p, samples.len(), &self.device)) {
+            self.emit(Event::Features {
+                status: FeatureStatus::Loaded {
+                    path: path.clone().unwrap(),
+                    images: samples.len(),
+                },
+            });
+            self.features = Some(split_rows(all, n_train)?);
+            return Ok(());
+        }
+        let t = Instant::now();
+        let events = self.events.clone();
+        let mut progress = |done, total| {
+            let _ = events.send(Event::Features {
+                status: FeatureStatus::Computing { done, total },
+            });
+        };
+        let all = features::compute(
+            self.backbone.as_ref(),
+            &self.store,
+            &samples,
+            self.config.data.batch_size,
+            &self.device,
+            &mut progress,
+        )?;
+        let saved = match &path {
+            Some(p) => match features::save(p, &all) {
+                Ok(()) => Some(p.clone()),
+                Err(e) => {
+                    self.emit(Event::Warning {
+                        message: format!("feature cache not saved to {}: {e:#}", p.display()),
+                    });
+                    None
+                }
+            },
+            None => None,
+        };
+        self.emit(Event::Features {
+            status: FeatureStatus::Computed {
+                images: samples.len(),
+                seconds: t.elapsed().as_secs_f64(),
+                path: saved,
+            },
+        });
+        self.features = Some(split_rows(all, n_train)?);
+        Ok(())
+    }
+
+    /// One optimisation step of the running phase.
+    fn step(&mut self) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let bs = self.config.data.batch_size;
+        let run = self.run.as_mut().expect("step runs only in a phase");
+        let idx = &run.order[run.step * bs..((run.step + 1) * bs).min(run.order.len())];
+        let labels: Vec<u32> = idx.iter().map(|&i| self.dataset.train[i].label as u32).collect();
+        let y = Tensor::new(labels.as_slice(), &self.device)?;
+        let features = if run.through_backbone {
+            let samples: Vec<&Sample> = idx.iter().map(|&i| &self.dataset.train[i]).collect();
+            let augment = match run.phase {
+                Phase::Warmup => self.config.augment.warmup,
+                Phase::Finetune => self.config.augment.finetune,
+            };
+            let mode = if augment {
+                BatchMode::Augment {
+                    epoch: (self.epochs_done + run.epoch) as u64,
+                }
+            } else {
+                BatchMode::Eval
+            };
+            let (x, _) = self.store.batch(&samples, mode, &self.device)?;
+            self.backbone.forward(&x, true)?
+        } else {
+            let rows: Vec<u32> = idx.iter().map(|&i| i as u32).collect();
+            let cached = &self.features.as_ref().expect("features were prepared").train;
+            cached.index_select(&Tensor::new(rows.as_slice(), &self.device)?, 0)?
+        };
+        let logits = self.head.forward(&features, Some(&mut self.rng))?;
+        let loss = cross_entropy(&logits, &y, self.class_weights.as_ref())?;
+        let grads = loss.backward()?;
+        let global = run.epoch * run.steps_per_epoch + run.step;
+        let lr = cosine_with_ramp(run.base_lr, global, run.total_steps, run.ramp_steps);
+        run.optimizer.step(&grads, lr)?;
+        let correct = predictions(&logits)?.iter().zip(&labels).filter(|(p, t)| p == t).count();
+        let phase = run.phase;
+        if phase == Phase::Finetune {
+            self.features = None;
+            self.backbone_changed = true;
+        }
+        self.trained_since_save = true;
+        self.last_phase = Some(phase);
+        let event = Event::Batch {
+            phase,
+            epoch: run.epoch + 1,
+            step: run.step + 1,
+            steps_per_epoch: run.steps_per_epoch,
+            loss: loss.to_scalar::<f32>()?,
+            accuracy: correct as f32 / idx.len() as f32,
+            lr,
+            images_per_sec: idx.len() as f64 / started.elapsed().as_secs_f64(),
+        };
+        run.step += 1;
+        let epoch_done = run.step == run.steps_per_epoch;
+        self.emit(event);
+        if epoch_done {
+            self.end_epoch()?;
+        }
+        Ok(())
+    }
+
+    fn end_epoch(&mut self) -> anyhow::Result<()> {
+        let accuracy = self.validate()?;
+        let run = self.run.as_mut().expect("an epoch ends inside a phase");
+        let phase = run.phase;
+        run.epoch += 1;
+        run.step = 0;
+        let finished = run.epoch == run.epochs;
+        let (epoch, epochs) = (run.epoch, run.epochs);
+        match phase {
+            Phase::Warmup => self.summary.warmup_val_accuracy = accuracy,
+            Phase::Finetune => self.summary.finetune_val_accuracy = accuracy,
+        }
+        if let Some(acc) = accuracy {
+            if self.summary.best_val_accuracy.is_none_or(|b| acc > b) {
+                self.summary.best_val_accuracy = Some(acc);
+                self.save("best");
+            }
+        }
+        if finished {
+            self.epochs_done += epochs;
+            self.run = None;
+            self.emit(Event::PhaseFinished { phase, epochs });
+            self.emit(Event::PhaseChanged { phase: None, epochs: 0 });
+        } else {
+            let order = self.epoch_order(epoch);
+            self.run.as_mut().unwrap().order = order;
+        }
+        Ok(())
+    }
+
+    /// Validation loss, accuracy, per-class accuracy and confusion; `None` without a
+    /// validation split.
+    fn validate(&mut self) -> anyhow::Result<Option<f32>> {
+        if self.dataset.val.is_empty() {
+            return Ok(None);
+        }
+        let t = Instant::now();
+        let logits = match &self.features {
+            Some(f) if !self.backbone_changed => self.head.forward(&f.val, None::<&mut ChaCha8Rng>)?,
+            _ => {
+                let mut parts = Vec::new();
+                let samples: Vec<&Sample> = self.dataset.val.iter().collect();
+                for chunk in samples.chunks(self.config.data.batch_size) {
+                    let (x, _) = self.store.batch(chunk, BatchMode::Eval, &self.device)?;
+                    let f = self.backbone.forward(&x, false)?;
+                    parts.push(self.head.forward(&f, None::<&mut ChaCha8Rng>)?);
+                }
+                Tensor::cat(&parts, 0)?
+            }
+        };
+        let labels: Vec<u32> = self.dataset.val.iter().map(|s| s.label as u32).collect();
+        let y = Tensor::new(labels.as_slice(), &self.device)?;
+        let loss = cross_entropy(&logits, &y, None)?.to_scalar::<f32>()?;
+        let mut confusion = Confusion::new(self.dataset.class_names.len());
+        confusion.add(&labels, &predictions(&logits)?);
+        let accuracy = confusion.accuracy();
+        let run = self.run.as_ref();
+        self.emit(Event::Validation {
+            phase: run.map(|r| r.phase),
+            epoch: run.map(|r| r.epoch + 1).unwrap_or(0),
+            loss,
+            accuracy,
+            per_class_accuracy: confusion.per_class_accuracy(),
+            confusion: confusion.matrix,
+            seconds: t.elapsed().as_secs_f64(),
+        });
+        Ok(Some(accuracy))
+    }
+
+    /// Writes checkpoint `name`; a failure is reported and training goes on.
+    fn save(&mut self, name: &str) -> Option<PathBuf> {
+        let path = self.checkpoint_dir.join(format!("{name}.safetensors"));
+        let meta = CheckpointMeta {
+            format: checkpoint::FORMAT,
+            classes: self.dataset.class_names.clone(),
+            backbone: self.backbone_name.clone(),
+            architecture: self.model_config.architecture.clone(),
+            pretrained_cfg: self.model_config.pretrained_cfg.clone(),
+            preprocess: self.store.preprocess().clone(),
+            phase: self.last_phase,
+            epoch: self.epochs_done + self.run.as_ref().map_or(0, |r| r.epoch),
+            val_accuracy: self.summary.best_val_accuracy.filter(|_| name == "best").or(self.last_val_accuracy()),
+            class_root: self.dataset.class_root.clone(),
+            val_fraction: self.config.data.val_fraction,
+            seed: self.config.data.seed,
+            config: self.config.clone(),
+        };
+        match checkpoint::save(&path, &self.backbone.parts().params, &self.head, &meta)
+            .with_context(|| format!("{name} checkpoint not saved"))
+        {
+            Ok(()) => {
+                if name != "best" {
+                    self.trained_since_save = false;
+                }
+                self.emit(Event::CheckpointSaved {
+                    path: path.clone(),
+                    reason: name.to_string(),
+                });
+                Some(path)
+            }
+            Err(e) => {
+                self.emit(Event::Error { message: format!("{e:#}") });
+                None
+            }
+        }
+    }
+
+    fn last_val_accuracy(&self) -> Option<f32> {
+        self.summary.finetune_val_accuracy.or(self.summary.warmup_val_accuracy)
+    }
+}
+
+fn split_rows(all: Tensor, n_train: usize) -> anyhow::Result<Features> {
+    let n = all.dim(0)?;
+    Ok(Features {
+        train: all.narrow(0, 0, n_train)?,
+        val: all.narrow(0, n_train, n - n_train)?,
+    })
+}
+
+/// A device as the header shows it.
+pub fn device_name(device: &Device) -> String {
+    match device {
+        Device::Cpu => format!("cpu ({} threads)", rayon::current_num_threads()),
+        other => format!("{other:?}").to_lowercase(),
+    }
+}

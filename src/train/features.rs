@@ -1,0 +1,70 @@
+//! Pooled backbone features of every image, computed once for warm-up and kept on disk, keyed by
+//! the dataset's files (paths, sizes, mtimes), the backbone weights and the preprocessing.
+
+use crate::data::store::BatchMode;
+use crate::data::{ImageStore, Preprocess, Sample};
+use crate::model::Backbone;
+use candle_core::{Device, Tensor};
+use sha2::Digest;
+use std::path::{Path, PathBuf};
+
+/// The cache key: a sha256 over everything the features depend on, in sample order.
+pub fn cache_key(samples: &[&Sample], weights: &Path, architecture: &str, prep: &Preprocess) -> String {
+    let mut h = sha2::Sha256::new();
+    let mut stamp = |p: &Path| {
+        h.update(p.as_os_str().as_encoded_bytes());
+        if let Ok(m) = std::fs::metadata(p) {
+            h.update(m.len().to_le_bytes());
+            if let Ok(t) = m.modified().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).map_err(std::io::Error::other)) {
+                h.update(t.as_nanos().to_le_bytes());
+            }
+        }
+        h.update([0]);
+    };
+    stamp(&std::fs::canonicalize(weights).unwrap_or_else(|_| weights.to_path_buf()));
+    for s in samples {
+        stamp(&s.path);
+    }
+    h.update(architecture.as_bytes());
+    h.update(serde_json::to_vec(prep).unwrap_or_default());
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The cache file for `key` under `dir`.
+pub fn cache_path(dir: &Path, key: &str) -> PathBuf {
+    dir.join(format!("{key}.safetensors"))
+}
+
+/// Features read from `path` when it holds `rows` rows.
+pub fn load(path: &Path, rows: usize, device: &Device) -> Option<Tensor> {
+    let t = candle_core::safetensors::load(path, device).ok()?.remove("features")?;
+    (t.dims().first() == Some(&rows)).then_some(t)
+}
+
+/// Writes features atomically to `path`.
+pub fn save(path: &Path, features: &Tensor) -> anyhow::Result<()> {
+    let bytes = safetensors::serialize([("features", features)], None)?;
+    super::checkpoint::atomic_write(path, &bytes)?;
+    Ok(())
+}
+
+/// Runs the frozen backbone over `samples` (eval transform) in batches; `progress(done, total)`
+/// after each.
+pub fn compute(
+    backbone: &dyn Backbone,
+    store: &ImageStore,
+    samples: &[&Sample],
+    batch_size: usize,
+    device: &Device,
+    progress: &mut dyn FnMut(usize, usize),
+) -> anyhow::Result<Tensor> {
+    let mut parts = Vec::new();
+    let mut done = 0;
+    for chunk in samples.chunks(batch_size) {
+        let (x, _) = store.batch(chunk, BatchMode::Eval, device)?;
+        parts.push(backbone.forward(&x, false)?);
+        done += chunk.len();
+        progress(done, samples.len());
+    }
+    Ok(Tensor::cat(&parts, 0)?)
+}

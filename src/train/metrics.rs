@@ -1,0 +1,112 @@
+//! Loss, class weights and validation metrics.
+
+use candle_core::{Result, Tensor, D};
+
+/// Mean cross-entropy of `logits` `[N, K]` against `labels` `[N]` (u32), each sample weighted
+/// by its class's weight when `class_weights` is given (PyTorch's weighted mean).
+pub fn cross_entropy(logits: &Tensor, labels: &Tensor, class_weights: Option<&Tensor>) -> Result<Tensor> {
+    let log_probs = candle_nn::ops::log_softmax(logits, D::Minus1)?;
+    let picked = log_probs.gather(&labels.unsqueeze(1)?, 1)?.squeeze(1)?;
+    match class_weights {
+        None => picked.mean_all()?.neg(),
+        Some(w) => {
+            let w = w.index_select(labels, 0)?;
+            (picked.mul(&w)?.sum_all()? / w.sum_all()?)?.neg()
+        }
+    }
+}
+
+/// Inverse-frequency weights `n / (k * n_c)` when the largest class is over 1.5 times the
+/// smallest, else `None`.
+pub fn balanced_weights(counts: &[usize]) -> Option<Vec<f32>> {
+    let max = *counts.iter().max()?;
+    let min = *counts.iter().min()?;
+    if min == 0 || max as f64 <= 1.5 * min as f64 {
+        return None;
+    }
+    let n: usize = counts.iter().sum();
+    let k = counts.len();
+    Some(counts.iter().map(|&c| n as f32 / (k * c) as f32).collect())
+}
+
+/// Predicted class of each row of `logits`.
+pub fn predictions(logits: &Tensor) -> Result<Vec<u32>> {
+    logits.argmax(D::Minus1)?.to_vec1()
+}
+
+/// Confusion counts: `matrix[true][predicted]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Confusion {
+    pub matrix: Vec<Vec<usize>>,
+}
+
+impl Confusion {
+    pub fn new(classes: usize) -> Self {
+        Self {
+            matrix: vec![vec![0; classes]; classes],
+        }
+    }
+
+    pub fn add(&mut self, truth: &[u32], predicted: &[u32]) {
+        for (&t, &p) in truth.iter().zip(predicted) {
+            self.matrix[t as usize][p as usize] += 1;
+        }
+    }
+
+    pub fn total(&self) -> usize {
+        self.matrix.iter().flatten().sum()
+    }
+
+    pub fn accuracy(&self) -> f32 {
+        let correct: usize = (0..self.matrix.len()).map(|i| self.matrix[i][i]).sum();
+        correct as f32 / self.total().max(1) as f32
+    }
+
+    /// Recall of each class (accuracy on its samples).
+    pub fn per_class_accuracy(&self) -> Vec<f32> {
+        self.matrix
+            .iter()
+            .enumerate()
+            .map(|(i, row)| row[i] as f32 / row.iter().sum::<usize>().max(1) as f32)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn cross_entropy_matches_hand_computation() -> Result<()> {
+        let dev = Device::Cpu;
+        let logits = Tensor::new(&[[2.0f32, 0.0], [0.0, 1.0]], &dev)?;
+        let labels = Tensor::new(&[0u32, 0], &dev)?;
+        let l0 = -(2f32.exp() / (2f32.exp() + 1.0)).ln();
+        let l1 = -(1.0 / (1.0 + 1f32.exp())).ln();
+        let plain = cross_entropy(&logits, &labels, None)?.to_scalar::<f32>()?;
+        assert!((plain - (l0 + l1) / 2.0).abs() < 1e-5);
+        let labels = Tensor::new(&[0u32, 1], &dev)?;
+        let w = Tensor::new(&[1.0f32, 3.0], &dev)?;
+        let l1 = -(1f32.exp() / (1.0 + 1f32.exp())).ln();
+        let weighted = cross_entropy(&logits, &labels, Some(&w))?.to_scalar::<f32>()?;
+        assert!((weighted - (l0 + 3.0 * l1) / 4.0).abs() < 1e-5);
+        Ok(())
+    }
+
+    #[test]
+    fn weights_only_when_imbalanced() {
+        assert_eq!(balanced_weights(&[100, 90]), None);
+        let w = balanced_weights(&[100, 20]).unwrap();
+        assert!((w[0] - 0.6).abs() < 1e-6 && (w[1] - 3.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn confusion_metrics() {
+        let mut c = Confusion::new(2);
+        c.add(&[0, 0, 1, 1], &[0, 1, 1, 1]);
+        assert_eq!(c.matrix, vec![vec![1, 1], vec![0, 2]]);
+        assert_eq!(c.accuracy(), 0.75);
+        assert_eq!(c.per_class_accuracy(), vec![0.5, 1.0]);
+    }
+}

@@ -1,0 +1,144 @@
+//! The training engine and the protocol it speaks: [`Command`]s in, [`Event`]s out. Nothing here
+//! touches the terminal.
+
+pub mod checkpoint;
+pub mod engine;
+pub mod features;
+pub mod metrics;
+pub mod optim;
+
+use crate::data::{ClassCount, Skipped};
+use crate::hub::DownloadProgress;
+use crate::model::LayerGroup;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+pub use engine::{Engine, EngineSetup, WeightsSource};
+
+/// A training phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Backbone frozen, only the new head trains.
+    Warmup,
+    /// Backbone (all groups or the last few) trains with the head.
+    Finetune,
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Phase::Warmup => "warm-up",
+            Phase::Finetune => "fine-tune",
+        })
+    }
+}
+
+/// What the engine is asked to do; it acts at the next batch boundary.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// Run warm-up for this many epochs (switching from any running phase).
+    Warmup { epochs: usize },
+    /// Run fine-tuning for this many epochs; `groups` unfreezes only the last N layer groups.
+    Finetune { epochs: usize, groups: Option<usize> },
+    /// Stop at the next batch boundary until `Resume`.
+    Pause,
+    Resume,
+    /// Write a checkpoint now.
+    Save,
+    /// Run validation now.
+    Validate,
+    /// Finish: write the final checkpoint and end.
+    Stop,
+    /// End at once after writing an `interrupted` checkpoint (Ctrl-C).
+    Interrupt,
+}
+
+/// Where a feature-cache pass stands.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum FeatureStatus {
+    /// Features were read from the disk cache: no backbone pass.
+    Loaded { path: PathBuf, images: usize },
+    /// The backbone pass is running.
+    Computing { done: usize, total: usize },
+    /// The pass finished in `seconds` and was saved (if `path` is set).
+    Computed { images: usize, seconds: f64, path: Option<PathBuf> },
+}
+
+/// What the engine reports.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// Discovery and decoding finished.
+    DatasetReady {
+        class_root: PathBuf,
+        classes: Vec<ClassCount>,
+        skipped: Vec<Skipped>,
+        ignored: usize,
+        cached_images: usize,
+    },
+    /// Images decoded so far.
+    Decoding { done: usize, total: usize },
+    /// Backbone download progress.
+    Download { progress: DownloadProgress },
+    /// The model is built.
+    ModelReady {
+        backbone: String,
+        architecture: String,
+        device: String,
+        groups: Vec<LayerGroup>,
+        head_params: usize,
+    },
+    /// The frozen-backbone feature cache.
+    Features { status: FeatureStatus },
+    /// A phase started (or the engine went idle, `phase: null`).
+    PhaseChanged { phase: Option<Phase>, epochs: usize },
+    /// Which layer groups train.
+    FreezeChanged { groups: Vec<LayerGroup>, trainable_params: usize },
+    /// One optimisation step.
+    Batch {
+        phase: Phase,
+        epoch: usize,
+        step: usize,
+        steps_per_epoch: usize,
+        loss: f32,
+        accuracy: f32,
+        lr: f64,
+        images_per_sec: f64,
+    },
+    /// Validation results.
+    Validation {
+        phase: Option<Phase>,
+        epoch: usize,
+        loss: f32,
+        accuracy: f32,
+        per_class_accuracy: Vec<f32>,
+        confusion: Vec<Vec<usize>>,
+        seconds: f64,
+    },
+    /// A phase ran all its epochs.
+    PhaseFinished { phase: Phase, epochs: usize },
+    Paused,
+    Resumed,
+    CheckpointSaved { path: PathBuf, reason: String },
+    Warning { message: String },
+    /// A failure the engine survived (e.g. a checkpoint that could not be written).
+    Error { message: String },
+    /// The engine ended.
+    #[serde(rename = "summary")]
+    Finished(Summary),
+}
+
+/// The run's outcome.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Summary {
+    pub warmup_val_accuracy: Option<f32>,
+    pub finetune_val_accuracy: Option<f32>,
+    pub best_val_accuracy: Option<f32>,
+    pub checkpoint: Option<PathBuf>,
+    pub seconds: f64,
+    /// Set when the engine stopped on an error it could not survive.
+    pub error: Option<String>,
+    pub interrupted: bool,
+}
