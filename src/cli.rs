@@ -115,10 +115,16 @@ impl TrainArgs {
     }
 
     /// The engine's setup for `dataset` under `config`.
-    pub fn engine_setup(&self, dataset: &std::path::Path, config: crate::config::Config) -> anyhow::Result<crate::train::EngineSetup> {
+    pub fn engine_setup(
+        &self,
+        dataset: &std::path::Path,
+        config: crate::config::Config,
+    ) -> anyhow::Result<crate::train::EngineSetup> {
         use crate::train::WeightsSource;
         let weights = match &self.weights {
-            Some(path) => WeightsSource::Local { weights: path.clone() },
+            Some(path) => WeightsSource::Local {
+                weights: path.clone(),
+            },
             None => WeightsSource::Hub {
                 repo: config.hub.backbone.parse().map_err(anyhow::Error::msg)?,
                 options: crate::hub::HubOptions::from_config(&config.hub),
@@ -132,7 +138,9 @@ impl TrainArgs {
                 .unwrap_or_else(|| "dataset".into());
             cache
                 .clone()
-                .ok_or_else(|| anyhow::anyhow!("no cache directory on this system; pass --checkpoint-dir"))?
+                .ok_or_else(|| {
+                    anyhow::anyhow!("no cache directory on this system; pass --checkpoint-dir")
+                })?
                 .join("checkpoints")
                 .join(name)
         } else {

@@ -52,11 +52,16 @@ pub fn run(args: &TrainArgs, dataset: &Path) -> anyhow::Result<ExitCode> {
 /// Turns Ctrl-C and SIGTERM into an `Interrupt` command.
 fn forward_signals(commands: std::sync::mpsc::Sender<Command>) {
     std::thread::spawn(move || {
-        let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
             return;
         };
         runtime.block_on(async {
-            let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
+            let Ok(mut term) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            else {
                 return;
             };
             tokio::select! {
@@ -123,7 +128,10 @@ impl Printer {
                 ignored,
                 ..
             } => {
-                let counts: Vec<String> = classes.iter().map(|c| format!("{} {}/{}", c.name, c.train, c.val)).collect();
+                let counts: Vec<String> = classes
+                    .iter()
+                    .map(|c| format!("{} {}/{}", c.name, c.train, c.val))
+                    .collect();
                 self.line(&format!(
                     "dataset: {} — {} classes (train/val): {}; {} skipped, {} ignored",
                     class_root.display(),
@@ -139,13 +147,23 @@ impl Printer {
             Event::Download { progress } => match progress {
                 DownloadProgress::Bytes { file, done, total } => {
                     let pct = if *total > 0 { 100 * done / total } else { 0 };
-                    self.bar(&format!("downloading {file}: {:.1}/{:.1} MB ({pct}%)", mb(*done), mb(*total)));
+                    self.bar(&format!(
+                        "downloading {file}: {:.1}/{:.1} MB ({pct}%)",
+                        mb(*done),
+                        mb(*total)
+                    ));
                 }
-                DownloadProgress::Done { file, bytes } => self.line(&format!("downloaded {file} ({:.1} MB)", mb(*bytes))),
-                DownloadProgress::Cached { file, bytes } => self.line(&format!("{file}: from cache ({:.1} MB)", mb(*bytes))),
-                DownloadProgress::Retry { file, attempt, reason } => {
-                    self.line(&format!("retrying {file} (attempt {attempt}): {reason}"))
+                DownloadProgress::Done { file, bytes } => {
+                    self.line(&format!("downloaded {file} ({:.1} MB)", mb(*bytes)))
                 }
+                DownloadProgress::Cached { file, bytes } => {
+                    self.line(&format!("{file}: from cache ({:.1} MB)", mb(*bytes)))
+                }
+                DownloadProgress::Retry {
+                    file,
+                    attempt,
+                    reason,
+                } => self.line(&format!("retrying {file} (attempt {attempt}): {reason}")),
             },
             Event::ModelReady {
                 backbone,
@@ -153,18 +171,28 @@ impl Printer {
                 device,
                 groups,
                 ..
-            } => self.line(&format!("model: {backbone} ({architecture}) on {device}, {} layer groups", groups.len())),
+            } => self.line(&format!(
+                "model: {backbone} ({architecture}) on {device}, {} layer groups",
+                groups.len()
+            )),
             Event::Features { status } => match status {
                 FeatureStatus::Loaded { images, path } => self.line(&format!(
                     "features: {images} images loaded from the cache {} (backbone pass skipped)",
                     path.display()
                 )),
-                FeatureStatus::Computing { done, total } => self.bar(&format!("backbone features {done}/{total}")),
-                FeatureStatus::Computed { images, seconds, .. } => {
-                    self.line(&format!("features: {images} images through the backbone in {seconds:.1} s"))
+                FeatureStatus::Computing { done, total } => {
+                    self.bar(&format!("backbone features {done}/{total}"))
                 }
+                FeatureStatus::Computed {
+                    images, seconds, ..
+                } => self.line(&format!(
+                    "features: {images} images through the backbone in {seconds:.1} s"
+                )),
             },
-            Event::PhaseChanged { phase: Some(p), epochs } => self.line(&format!("{p}: {epochs} epoch(s)")),
+            Event::PhaseChanged {
+                phase: Some(p),
+                epochs,
+            } => self.line(&format!("{p}: {epochs} epoch(s)")),
             Event::Batch {
                 phase,
                 epoch,
@@ -197,14 +225,18 @@ impl Printer {
                 ..
             } => {
                 let n = self.epoch_batches.max(1) as f64;
-                let label = phase.map(|p| format!("{p} epoch {epoch}")).unwrap_or_else(|| "validation".into());
+                let label = phase
+                    .map(|p| format!("{p} epoch {epoch}"))
+                    .unwrap_or_else(|| "validation".into());
                 self.line(&format!(
                     "{label}: train loss {:.4} acc {:.4} | val loss {loss:.4} acc {accuracy:.4} ({seconds:.1} s)",
                     self.epoch_loss / n,
                     self.epoch_correct / n
                 ));
             }
-            Event::CheckpointSaved { path, reason } => self.line(&format!("checkpoint ({reason}): {}", path.display())),
+            Event::CheckpointSaved { path, reason } => {
+                self.line(&format!("checkpoint ({reason}): {}", path.display()))
+            }
             Event::Paused => self.line("paused"),
             Event::Resumed => self.line("resumed"),
             Event::Warning { message } => {
@@ -216,18 +248,30 @@ impl Printer {
                 eprintln!("error: {message}");
             }
             Event::Finished(s) => {
-                let fmt = |a: Option<f32>| a.map(|a| format!("{a:.4}")).unwrap_or_else(|| "-".into());
+                let fmt =
+                    |a: Option<f32>| a.map(|a| format!("{a:.4}")).unwrap_or_else(|| "-".into());
                 self.line(&format!(
                     "{} in {:.1} s: warm-up val acc {}, fine-tune val acc {}, best {}{}",
-                    if s.interrupted { "interrupted" } else if s.error.is_some() { "failed" } else { "done" },
+                    if s.interrupted {
+                        "interrupted"
+                    } else if s.error.is_some() {
+                        "failed"
+                    } else {
+                        "done"
+                    },
                     s.seconds,
                     fmt(s.warmup_val_accuracy),
                     fmt(s.finetune_val_accuracy),
                     fmt(s.best_val_accuracy),
-                    s.checkpoint.as_ref().map(|p| format!("; checkpoint {}", p.display())).unwrap_or_default()
+                    s.checkpoint
+                        .as_ref()
+                        .map(|p| format!("; checkpoint {}", p.display()))
+                        .unwrap_or_default()
                 ));
             }
-            Event::PhaseChanged { phase: None, .. } | Event::PhaseFinished { .. } | Event::FreezeChanged { .. } => {}
+            Event::PhaseChanged { phase: None, .. }
+            | Event::PhaseFinished { .. }
+            | Event::FreezeChanged { .. } => {}
         }
         Ok(())
     }

@@ -5,8 +5,8 @@
 pub mod cli;
 pub mod config;
 pub mod data;
-pub mod hub;
 pub mod headless;
+pub mod hub;
 pub mod inspect;
 pub mod model;
 pub mod train;

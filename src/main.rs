@@ -11,7 +11,9 @@ fn main() -> ExitCode {
         Some(Command::Inspect(args)) => tltui::inspect::run(args).map(|()| ExitCode::SUCCESS),
         None => match &cli.train.dataset {
             Some(dataset) if cli.train.headless => tltui::headless::run(&cli.train, dataset),
-            Some(_) => Err(anyhow::anyhow!("the dashboard is not built yet; use --headless")),
+            Some(_) => Err(anyhow::anyhow!(
+                "the dashboard is not built yet; use --headless"
+            )),
             None => {
                 use clap::CommandFactory;
                 let _ = Cli::command().print_help();

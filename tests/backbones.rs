@@ -4,66 +4,15 @@
 mod common;
 
 use candle_core::{DType, Device, Tensor};
-use tltui::data::PretrainedCfg;
+use common::model_config as config;
 use tltui::model::{build_backbone, Backbone, ModelConfig, Params};
 
-fn config(arch: &str) -> ModelConfig {
-    ModelConfig {
-        architecture: arch.to_string(),
-        num_features: None,
-        pretrained_cfg: PretrainedCfg {
-            input_size: [3, 224, 224],
-            interpolation: "bicubic".into(),
-            crop_pct: 0.875,
-            crop_mode: "center".into(),
-            mean: [0.5; 3],
-            std: [0.5; 3],
-        },
-    }
-}
-
-/// Random weights in timm's layout, found by building the model and adding each tensor its
-/// error message asks for (so the test does not restate the architecture).
-fn random_backbone(arch: &str) -> Box<dyn Backbone> {
-    let mut tensors: Vec<(String, Tensor)> = Vec::new();
-    for _ in 0..2000 {
-        let params = Params::from_tensors(tensors.clone()).unwrap();
-        let err = match build_backbone(&config(arch), params) {
-            Ok(b) => return b,
-            Err(e) => e.to_string(),
-        };
-        let name = err
-            .split('"')
-            .nth(1)
-            .unwrap_or_else(|| panic!("{err}"))
-            .to_string();
-        let shape: Vec<usize> = err
-            .rsplit_once("expected shape [")
-            .unwrap_or_else(|| panic!("{err}"))
-            .1
-            .trim_end_matches(')')
-            .trim_end_matches(']')
-            .split(", ")
-            .map(|d| d.parse().unwrap())
-            .collect();
-        let fan_in: usize = shape.iter().skip(1).product::<usize>().max(1);
-        let t = if name.ends_with("running_var")
-            || name.ends_with("bn1.weight")
-            || name.contains(".bn")
-        {
-            Tensor::rand(0.5f32, 1.5, shape.as_slice(), &Device::Cpu).unwrap()
-        } else {
-            (Tensor::randn(0f32, 1.0, shape.as_slice(), &Device::Cpu).unwrap()
-                / (fan_in as f64).sqrt())
-            .unwrap()
-        };
-        tensors.push((name, t));
-    }
-    panic!("{arch}: no model after 2000 tensors");
-}
-
 fn check(arch: &str, classifier_params: usize, timm_total: usize) {
-    let mut b = random_backbone(arch);
+    let mut b = build_backbone(
+        &config(arch),
+        Params::from_tensors(common::random_weights(arch)).unwrap(),
+    )
+    .unwrap();
     let total: usize = b.parts().groups.iter().map(|g| g.params).sum();
     assert_eq!(
         total + classifier_params,

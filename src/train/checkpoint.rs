@@ -4,7 +4,7 @@
 
 use super::Phase;
 use crate::config::Config;
-use crate::data::{PretrainedCfg, Preprocess};
+use crate::data::{Preprocess, PretrainedCfg};
 use crate::model::{Head, Params};
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
@@ -46,41 +46,62 @@ pub struct Checkpoint {
 impl Checkpoint {
     /// Reads `path`; anything malformed is an error naming the file.
     pub fn load(path: &Path, device: &Device) -> anyhow::Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read checkpoint {}: {e}", path.display()))?;
+        let bytes = std::fs::read(path)
+            .map_err(|e| anyhow::anyhow!("cannot read checkpoint {}: {e}", path.display()))?;
         let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
             .map_err(|e| anyhow::anyhow!("{} is not a valid checkpoint: {e}", path.display()))?;
         let json = header
             .metadata()
             .as_ref()
             .and_then(|m| m.get(META_KEY))
-            .ok_or_else(|| anyhow::anyhow!("{} is not a tltui checkpoint (no metadata)", path.display()))?;
-        let meta: CheckpointMeta = serde_json::from_str(json)
-            .map_err(|e| anyhow::anyhow!("{}: unreadable checkpoint metadata: {e}", path.display()))?;
+            .ok_or_else(|| {
+                anyhow::anyhow!("{} is not a tltui checkpoint (no metadata)", path.display())
+            })?;
+        let meta: CheckpointMeta = serde_json::from_str(json).map_err(|e| {
+            anyhow::anyhow!("{}: unreadable checkpoint metadata: {e}", path.display())
+        })?;
         if meta.format != FORMAT {
-            anyhow::bail!("{}: checkpoint format {} is not {FORMAT}", path.display(), meta.format);
+            anyhow::bail!(
+                "{}: checkpoint format {} is not {FORMAT}",
+                path.display(),
+                meta.format
+            );
         }
-        let params = Params::from_bytes(&bytes, device).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let params = Params::from_bytes(&bytes, device)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         Ok(Self { params, meta })
     }
 
     /// The head stored in the checkpoint.
     pub fn head(&self, dropout: f32) -> anyhow::Result<Head> {
         let k = self.meta.classes.len();
-        let w = self.params.get("classifier.weight", &[k, self.params.var("classifier.weight").dim(1)?])?;
+        let w = self.params.get(
+            "classifier.weight",
+            &[k, self.params.var("classifier.weight").dim(1)?],
+        )?;
         let b = self.params.get("classifier.bias", &[k])?;
         Ok(Head::from_tensors(w.as_tensor(), b.as_tensor(), dropout)?)
     }
 }
 
 /// Serialises backbone `params`, `head` and `meta` and writes them atomically to `path`.
-pub fn save(path: &Path, params: &Params, head: &Head, meta: &CheckpointMeta) -> anyhow::Result<()> {
+pub fn save(
+    path: &Path,
+    params: &Params,
+    head: &Head,
+    meta: &CheckpointMeta,
+) -> anyhow::Result<()> {
     let bytes = serialize(params, head, meta)?;
-    atomic_write(path, &bytes).map_err(|e| anyhow::anyhow!("cannot write checkpoint {}: {e}", path.display()))
+    atomic_write(path, &bytes)
+        .map_err(|e| anyhow::anyhow!("cannot write checkpoint {}: {e}", path.display()))
 }
 
 /// The checkpoint file's bytes.
 pub fn serialize(params: &Params, head: &Head, meta: &CheckpointMeta) -> anyhow::Result<Vec<u8>> {
-    let mut tensors: Vec<(String, Tensor)> = params.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect();
+    let mut tensors: Vec<(String, Tensor)> = params
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+        .collect();
     tensors.push(("classifier.weight".into(), head.weight.as_tensor().clone()));
     tensors.push(("classifier.bias".into(), head.bias.as_tensor().clone()));
     let info = HashMap::from([(META_KEY.to_string(), serde_json::to_string(meta)?)]);
@@ -99,9 +120,15 @@ pub fn atomic_write_with(
     bytes: &[u8],
     write: impl FnOnce(&mut std::fs::File, &[u8]) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let result = (|| {
         let mut file = std::fs::File::create(&tmp)?;
@@ -129,12 +156,18 @@ mod tests {
         atomic_write(&path, b"first").unwrap();
         let err = atomic_write_with(&path, b"second version", |f, b| {
             f.write_all(&b[..3])?;
-            Err(std::io::Error::new(std::io::ErrorKind::StorageFull, "No space left on device"))
+            Err(std::io::Error::new(
+                std::io::ErrorKind::StorageFull,
+                "No space left on device",
+            ))
         })
         .unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::StorageFull);
         assert_eq!(std::fs::read(&path).unwrap(), b"first");
-        let names: Vec<_> = std::fs::read_dir(t.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = std::fs::read_dir(t.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names.len(), 1, "no temp file left: {names:?}");
     }
 

@@ -77,10 +77,12 @@ impl Engine {
 fn run(setup: EngineSetup, rx: Receiver<Command>, events: Sender<Event>) {
     let started = Instant::now();
     let out = events.clone();
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> anyhow::Result<Summary> {
-        let mut trainer = Trainer::prepare(setup, out)?;
-        trainer.serve(&rx)
-    }));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(
+        || -> anyhow::Result<Summary> {
+            let mut trainer = Trainer::prepare(setup, out)?;
+            trainer.serve(&rx)
+        },
+    ));
     let summary = match result {
         Ok(Ok(summary)) => summary,
         Ok(Err(e)) => failed(format!("{e:#}"), started),
@@ -90,7 +92,10 @@ fn run(setup: EngineSetup, rx: Receiver<Command>, events: Sender<Event>) {
                 .cloned()
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "unknown panic".into());
-            failed(format!("internal error in the training engine: {msg}"), started)
+            failed(
+                format!("internal error in the training engine: {msg}"),
+                started,
+            )
         }
     };
     if let Some(e) = &summary.error {
@@ -181,7 +186,10 @@ impl Trainer {
 
         let (config_path, weights_path, backbone_name) = match &setup.weights {
             WeightsSource::Local { weights } => {
-                let cfg = weights.parent().unwrap_or(Path::new(".")).join("config.json");
+                let cfg = weights
+                    .parent()
+                    .unwrap_or(Path::new("."))
+                    .join("config.json");
                 (cfg, weights.clone(), weights.display().to_string())
             }
             WeightsSource::Hub { repo, options } => {
@@ -189,20 +197,31 @@ impl Trainer {
                 let progress = Arc::new(move |p| {
                     let _ = sink.send(Event::Download { progress: p });
                 });
-                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
                 let files = runtime.block_on(hub::fetch_backbone(repo, options, progress))?;
                 if files.offline_fallback {
                     emit(Event::Warning {
-                        message: format!("the Hub at {} is unreachable; using the cached snapshot of {repo}", options.endpoint.as_deref().unwrap_or("(HF_ENDPOINT)")),
+                        message: format!(
+                            "the Hub at {} is unreachable; using the cached snapshot of {repo}",
+                            options.endpoint.as_deref().unwrap_or("(HF_ENDPOINT)")
+                        ),
                     });
                 }
                 (files.config, files.weights, repo.to_string())
             }
         };
         let model_config = ModelConfig::from_file(&config_path)?;
-        let prep = Preprocess::from_cfg(&model_config.pretrained_cfg, config.data.image_size).map_err(anyhow::Error::msg)?;
+        let prep = Preprocess::from_cfg(&model_config.pretrained_cfg, config.data.image_size)
+            .map_err(anyhow::Error::msg)?;
 
-        let paths: Vec<PathBuf> = dataset.train.iter().chain(&dataset.val).map(|s| s.path.clone()).collect();
+        let paths: Vec<PathBuf> = dataset
+            .train
+            .iter()
+            .chain(&dataset.val)
+            .map(|s| s.path.clone())
+            .collect();
         let progress = |done: usize, total: usize| {
             if done % 64 == 0 || done == total {
                 let _ = events.send(Event::Decoding { done, total });
@@ -222,7 +241,10 @@ impl Trainer {
         }
         if !dataset.skipped.is_empty() {
             emit(Event::Warning {
-                message: format!("{} unusable file(s) skipped (see the dataset report)", dataset.skipped.len()),
+                message: format!(
+                    "{} unusable file(s) skipped (see the dataset report)",
+                    dataset.skipped.len()
+                ),
             });
         }
         emit(Event::DatasetReady {
@@ -239,7 +261,13 @@ impl Trainer {
         backbone.parts_mut().train_batchnorm = config.train.train_batchnorm;
         let mut rng = ChaCha8Rng::seed_from_u64(config.data.seed);
         let classes = dataset.class_names.len();
-        let mut head = Head::new(backbone.parts().num_features, classes, config.train.dropout, &mut rng, &device)?;
+        let mut head = Head::new(
+            backbone.parts().num_features,
+            classes,
+            config.train.dropout,
+            &mut rng,
+            &device,
+        )?;
 
         if let Some(path) = &setup.resume {
             let ckpt = Checkpoint::load(path, &device)?;
@@ -377,7 +405,13 @@ impl Trainer {
     fn emit_freeze(&self) {
         let parts = self.backbone.parts();
         let head = self.head.weight.elem_count() + self.head.bias.elem_count();
-        let trainable = parts.groups.iter().filter(|g| g.trainable).map(|g| g.params).sum::<usize>() + head;
+        let trainable = parts
+            .groups
+            .iter()
+            .filter(|g| g.trainable)
+            .map(|g| g.params)
+            .sum::<usize>()
+            + head;
         self.emit(Event::FreezeChanged {
             groups: parts.groups.clone(),
             trainable_params: trainable,
@@ -399,7 +433,10 @@ impl Trainer {
         }
         self.emit_freeze();
         self.paused = false;
-        self.emit(Event::PhaseChanged { phase: Some(phase), epochs });
+        self.emit(Event::PhaseChanged {
+            phase: Some(phase),
+            epochs,
+        });
         if epochs == 0 {
             self.run = None;
             return Ok(());
@@ -413,7 +450,8 @@ impl Trainer {
             self.ensure_features()?;
         }
         let t = &self.config.train;
-        let mut vars: Vec<(candle_core::Var, f64)> = self.head.vars().into_iter().map(|v| (v, 1.0)).collect();
+        let mut vars: Vec<(candle_core::Var, f64)> =
+            self.head.vars().into_iter().map(|v| (v, 1.0)).collect();
         for (group, var) in self.backbone.trainable_vars() {
             let depth = (n_groups - group) as i32;
             vars.push((var, t.layer_lr_decay.powi(depth)));
@@ -422,7 +460,11 @@ impl Trainer {
             Phase::Warmup => t.warmup_lr,
             Phase::Finetune => t.finetune_lr,
         };
-        let steps_per_epoch = self.dataset.train.len().div_ceil(self.config.data.batch_size);
+        let steps_per_epoch = self
+            .dataset
+            .train
+            .len()
+            .div_ceil(self.config.data.batch_size);
         let total_steps = steps_per_epoch * epochs;
         let ramp_steps = match phase {
             Phase::Warmup => 0,
@@ -447,7 +489,8 @@ impl Trainer {
     /// The shuffled order of training samples for an epoch (seeded).
     fn epoch_order(&self, epoch: usize) -> Vec<usize> {
         let mut order: Vec<usize> = (0..self.dataset.train.len()).collect();
-        let seed = self.config.data.seed ^ ((self.epochs_done + epoch + 1) as u64).wrapping_mul(0x2545_F491_4F6C_DD1D);
+        let seed = self.config.data.seed
+            ^ ((self.epochs_done + epoch + 1) as u64).wrapping_mul(0x2545_F491_4F6C_DD1D);
         order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
         order
     }
@@ -459,12 +502,24 @@ impl Trainer {
             return Ok(());
         }
         let samples: Vec<&Sample> = self.dataset.train.iter().chain(&self.dataset.val).collect();
-        let path = self.feature_cache_dir.as_ref().filter(|_| !self.backbone_changed).map(|dir| {
-            let key = features::cache_key(&samples, &self.weights_path, &self.model_config.architecture, self.store.preprocess());
-            features::cache_path(dir, &key)
-        });
+        let path = self
+            .feature_cache_dir
+            .as_ref()
+            .filter(|_| !self.backbone_changed)
+            .map(|dir| {
+                let key = features::cache_key(
+                    &samples,
+                    &self.weights_path,
+                    &self.model_config.architecture,
+                    self.store.preprocess(),
+                );
+                features::cache_path(dir, &key)
+            });
         let n_train = self.dataset.train.len();
-        if let Some(all) = path.as_deref().and_then(|p| features::load(p, samples.len(), &self.device)) {
+        if let Some(all) = path
+            .as_deref()
+            .and_then(|p| features::load(p, samples.len(), &self.device))
+        {
             self.emit(Event::Features {
                 status: FeatureStatus::Loaded {
                     path: path.clone().unwrap(),
@@ -518,7 +573,10 @@ impl Trainer {
         let bs = self.config.data.batch_size;
         let run = self.run.as_mut().expect("step runs only in a phase");
         let idx = &run.order[run.step * bs..((run.step + 1) * bs).min(run.order.len())];
-        let labels: Vec<u32> = idx.iter().map(|&i| self.dataset.train[i].label as u32).collect();
+        let labels: Vec<u32> = idx
+            .iter()
+            .map(|&i| self.dataset.train[i].label as u32)
+            .collect();
         let y = Tensor::new(labels.as_slice(), &self.device)?;
         let features = if run.through_backbone {
             let samples: Vec<&Sample> = idx.iter().map(|&i| &self.dataset.train[i]).collect();
@@ -537,7 +595,11 @@ impl Trainer {
             self.backbone.forward(&x, true)?
         } else {
             let rows: Vec<u32> = idx.iter().map(|&i| i as u32).collect();
-            let cached = &self.features.as_ref().expect("features were prepared").train;
+            let cached = &self
+                .features
+                .as_ref()
+                .expect("features were prepared")
+                .train;
             cached.index_select(&Tensor::new(rows.as_slice(), &self.device)?, 0)?
         };
         let logits = self.head.forward(&features, Some(&mut self.rng))?;
@@ -546,7 +608,11 @@ impl Trainer {
         let global = run.epoch * run.steps_per_epoch + run.step;
         let lr = cosine_with_ramp(run.base_lr, global, run.total_steps, run.ramp_steps);
         run.optimizer.step(&grads, lr)?;
-        let correct = predictions(&logits)?.iter().zip(&labels).filter(|(p, t)| p == t).count();
+        let correct = predictions(&logits)?
+            .iter()
+            .zip(&labels)
+            .filter(|(p, t)| p == t)
+            .count();
         let phase = run.phase;
         if phase == Phase::Finetune {
             self.features = None;
@@ -595,7 +661,10 @@ impl Trainer {
             self.epochs_done += epochs;
             self.run = None;
             self.emit(Event::PhaseFinished { phase, epochs });
-            self.emit(Event::PhaseChanged { phase: None, epochs: 0 });
+            self.emit(Event::PhaseChanged {
+                phase: None,
+                epochs: 0,
+            });
         } else {
             let order = self.epoch_order(epoch);
             self.run.as_mut().unwrap().order = order;
@@ -611,7 +680,9 @@ impl Trainer {
         }
         let t = Instant::now();
         let logits = match &self.features {
-            Some(f) if !self.backbone_changed => self.head.forward(&f.val, None::<&mut ChaCha8Rng>)?,
+            Some(f) if !self.backbone_changed => {
+                self.head.forward(&f.val, None::<&mut ChaCha8Rng>)?
+            }
             _ => {
                 let mut parts = Vec::new();
                 let samples: Vec<&Sample> = self.dataset.val.iter().collect();
@@ -654,7 +725,11 @@ impl Trainer {
             preprocess: self.store.preprocess().clone(),
             phase: self.last_phase,
             epoch: self.epochs_done + self.run.as_ref().map_or(0, |r| r.epoch),
-            val_accuracy: self.summary.best_val_accuracy.filter(|_| name == "best").or(self.last_val_accuracy()),
+            val_accuracy: self
+                .summary
+                .best_val_accuracy
+                .filter(|_| name == "best")
+                .or(self.last_val_accuracy()),
             class_root: self.dataset.class_root.clone(),
             val_fraction: self.config.data.val_fraction,
             seed: self.config.data.seed,
@@ -674,14 +749,18 @@ impl Trainer {
                 Some(path)
             }
             Err(e) => {
-                self.emit(Event::Error { message: format!("{e:#}") });
+                self.emit(Event::Error {
+                    message: format!("{e:#}"),
+                });
                 None
             }
         }
     }
 
     fn last_val_accuracy(&self) -> Option<f32> {
-        self.summary.finetune_val_accuracy.or(self.summary.warmup_val_accuracy)
+        self.summary
+            .finetune_val_accuracy
+            .or(self.summary.warmup_val_accuracy)
     }
 }
 

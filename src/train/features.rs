@@ -9,13 +9,21 @@ use sha2::Digest;
 use std::path::{Path, PathBuf};
 
 /// The cache key: a sha256 over everything the features depend on, in sample order.
-pub fn cache_key(samples: &[&Sample], weights: &Path, architecture: &str, prep: &Preprocess) -> String {
+pub fn cache_key(
+    samples: &[&Sample],
+    weights: &Path,
+    architecture: &str,
+    prep: &Preprocess,
+) -> String {
     let mut h = sha2::Sha256::new();
     let mut stamp = |p: &Path| {
         h.update(p.as_os_str().as_encoded_bytes());
         if let Ok(m) = std::fs::metadata(p) {
             h.update(m.len().to_le_bytes());
-            if let Ok(t) = m.modified().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).map_err(std::io::Error::other)) {
+            if let Ok(t) = m.modified().and_then(|t| {
+                t.duration_since(std::time::UNIX_EPOCH)
+                    .map_err(std::io::Error::other)
+            }) {
                 h.update(t.as_nanos().to_le_bytes());
             }
         }
@@ -37,7 +45,9 @@ pub fn cache_path(dir: &Path, key: &str) -> PathBuf {
 
 /// Features read from `path` when it holds `rows` rows.
 pub fn load(path: &Path, rows: usize, device: &Device) -> Option<Tensor> {
-    let t = candle_core::safetensors::load(path, device).ok()?.remove("features")?;
+    let t = candle_core::safetensors::load(path, device)
+        .ok()?
+        .remove("features")?;
     (t.dims().first() == Some(&rows)).then_some(t)
 }
 

@@ -4,7 +4,11 @@ use candle_core::{Result, Tensor, D};
 
 /// Mean cross-entropy of `logits` `[N, K]` against `labels` `[N]` (u32), each sample weighted
 /// by its class's weight when `class_weights` is given (PyTorch's weighted mean).
-pub fn cross_entropy(logits: &Tensor, labels: &Tensor, class_weights: Option<&Tensor>) -> Result<Tensor> {
+pub fn cross_entropy(
+    logits: &Tensor,
+    labels: &Tensor,
+    class_weights: Option<&Tensor>,
+) -> Result<Tensor> {
     let log_probs = candle_nn::ops::log_softmax(logits, D::Minus1)?;
     let picked = log_probs.gather(&labels.unsqueeze(1)?, 1)?.squeeze(1)?;
     match class_weights {

@@ -38,9 +38,14 @@ impl std::fmt::Display for Phase {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
     /// Run warm-up for this many epochs (switching from any running phase).
-    Warmup { epochs: usize },
+    Warmup {
+        epochs: usize,
+    },
     /// Run fine-tuning for this many epochs; `groups` unfreezes only the last N layer groups.
-    Finetune { epochs: usize, groups: Option<usize> },
+    Finetune {
+        epochs: usize,
+        groups: Option<usize>,
+    },
     /// Stop at the next batch boundary until `Resume`.
     Pause,
     Resume,
@@ -63,7 +68,11 @@ pub enum FeatureStatus {
     /// The backbone pass is running.
     Computing { done: usize, total: usize },
     /// The pass finished in `seconds` and was saved (if `path` is set).
-    Computed { images: usize, seconds: f64, path: Option<PathBuf> },
+    Computed {
+        images: usize,
+        seconds: f64,
+        path: Option<PathBuf>,
+    },
 }
 
 /// What the engine reports.
@@ -79,9 +88,14 @@ pub enum Event {
         cached_images: usize,
     },
     /// Images decoded so far.
-    Decoding { done: usize, total: usize },
+    Decoding {
+        done: usize,
+        total: usize,
+    },
     /// Backbone download progress.
-    Download { progress: DownloadProgress },
+    Download {
+        progress: DownloadProgress,
+    },
     /// The model is built.
     ModelReady {
         backbone: String,
@@ -91,11 +105,19 @@ pub enum Event {
         head_params: usize,
     },
     /// The frozen-backbone feature cache.
-    Features { status: FeatureStatus },
+    Features {
+        status: FeatureStatus,
+    },
     /// A phase started (or the engine went idle, `phase: null`).
-    PhaseChanged { phase: Option<Phase>, epochs: usize },
+    PhaseChanged {
+        phase: Option<Phase>,
+        epochs: usize,
+    },
     /// Which layer groups train.
-    FreezeChanged { groups: Vec<LayerGroup>, trainable_params: usize },
+    FreezeChanged {
+        groups: Vec<LayerGroup>,
+        trainable_params: usize,
+    },
     /// One optimisation step.
     Batch {
         phase: Phase,
@@ -118,13 +140,23 @@ pub enum Event {
         seconds: f64,
     },
     /// A phase ran all its epochs.
-    PhaseFinished { phase: Phase, epochs: usize },
+    PhaseFinished {
+        phase: Phase,
+        epochs: usize,
+    },
     Paused,
     Resumed,
-    CheckpointSaved { path: PathBuf, reason: String },
-    Warning { message: String },
+    CheckpointSaved {
+        path: PathBuf,
+        reason: String,
+    },
+    Warning {
+        message: String,
+    },
     /// A failure the engine survived (e.g. a checkpoint that could not be written).
-    Error { message: String },
+    Error {
+        message: String,
+    },
     /// The engine ended.
     #[serde(rename = "summary")]
     Finished(Summary),

@@ -25,3 +25,112 @@ pub mod hub_stub;
 pub fn lite0_dir(shared: &std::path::Path) -> PathBuf {
     shared.join("hub/timm/tf_efficientnet_lite0.in1k")
 }
+
+use candle_core::{Device, Tensor};
+use tltui::data::PretrainedCfg;
+use tltui::model::{build_backbone, ModelConfig, Params};
+
+/// A timm config for `arch` with a square input of `size` pixels.
+pub fn model_config_sized(arch: &str, size: usize) -> ModelConfig {
+    ModelConfig {
+        architecture: arch.to_string(),
+        num_features: None,
+        pretrained_cfg: PretrainedCfg {
+            input_size: [3, size, size],
+            interpolation: "bicubic".into(),
+            crop_pct: 0.875,
+            crop_mode: "center".into(),
+            mean: [0.5; 3],
+            std: [0.5; 3],
+        },
+    }
+}
+
+pub fn model_config(arch: &str) -> ModelConfig {
+    model_config_sized(arch, 224)
+}
+
+/// Random weights in timm's layout, found by building the model and adding each tensor its
+/// error message asks for (so the tests do not restate the architecture).
+pub fn random_weights(arch: &str) -> Vec<(String, Tensor)> {
+    let mut tensors: Vec<(String, Tensor)> = Vec::new();
+    for _ in 0..2000 {
+        let params = Params::from_tensors(tensors.clone()).unwrap();
+        let err = match build_backbone(&model_config(arch), params) {
+            Ok(_) => return tensors,
+            Err(e) => e.to_string(),
+        };
+        let name = err
+            .split('"')
+            .nth(1)
+            .unwrap_or_else(|| panic!("{err}"))
+            .to_string();
+        let shape: Vec<usize> = err
+            .rsplit_once("expected shape [")
+            .unwrap_or_else(|| panic!("{err}"))
+            .1
+            .trim_end_matches(')')
+            .trim_end_matches(']')
+            .split(", ")
+            .map(|d| d.parse().unwrap())
+            .collect();
+        let fan_in: usize = shape.iter().skip(1).product::<usize>().max(1);
+        let t = if name.contains("bn") || name.contains("downsample.1") {
+            Tensor::rand(0.5f32, 1.5, shape.as_slice(), &Device::Cpu).unwrap()
+        } else {
+            (Tensor::randn(0f32, 1.0, shape.as_slice(), &Device::Cpu).unwrap()
+                / (fan_in as f64).sqrt())
+            .unwrap()
+        };
+        tensors.push((name, t));
+    }
+    panic!("{arch}: no model after 2000 tensors");
+}
+
+/// Writes `model.safetensors` (random `arch` weights) and `config.json` into `dir`; returns the
+/// weights path.
+pub fn write_random_model(dir: &std::path::Path, arch: &str, size: usize) -> std::path::PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let weights = dir.join("model.safetensors");
+    candle_core::safetensors::save(&random_weights(arch).into_iter().collect(), &weights).unwrap();
+    std::fs::write(
+        dir.join("config.json"),
+        serde_json::to_string(&model_config_sized(arch, size)).unwrap(),
+    )
+    .unwrap();
+    weights
+}
+
+/// A dataset of coloured shapes: class `i` is a disc of colour `i` on a noisy background.
+pub fn shapes_dataset(dir: &std::path::Path, classes: &[&str], per_class: usize) {
+    use rand::{Rng, SeedableRng};
+    let colours = [
+        [220u8, 40, 40],
+        [40, 60, 220],
+        [40, 200, 60],
+        [230, 200, 40],
+    ];
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    for (ci, class) in classes.iter().enumerate() {
+        let cdir = dir.join(class);
+        std::fs::create_dir_all(&cdir).unwrap();
+        for i in 0..per_class {
+            let (cx, cy, r) = (
+                rng.random_range(20.0..44.0),
+                rng.random_range(20.0..44.0),
+                rng.random_range(8.0..18.0f32),
+            );
+            let noise: Vec<u8> = (0..64 * 64 * 3).map(|_| rng.random_range(0..60)).collect();
+            let img = image::RgbImage::from_fn(64, 64, |x, y| {
+                let inside = (x as f32 - cx).powi(2) + (y as f32 - cy).powi(2) < r * r;
+                let k = ((y * 64 + x) * 3) as usize;
+                if inside {
+                    image::Rgb(colours[ci % colours.len()])
+                } else {
+                    image::Rgb([noise[k], noise[k + 1], noise[k + 2]])
+                }
+            });
+            img.save(cdir.join(format!("{i}.png"))).unwrap();
+        }
+    }
+}

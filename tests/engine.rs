@@ -1,0 +1,331 @@
+//! The training engine on a small generated dataset with a small random-weight backbone.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::Receiver;
+use std::time::Duration;
+use tltui::config::Config;
+use tltui::train::{Command, Engine, EngineSetup, Event, Phase, WeightsSource};
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    dataset: PathBuf,
+    weights: PathBuf,
+    checkpoints: PathBuf,
+}
+
+fn fixture(classes: &[&str]) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let dataset = dir.path().join("shapes");
+    common::shapes_dataset(&dataset, classes, 16);
+    let weights =
+        common::write_random_model(&dir.path().join("model"), "tf_efficientnet_lite0", 64);
+    Fixture {
+        dataset,
+        weights,
+        checkpoints: dir.path().join("checkpoints"),
+        _dir: dir,
+    }
+}
+
+fn config() -> Config {
+    let mut c = Config::default();
+    c.data.batch_size = 8;
+    c.data.val_fraction = 0.25;
+    c.train.warmup_lr = 0.01;
+    c.train.dropout = 0.0;
+    c
+}
+
+fn setup(f: &Fixture, config: Config) -> EngineSetup {
+    EngineSetup {
+        dataset: f.dataset.clone(),
+        classes_dir: None,
+        config,
+        weights: WeightsSource::Local {
+            weights: f.weights.clone(),
+        },
+        checkpoint_dir: f.checkpoints.clone(),
+        resume: None,
+        feature_cache_dir: None,
+        device: candle_core::Device::Cpu,
+    }
+}
+
+fn start(s: EngineSetup) -> (Engine, Receiver<Event>) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    (Engine::spawn(s, tx), rx)
+}
+
+/// Collects events until `stop` says so (or the engine finishes), failing after a minute.
+fn until(rx: &Receiver<Event>, mut stop: impl FnMut(&Event) -> bool) -> Vec<Event> {
+    let mut seen = Vec::new();
+    loop {
+        let e = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("engine went quiet");
+        let done = stop(&e) || matches!(e, Event::Finished(_));
+        seen.push(e);
+        if done {
+            return seen;
+        }
+    }
+}
+
+fn summary(events: &[Event]) -> tltui::train::Summary {
+    events
+        .iter()
+        .find_map(|e| match e {
+            Event::Finished(s) => Some(s.clone()),
+            _ => None,
+        })
+        .expect("finished")
+}
+
+fn batch_losses(events: &[Event]) -> Vec<(Phase, usize, f32)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Batch {
+                phase, epoch, loss, ..
+            } => Some((*phase, *epoch, *loss)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn warmup_loss_falls_by_half() {
+    let f = fixture(&["red", "blue", "green"]);
+    let (engine, rx) = start(setup(&f, config()));
+    engine
+        .commands()
+        .send(Command::Warmup { epochs: 12 })
+        .unwrap();
+    let events = until(&rx, |e| matches!(e, Event::PhaseFinished { .. }));
+    engine.commands().send(Command::Stop).unwrap();
+    let end = until(&rx, |_| false);
+    let losses = batch_losses(&events);
+    let mean = |epoch| {
+        let l: Vec<f32> = losses
+            .iter()
+            .filter(|(_, e, _)| *e == epoch)
+            .map(|(_, _, l)| *l)
+            .collect();
+        l.iter().sum::<f32>() / l.len() as f32
+    };
+    assert!(
+        mean(12) <= 0.5 * mean(1),
+        "first epoch {} last {}",
+        mean(1),
+        mean(12)
+    );
+    assert!(
+        events.iter().any(|e| matches!(e, Event::Features { .. })),
+        "warm-up used cached features"
+    );
+    let s = summary(&end);
+    assert!(s.error.is_none(), "{:?}", s.error);
+    assert!(s.checkpoint.as_ref().is_some_and(|p| p.exists()));
+    engine.join();
+}
+
+#[test]
+fn phases_switch_mid_epoch_and_freeze_state_follows() {
+    let f = fixture(&["red", "blue"]);
+    let (engine, rx) = start(setup(&f, config()));
+    let tx = engine.commands();
+    tx.send(Command::Warmup { epochs: 5 }).unwrap();
+    let mut batches = 0;
+    let events = until(&rx, |e| {
+        if matches!(e, Event::Batch { .. }) {
+            batches += 1;
+            if batches == 2 {
+                tx.send(Command::Finetune {
+                    epochs: 1,
+                    groups: Some(2),
+                })
+                .unwrap();
+            }
+        }
+        matches!(
+            e,
+            Event::Batch {
+                phase: Phase::Finetune,
+                ..
+            }
+        )
+    });
+    let freeze: Vec<Vec<bool>> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::FreezeChanged { groups, .. } => {
+                Some(groups.iter().map(|g| g.trainable).collect())
+            }
+            _ => None,
+        })
+        .collect();
+    let last = freeze.last().unwrap();
+    assert!(
+        freeze.iter().any(|f| f.iter().all(|t| !t)),
+        "warm-up froze every group"
+    );
+    assert_eq!(
+        last.iter().filter(|t| **t).count(),
+        2,
+        "fine-tune unfroze the last two groups: {last:?}"
+    );
+    assert!(last[last.len() - 1] && !last[0]);
+    let first_ft = events.iter().find_map(|e| match e {
+        Event::Batch {
+            phase: Phase::Finetune,
+            epoch,
+            step,
+            ..
+        } => Some((*epoch, *step)),
+        _ => None,
+    });
+    assert_eq!(first_ft, Some((1, 1)), "fine-tune starts at its first step");
+    tx.send(Command::Stop).unwrap();
+    until(&rx, |_| false);
+    engine.join();
+}
+
+#[test]
+fn pause_holds_training_until_resume() {
+    let f = fixture(&["red", "blue"]);
+    let (engine, rx) = start(setup(&f, config()));
+    let tx = engine.commands();
+    tx.send(Command::Warmup { epochs: 200 }).unwrap();
+    until(&rx, |e| matches!(e, Event::Batch { .. }));
+    tx.send(Command::Pause).unwrap();
+    until(&rx, |e| matches!(e, Event::Paused));
+    std::thread::sleep(Duration::from_millis(300));
+    let during: Vec<Event> = rx.try_iter().collect();
+    assert!(
+        !during.iter().any(|e| matches!(e, Event::Batch { .. })),
+        "no batches while paused"
+    );
+    tx.send(Command::Resume).unwrap();
+    until(&rx, |e| matches!(e, Event::Batch { .. }));
+    tx.send(Command::Stop).unwrap();
+    until(&rx, |_| false);
+    engine.join();
+}
+
+fn saved(events: &[Event], reason: &str) -> PathBuf {
+    events
+        .iter()
+        .find_map(|e| match e {
+            Event::CheckpointSaved { path, reason: r } if r == reason => Some(path.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no {reason} checkpoint in {events:?}"))
+}
+
+fn tensors(path: &Path) -> Vec<(String, Vec<f32>)> {
+    let mut all: Vec<(String, Vec<f32>)> =
+        candle_core::safetensors::load(path, &candle_core::Device::Cpu)
+            .unwrap()
+            .into_iter()
+            .map(|(k, t)| (k, t.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
+            .collect();
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    all
+}
+
+#[test]
+fn save_then_resume_restores_the_same_weights_and_mismatch_is_refused() {
+    let f = fixture(&["red", "blue"]);
+    let (engine, rx) = start(setup(&f, config()));
+    let tx = engine.commands();
+    tx.send(Command::Finetune {
+        epochs: 1,
+        groups: None,
+    })
+    .unwrap();
+    until(&rx, |e| matches!(e, Event::PhaseFinished { .. }));
+    tx.send(Command::Save).unwrap();
+    let events = until(
+        &rx,
+        |e| matches!(e, Event::CheckpointSaved { reason, .. } if reason == "manual"),
+    );
+    let first = saved(&events, "manual");
+    tx.send(Command::Stop).unwrap();
+    until(&rx, |_| false);
+    engine.join();
+
+    let mut s = setup(&f, config());
+    s.resume = Some(first.clone());
+    s.checkpoint_dir = f.checkpoints.join("resumed");
+    let (engine, rx) = start(s);
+    engine.commands().send(Command::Save).unwrap();
+    let events = until(&rx, |e| matches!(e, Event::CheckpointSaved { .. }));
+    let second = saved(&events, "manual");
+    assert_eq!(tensors(&first), tensors(&second));
+    engine.commands().send(Command::Stop).unwrap();
+    until(&rx, |_| false);
+    engine.join();
+
+    let other = fixture(&["cyan", "magenta"]);
+    let mut s = setup(&other, config());
+    s.resume = Some(first);
+    let (engine, rx) = start(s);
+    let s = summary(&until(&rx, |_| false));
+    let err = s.error.expect("mismatched classes are refused");
+    assert!(err.contains("classes") && err.contains("red"), "{err}");
+    engine.join();
+}
+
+#[test]
+fn unwritable_checkpoint_dir_is_reported_and_training_goes_on() {
+    let f = fixture(&["red", "blue"]);
+    let blocker = f.dataset.parent().unwrap().join("a-file");
+    std::fs::write(&blocker, b"x").unwrap();
+    let mut s = setup(&f, config());
+    s.checkpoint_dir = blocker.join("checkpoints");
+    let (engine, rx) = start(s);
+    let tx = engine.commands();
+    tx.send(Command::Warmup { epochs: 2 }).unwrap();
+    let events = until(&rx, |e| matches!(e, Event::PhaseFinished { .. }));
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::Error { message } if message.contains("checkpoint"))));
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| matches!(e, Event::Validation { .. }))
+            .count(),
+        2,
+        "both epochs ran"
+    );
+    tx.send(Command::Stop).unwrap();
+    until(&rx, |_| false);
+    engine.join();
+}
+
+#[test]
+fn same_seed_same_metrics() {
+    let f = fixture(&["red", "blue"]);
+    let run = || {
+        let (engine, rx) = start(setup(&f, config()));
+        engine
+            .commands()
+            .send(Command::Warmup { epochs: 2 })
+            .unwrap();
+        engine
+            .commands()
+            .send(Command::Finetune {
+                epochs: 1,
+                groups: Some(1),
+            })
+            .unwrap();
+        let events = until(&rx, |e| matches!(e, Event::PhaseFinished { .. }));
+        engine.commands().send(Command::Stop).unwrap();
+        until(&rx, |_| false);
+        engine.join();
+        batch_losses(&events)
+    };
+    assert_eq!(run(), run());
+}
