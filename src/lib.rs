@@ -10,3 +10,4 @@ pub mod hub;
 pub mod inspect;
 pub mod model;
 pub mod train;
+pub mod ui;

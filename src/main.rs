@@ -11,9 +11,7 @@ fn main() -> ExitCode {
         Some(Command::Inspect(args)) => tltui::inspect::run(args).map(|()| ExitCode::SUCCESS),
         None => match &cli.train.dataset {
             Some(dataset) if cli.train.headless => tltui::headless::run(&cli.train, dataset),
-            Some(_) => Err(anyhow::anyhow!(
-                "the dashboard is not built yet; use --headless"
-            )),
+            Some(dataset) => tltui::ui::run(&cli.train, dataset),
             None => {
                 use clap::CommandFactory;
                 let _ = Cli::command().print_help();

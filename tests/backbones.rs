@@ -5,7 +5,7 @@ mod common;
 
 use candle_core::{DType, Device, Tensor};
 use common::model_config as config;
-use tltui::model::{build_backbone, Backbone, ModelConfig, Params};
+use tltui::model::{build_backbone, Params};
 
 fn check(arch: &str, classifier_params: usize, timm_total: usize) {
     let mut b = build_backbone(

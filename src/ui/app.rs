@@ -1,0 +1,514 @@
+//! Dashboard state: built only from engine events and keys, so it can be tested without a
+//! terminal.
+
+use crate::data::ClassCount;
+use crate::hub::DownloadProgress;
+use crate::model::LayerGroup;
+use crate::train::{Command, Event, FeatureStatus, Phase};
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// Batches kept for the sparklines.
+const HISTORY: usize = 1000;
+/// Log lines kept.
+const LOG_LINES: usize = 200;
+
+/// What the engine is doing, as the header shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Downloading, decoding, building.
+    Preparing,
+    /// Waiting for `w` or `f`.
+    Idle,
+    Running(Phase),
+    Paused(Phase),
+    /// The engine ended.
+    Finished,
+}
+
+/// One file of the backbone download.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileDownload {
+    pub file: String,
+    pub done: u64,
+    pub total: u64,
+    pub bytes_per_sec: f64,
+    pub from_cache: bool,
+    pub complete: bool,
+    started: Instant,
+}
+
+/// One validation result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValPoint {
+    pub phase: Option<Phase>,
+    pub epoch: usize,
+    pub loss: f32,
+    pub accuracy: f32,
+}
+
+/// Severity of a log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Info,
+    Warning,
+    Error,
+}
+
+/// What a key asks of the dashboard.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Send this to the engine.
+    Engine(Command),
+    /// Leave now.
+    Quit,
+    /// Save, then leave once the checkpoint is written.
+    SaveAndQuit,
+}
+
+/// Everything the panels draw.
+pub struct App {
+    pub dataset: String,
+    pub class_root: Option<String>,
+    pub backbone: String,
+    pub architecture: String,
+    pub device: String,
+    pub status: Status,
+    pub warmup_epochs: usize,
+    pub finetune_epochs: usize,
+    pub phase_epochs: usize,
+    pub epoch: usize,
+    pub step: usize,
+    pub steps_per_epoch: usize,
+    pub images_per_sec: f64,
+    pub lr: f64,
+    pub started: Instant,
+    epoch_started: Option<Instant>,
+    pub last_validation_secs: f64,
+    pub downloads: Vec<FileDownload>,
+    pub decoding: Option<(usize, usize)>,
+    pub features: Option<FeatureStatus>,
+    pub classes: Vec<ClassCount>,
+    pub skipped: usize,
+    pub losses: VecDeque<(Phase, f32)>,
+    pub accuracies: VecDeque<(Phase, f32)>,
+    pub validations: Vec<ValPoint>,
+    pub groups: Vec<LayerGroup>,
+    pub trainable_params: usize,
+    pub log: VecDeque<(Level, String)>,
+    pub show_help: bool,
+    pub confirm_quit: bool,
+    /// The last key's command, shown until the engine acts on it.
+    pub pending: Option<String>,
+    pub unsaved: bool,
+    pub quit_after_save: bool,
+    pub should_quit: bool,
+    pub color: bool,
+}
+
+impl App {
+    pub fn new(
+        dataset: String,
+        backbone: String,
+        warmup_epochs: usize,
+        finetune_epochs: usize,
+        color: bool,
+    ) -> Self {
+        Self {
+            dataset,
+            class_root: None,
+            backbone,
+            architecture: String::new(),
+            device: String::new(),
+            status: Status::Preparing,
+            warmup_epochs,
+            finetune_epochs,
+            phase_epochs: 0,
+            epoch: 0,
+            step: 0,
+            steps_per_epoch: 0,
+            images_per_sec: 0.0,
+            lr: 0.0,
+            started: Instant::now(),
+            epoch_started: None,
+            last_validation_secs: 0.0,
+            downloads: Vec::new(),
+            decoding: None,
+            features: None,
+            classes: Vec::new(),
+            skipped: 0,
+            losses: VecDeque::new(),
+            accuracies: VecDeque::new(),
+            validations: Vec::new(),
+            groups: Vec::new(),
+            trainable_params: 0,
+            log: VecDeque::new(),
+            show_help: false,
+            confirm_quit: false,
+            pending: None,
+            unsaved: false,
+            quit_after_save: false,
+            should_quit: false,
+            color,
+        }
+    }
+
+    fn log(&mut self, level: Level, message: String) {
+        if self.log.len() == LOG_LINES {
+            self.log.pop_front();
+        }
+        self.log.push_back((level, message));
+    }
+
+    /// Updates the state from one engine event.
+    pub fn apply(&mut self, event: Event) {
+        match event {
+            Event::Decoding { done, total } => self.decoding = Some((done, total)),
+            Event::DatasetReady {
+                class_root,
+                classes,
+                skipped,
+                ..
+            } => {
+                self.class_root = Some(class_root.display().to_string());
+                self.classes = classes;
+                self.skipped = skipped.len();
+                for s in skipped {
+                    self.log(
+                        Level::Warning,
+                        format!("skipped {}: {}", s.path.display(), s.reason),
+                    );
+                }
+            }
+            Event::Download { progress } => self.download(progress),
+            Event::ModelReady {
+                backbone,
+                architecture,
+                device,
+                groups,
+                ..
+            } => {
+                self.backbone = backbone;
+                self.architecture = architecture;
+                self.device = device;
+                self.groups = groups;
+                self.status = Status::Idle;
+            }
+            Event::Features { status } => self.features = Some(status),
+            Event::PhaseChanged { phase, epochs } => {
+                self.pending = None;
+                self.status = match phase {
+                    Some(p) => Status::Running(p),
+                    None => Status::Idle,
+                };
+                self.phase_epochs = epochs;
+                self.epoch = 0;
+                self.step = 0;
+                if let Some(p) = phase {
+                    self.log(Level::Info, format!("{p} started ({epochs} epochs)"));
+                }
+            }
+            Event::FreezeChanged {
+                groups,
+                trainable_params,
+            } => {
+                self.groups = groups;
+                self.trainable_params = trainable_params;
+            }
+            Event::Batch {
+                phase,
+                epoch,
+                step,
+                steps_per_epoch,
+                loss,
+                accuracy,
+                lr,
+                images_per_sec,
+            } => {
+                if step == 1 {
+                    self.epoch_started = Some(Instant::now());
+                }
+                self.status = match self.status {
+                    Status::Paused(_) => Status::Paused(phase),
+                    _ => Status::Running(phase),
+                };
+                (self.epoch, self.step, self.steps_per_epoch) = (epoch, step, steps_per_epoch);
+                self.images_per_sec = images_per_sec;
+                self.lr = lr;
+                push_bounded(&mut self.losses, (phase, loss));
+                push_bounded(&mut self.accuracies, (phase, accuracy));
+                self.unsaved = true;
+            }
+            Event::Validation {
+                phase,
+                epoch,
+                loss,
+                accuracy,
+                seconds,
+                ..
+            } => {
+                self.last_validation_secs = seconds;
+                self.validations.push(ValPoint {
+                    phase,
+                    epoch,
+                    loss,
+                    accuracy,
+                });
+                let label = phase
+                    .map(|p| format!("{p} epoch {epoch}"))
+                    .unwrap_or_else(|| "validation".into());
+                self.log(
+                    Level::Info,
+                    format!("{label}: val loss {loss:.4}, accuracy {accuracy:.4}"),
+                );
+            }
+            Event::PhaseFinished { phase, epochs } => {
+                self.log(
+                    Level::Info,
+                    format!("{phase} finished after {epochs} epochs"),
+                );
+            }
+            Event::Paused => {
+                self.pending = None;
+                if let Status::Running(p) = self.status {
+                    self.status = Status::Paused(p);
+                }
+            }
+            Event::Resumed => {
+                self.pending = None;
+                if let Status::Paused(p) = self.status {
+                    self.status = Status::Running(p);
+                }
+            }
+            Event::CheckpointSaved { path, reason } => {
+                if reason != "best" {
+                    self.unsaved = false;
+                    self.pending = None;
+                }
+                self.log(
+                    Level::Info,
+                    format!("checkpoint ({reason}) saved: {}", path.display()),
+                );
+                if self.quit_after_save && reason == "manual" {
+                    self.should_quit = true;
+                }
+            }
+            Event::Warning { message } => self.log(Level::Warning, message),
+            Event::Error { message } => {
+                self.pending = None;
+                self.quit_after_save = false;
+                self.log(Level::Error, message);
+            }
+            Event::Finished(summary) => {
+                self.status = Status::Finished;
+                if summary.error.is_none() {
+                    self.log(Level::Info, "the engine stopped".into());
+                }
+            }
+        }
+    }
+
+    fn download(&mut self, progress: DownloadProgress) {
+        let (file, done, total, complete, from_cache) = match progress {
+            DownloadProgress::Bytes { file, done, total } => (file, done, total, false, false),
+            DownloadProgress::Done { file, bytes } => (file, bytes, bytes, true, false),
+            DownloadProgress::Cached { file, bytes } => (file, bytes, bytes, true, true),
+            DownloadProgress::Retry {
+                file,
+                attempt,
+                reason,
+            } => {
+                self.log(
+                    Level::Warning,
+                    format!("retrying {file} (attempt {attempt}): {reason}"),
+                );
+                return;
+            }
+        };
+        let entry = match self.downloads.iter().position(|d| d.file == file) {
+            Some(i) => &mut self.downloads[i],
+            None => {
+                self.downloads.push(FileDownload {
+                    file,
+                    done: 0,
+                    total,
+                    bytes_per_sec: 0.0,
+                    from_cache,
+                    complete: false,
+                    started: Instant::now(),
+                });
+                self.downloads.last_mut().unwrap()
+            }
+        };
+        entry.done = done;
+        entry.total = total;
+        entry.complete = complete;
+        entry.from_cache = from_cache;
+        let secs = entry.started.elapsed().as_secs_f64();
+        if secs > 0.0 && !from_cache {
+            entry.bytes_per_sec = done as f64 / secs;
+        }
+    }
+
+    /// Estimated time to the end of the epoch, validation included.
+    pub fn eta(&self) -> Option<Duration> {
+        let started = self.epoch_started?;
+        if self.step == 0 || !matches!(self.status, Status::Running(_)) {
+            return None;
+        }
+        let per_step = started.elapsed().as_secs_f64() / self.step as f64;
+        let left = per_step * (self.steps_per_epoch - self.step.min(self.steps_per_epoch)) as f64
+            + self.last_validation_secs;
+        Some(Duration::from_secs_f64(left))
+    }
+
+    /// Interprets a key: dashboard-only keys change the state here; engine commands are returned.
+    pub fn on_key(&mut self, key: KeyEvent) -> Option<Action> {
+        if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c') {
+            return Some(Action::Engine(Command::Interrupt));
+        }
+        if self.confirm_quit {
+            self.confirm_quit = false;
+            return match key.code {
+                KeyCode::Char('y') | KeyCode::Char('q') => Some(Action::Quit),
+                KeyCode::Char('s') => {
+                    self.quit_after_save = true;
+                    self.pending = Some("save and quit".into());
+                    Some(Action::SaveAndQuit)
+                }
+                _ => None,
+            };
+        }
+        if self.show_help
+            && matches!(
+                key.code,
+                KeyCode::Esc | KeyCode::Char('?') | KeyCode::Char('q')
+            )
+        {
+            self.show_help = false;
+            return None;
+        }
+        let command = match key.code {
+            KeyCode::Char('w') => Command::Warmup {
+                epochs: self.warmup_epochs,
+            },
+            KeyCode::Char('f') => Command::Finetune {
+                epochs: self.finetune_epochs,
+                groups: None,
+            },
+            KeyCode::Char('s') => Command::Save,
+            KeyCode::Char('v') => Command::Validate,
+            KeyCode::Char('p') | KeyCode::Char(' ') => match self.status {
+                Status::Paused(_) => Command::Resume,
+                _ => Command::Pause,
+            },
+            KeyCode::Char('?') => {
+                self.show_help = true;
+                return None;
+            }
+            KeyCode::Char('q') | KeyCode::Esc => {
+                if self.unsaved {
+                    self.confirm_quit = true;
+                    return None;
+                }
+                return Some(Action::Quit);
+            }
+            _ => return None,
+        };
+        if self.status == Status::Finished {
+            return None;
+        }
+        self.pending = Some(describe(&command));
+        Some(Action::Engine(command))
+    }
+}
+
+fn push_bounded<T>(v: &mut VecDeque<T>, item: T) {
+    if v.len() == HISTORY {
+        v.pop_front();
+    }
+    v.push_back(item);
+}
+
+/// Short text for a command awaiting the engine.
+fn describe(c: &Command) -> String {
+    match c {
+        Command::Warmup { epochs } => format!("warm-up ({epochs} epochs)"),
+        Command::Finetune { epochs, .. } => format!("fine-tune ({epochs} epochs)"),
+        Command::Pause => "pause".into(),
+        Command::Resume => "resume".into(),
+        Command::Save => "save".into(),
+        Command::Validate => "validate".into(),
+        Command::Stop => "stop".into(),
+        Command::Interrupt => "interrupt".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(c: char) -> KeyEvent {
+        KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE)
+    }
+
+    fn app() -> App {
+        let mut a = App::new("data".into(), "timm/x".into(), 3, 2, true);
+        a.status = Status::Idle;
+        a
+    }
+
+    #[test]
+    fn each_key_yields_its_command() {
+        let mut a = app();
+        assert_eq!(
+            a.on_key(key('w')),
+            Some(Action::Engine(Command::Warmup { epochs: 3 }))
+        );
+        assert_eq!(a.pending.as_deref(), Some("warm-up (3 epochs)"));
+        assert_eq!(
+            a.on_key(key('f')),
+            Some(Action::Engine(Command::Finetune {
+                epochs: 2,
+                groups: None
+            }))
+        );
+        assert_eq!(a.on_key(key('s')), Some(Action::Engine(Command::Save)));
+        assert_eq!(a.on_key(key('v')), Some(Action::Engine(Command::Validate)));
+        a.status = Status::Running(Phase::Warmup);
+        assert_eq!(a.on_key(key('p')), Some(Action::Engine(Command::Pause)));
+        a.status = Status::Paused(Phase::Warmup);
+        assert_eq!(a.on_key(key('p')), Some(Action::Engine(Command::Resume)));
+        assert_eq!(
+            a.on_key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL)),
+            Some(Action::Engine(Command::Interrupt))
+        );
+        assert_eq!(a.on_key(key('?')), None);
+        assert!(a.show_help);
+        assert_eq!(a.on_key(key('?')), None);
+        assert!(!a.show_help);
+        assert_eq!(a.on_key(key('q')), Some(Action::Quit));
+    }
+
+    #[test]
+    fn quit_asks_when_progress_is_unsaved() {
+        let mut a = app();
+        a.unsaved = true;
+        assert_eq!(a.on_key(key('q')), None);
+        assert!(a.confirm_quit);
+        assert_eq!(a.on_key(key('n')), None);
+        assert!(!a.confirm_quit);
+        a.on_key(key('q'));
+        assert_eq!(a.on_key(key('s')), Some(Action::SaveAndQuit));
+        a.apply(Event::CheckpointSaved {
+            path: "x".into(),
+            reason: "manual".into(),
+        });
+        assert!(a.should_quit);
+        let mut b = app();
+        b.unsaved = true;
+        b.on_key(key('q'));
+        assert_eq!(b.on_key(key('y')), Some(Action::Quit));
+    }
+}

@@ -1,0 +1,184 @@
+//! The dashboard: app state fed by engine events, one drawing function per panel, keys turned
+//! into engine commands. The engine runs on its own thread; this loop never waits for it.
+
+pub mod app;
+pub mod panels;
+
+use crate::cli::TrainArgs;
+use crate::config::AutoStart;
+use crate::train::{Command, Engine, Event};
+use app::{Action, App};
+use futures::StreamExt;
+use ratatui::layout::{Constraint, Layout};
+use ratatui::widgets::Paragraph;
+use ratatui::Frame;
+use std::io::IsTerminal;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Smallest terminal the layout fits.
+pub const MIN_SIZE: (u16, u16) = (60, 20);
+/// Redraw period (about 15 frames a second).
+const TICK: Duration = Duration::from_millis(66);
+
+/// Draws the whole dashboard.
+pub fn draw(f: &mut Frame, app: &App) {
+    let area = f.area();
+    if area.width < MIN_SIZE.0 || area.height < MIN_SIZE.1 {
+        let msg = format!(
+            "terminal too small: {}x{}; tltui needs at least {}x{}",
+            area.width, area.height, MIN_SIZE.0, MIN_SIZE.1
+        );
+        f.render_widget(Paragraph::new(msg), area);
+        return;
+    }
+    let log_h = if area.height >= 30 { 8 } else { 5 };
+    let [header, top, middle, log, footer] = Layout::vertical([
+        Constraint::Length(2),
+        Constraint::Length(6),
+        Constraint::Min(8),
+        Constraint::Length(log_h),
+        Constraint::Length(1),
+    ])
+    .areas(area);
+    panels::header(f, app, header);
+    let [dataset, download] =
+        Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(top);
+    panels::dataset(f, app, dataset);
+    panels::download(f, app, download);
+    let [layers, charts] =
+        Layout::horizontal([Constraint::Percentage(45), Constraint::Percentage(55)]).areas(middle);
+    panels::layers(f, app, layers);
+    let [loss, acc] =
+        Layout::vertical([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(charts);
+    panels::metric(f, app, loss, "Loss", false);
+    panels::metric(f, app, acc, "Accuracy", true);
+    panels::log(f, app, log);
+    panels::footer(f, app, footer);
+    if app.show_help {
+        panels::help(f, app, area);
+    }
+    if app.confirm_quit {
+        panels::confirm_quit(f, app, area);
+    }
+}
+
+/// Runs the dashboard on `dataset` until the user quits.
+pub fn run(args: &TrainArgs, dataset: &Path) -> anyhow::Result<ExitCode> {
+    if !std::io::stdout().is_terminal() {
+        anyhow::bail!("standard output is not a terminal; run with --headless (add --json for machine-readable output)");
+    }
+    let config = args.config()?;
+    let color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let mut app = App::new(
+        dataset.display().to_string(),
+        config.hub.backbone.clone(),
+        config.train.warmup_epochs,
+        config.train.finetune_epochs,
+        color,
+    );
+    let auto = config.train.auto_start;
+    let setup = args.engine_setup(dataset, config)?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let engine = Engine::spawn(setup, tx);
+    let commands = engine.commands();
+    match auto {
+        AutoStart::Warmup => {
+            let _ = commands.send(Command::Warmup {
+                epochs: app.warmup_epochs,
+            });
+        }
+        AutoStart::Finetune => {
+            let _ = commands.send(Command::Finetune {
+                epochs: app.finetune_epochs,
+                groups: None,
+            });
+        }
+        AutoStart::None => {}
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    // ratatui::init installs a panic hook that restores the terminal before the message prints.
+    let mut terminal = ratatui::init();
+    let result = runtime.block_on(event_loop(&mut terminal, &mut app, &rx, &commands));
+    ratatui::restore();
+    match result? {
+        Exit::Quit => {
+            let _ = commands.send(Command::Stop);
+            Ok(ExitCode::SUCCESS)
+        }
+        Exit::Interrupted => {
+            let _ = commands.send(Command::Interrupt);
+            eprintln!("interrupted; saving a checkpoint…");
+            for e in rx.iter() {
+                match e {
+                    Event::CheckpointSaved { path, .. } => {
+                        eprintln!("checkpoint saved: {}", path.display())
+                    }
+                    Event::Error { message } => eprintln!("error: {message}"),
+                    Event::Finished(_) => break,
+                    _ => {}
+                }
+            }
+            engine.join();
+            Ok(ExitCode::from(130))
+        }
+    }
+}
+
+/// How the dashboard ended.
+enum Exit {
+    /// The user quit (after confirming, when progress was unsaved).
+    Quit,
+    /// Ctrl-C or a termination signal: the engine saves an `interrupted` checkpoint.
+    Interrupted,
+}
+
+async fn event_loop(
+    terminal: &mut ratatui::DefaultTerminal,
+    app: &mut App,
+    events: &std::sync::mpsc::Receiver<Event>,
+    commands: &std::sync::mpsc::Sender<Command>,
+) -> anyhow::Result<Exit> {
+    let mut keys = crossterm::event::EventStream::new();
+    let mut tick = tokio::time::interval(TICK);
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                // Coalesce: take everything the engine sent since the last frame.
+                for e in events.try_iter() {
+                    app.apply(e);
+                }
+                if app.should_quit {
+                    return Ok(Exit::Quit);
+                }
+                terminal.draw(|f| draw(f, app))?;
+            }
+            key = keys.next() => match key {
+                Some(Ok(crossterm::event::Event::Key(k))) if k.kind == crossterm::event::KeyEventKind::Press => {
+                    match app.on_key(k) {
+                        Some(Action::Quit) => return Ok(Exit::Quit),
+                        Some(Action::SaveAndQuit) => {
+                            let _ = commands.send(Command::Save);
+                        }
+                        Some(Action::Engine(Command::Interrupt)) => return Ok(Exit::Interrupted),
+                        Some(Action::Engine(c)) => {
+                            let _ = commands.send(c);
+                        }
+                        None => {}
+                    }
+                    terminal.draw(|f| draw(f, app))?;
+                }
+                Some(Ok(_)) => terminal.draw(|f| draw(f, app)).map(|_| ())?,
+                Some(Err(e)) => return Err(e.into()),
+                None => return Ok(Exit::Quit),
+            },
+            _ = term.recv() => return Ok(Exit::Interrupted),
+            _ = hangup.recv() => return Ok(Exit::Interrupted),
+        }
+    }
+}

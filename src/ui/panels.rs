@@ -1,0 +1,424 @@
+//! One function per panel; each draws a part of [`App`] into its area.
+
+use super::app::{App, Level, Status};
+use crate::train::{FeatureStatus, Phase};
+use ratatui::layout::{Alignment, Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{
+    Bar, BarChart, BarGroup, Block, Borders, Clear, Gauge, Paragraph, Sparkline, SparklineBar, Wrap,
+};
+use ratatui::Frame;
+
+/// Style with a foreground colour, or plain under `NO_COLOR`.
+fn fg(app: &App, color: Color) -> Style {
+    if app.color {
+        Style::default().fg(color)
+    } else {
+        Style::default()
+    }
+}
+
+fn block<'a>(title: &'a str) -> Block<'a> {
+    Block::default().borders(Borders::ALL).title(title)
+}
+
+fn phase_color(p: Phase) -> Color {
+    match p {
+        Phase::Warmup => Color::Yellow,
+        Phase::Finetune => Color::Cyan,
+    }
+}
+
+fn short(p: Phase) -> &'static str {
+    match p {
+        Phase::Warmup => "w",
+        Phase::Finetune => "f",
+    }
+}
+
+fn human(n: usize) -> String {
+    match n {
+        n if n >= 1_000_000 => format!("{:.2}M", n as f64 / 1e6),
+        n if n >= 1_000 => format!("{:.1}k", n as f64 / 1e3),
+        n => n.to_string(),
+    }
+}
+
+fn clock(secs: u64) -> String {
+    format!("{}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60)
+}
+
+/// Two lines: where the data and model come from; what the engine is doing.
+pub fn header(f: &mut Frame, app: &App, area: Rect) {
+    let status = match app.status {
+        Status::Preparing => Span::styled("preparing", fg(app, Color::Gray)),
+        Status::Idle => Span::styled(
+            "idle — press w (warm-up) or f (fine-tune)",
+            fg(app, Color::Green),
+        ),
+        Status::Running(p) => Span::styled(
+            p.to_string(),
+            fg(app, phase_color(p)).add_modifier(Modifier::BOLD),
+        ),
+        Status::Paused(p) => Span::styled(
+            format!("paused ({p})"),
+            fg(app, Color::Magenta).add_modifier(Modifier::BOLD),
+        ),
+        Status::Finished => Span::styled("finished", fg(app, Color::Gray)),
+    };
+    let mut second = vec![Span::raw("phase "), status];
+    if matches!(app.status, Status::Running(_) | Status::Paused(_)) && app.steps_per_epoch > 0 {
+        second.push(Span::raw(format!(
+            "  epoch {}/{}  step {}/{}  {:.1} img/s  lr {:.1e}",
+            app.epoch, app.phase_epochs, app.step, app.steps_per_epoch, app.images_per_sec, app.lr
+        )));
+    }
+    second.push(Span::raw(format!(
+        "  elapsed {}",
+        clock(app.started.elapsed().as_secs())
+    )));
+    if let Some(eta) = app.eta() {
+        second.push(Span::raw(format!("  epoch ETA {}", clock(eta.as_secs()))));
+    }
+    let first = Line::from(vec![
+        Span::styled("tltui ", fg(app, Color::Cyan).add_modifier(Modifier::BOLD)),
+        Span::raw(format!(
+            "{}{}  backbone {}  device {}",
+            app.dataset,
+            app.class_root
+                .as_deref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default(),
+            app.backbone,
+            if app.device.is_empty() {
+                "-"
+            } else {
+                &app.device
+            }
+        )),
+    ]);
+    f.render_widget(Paragraph::new(vec![first, Line::from(second)]), area);
+}
+
+/// Download gauges while the backbone arrives, then the cache and feature state.
+pub fn download(f: &mut Frame, app: &App, area: Rect) {
+    let outer = block("Backbone");
+    let inner = outer.inner(area);
+    f.render_widget(outer, area);
+    let mut rows: Vec<Line> = Vec::new();
+    let mut gauges = Vec::new();
+    for d in &app.downloads {
+        if d.from_cache {
+            rows.push(Line::from(format!(
+                "{}: from cache ({:.1} MB)",
+                d.file,
+                d.total as f64 / 1e6
+            )));
+        } else if d.complete {
+            rows.push(Line::from(format!(
+                "{}: downloaded {:.1} MB",
+                d.file,
+                d.total as f64 / 1e6
+            )));
+        } else {
+            gauges.push(d);
+        }
+    }
+    if app.downloads.is_empty() && !app.device.is_empty() {
+        rows.push(Line::from(format!("weights: {}", app.backbone)));
+    }
+    if let Some((done, total)) = app.decoding.filter(|(d, t)| d < t) {
+        rows.push(Line::from(format!("decoding images {done}/{total}")));
+    }
+    match &app.features {
+        Some(FeatureStatus::Loaded { images, .. }) => {
+            rows.push(Line::from(format!("features: {images} from disk cache")))
+        }
+        Some(FeatureStatus::Computing { done, total }) => rows.push(Line::from(format!(
+            "features: backbone pass {done}/{total}"
+        ))),
+        Some(FeatureStatus::Computed {
+            images, seconds, ..
+        }) => rows.push(Line::from(format!(
+            "features: {images} computed in {seconds:.1} s"
+        ))),
+        None => {}
+    }
+    let areas = Layout::vertical(
+        gauges
+            .iter()
+            .map(|_| Constraint::Length(1))
+            .chain([Constraint::Min(0)]),
+    )
+    .split(inner);
+    for (d, a) in gauges.iter().zip(areas.iter()) {
+        let ratio = if d.total > 0 {
+            d.done as f64 / d.total as f64
+        } else {
+            0.0
+        };
+        let label = format!(
+            "{} {:.1}/{:.1} MB {:.1} MB/s",
+            d.file,
+            d.done as f64 / 1e6,
+            d.total as f64 / 1e6,
+            d.bytes_per_sec / 1e6
+        );
+        f.render_widget(
+            Gauge::default()
+                .gauge_style(fg(app, Color::Blue))
+                .ratio(ratio.min(1.0))
+                .label(label),
+            *a,
+        );
+    }
+    if let Some(rest) = areas.last() {
+        f.render_widget(Paragraph::new(rows), *rest);
+    }
+}
+
+/// Class counts as horizontal bars, train and validation per class.
+pub fn dataset(f: &mut Frame, app: &App, area: Rect) {
+    let title = format!("Dataset — {} skipped", app.skipped);
+    let outer = block(&title);
+    let inner = outer.inner(area);
+    f.render_widget(outer, area);
+    if app.classes.is_empty() {
+        f.render_widget(Paragraph::new("finding classes…"), inner);
+        return;
+    }
+    let name_width = app
+        .classes
+        .iter()
+        .map(|c| c.name.chars().count())
+        .max()
+        .unwrap_or(4)
+        .min(12);
+    let mut bars = Vec::new();
+    for c in &app.classes {
+        let name: String = c.name.chars().take(name_width).collect();
+        bars.push(
+            Bar::default()
+                .label(Line::from(name))
+                .value(c.train as u64)
+                .text_value(format!("train {}", c.train))
+                .style(fg(app, Color::Green)),
+        );
+        bars.push(
+            Bar::default()
+                .label(Line::from(""))
+                .value(c.val as u64)
+                .text_value(format!("val {}", c.val))
+                .style(fg(app, Color::Blue)),
+        );
+    }
+    let chart = BarChart::default()
+        .direction(ratatui::layout::Direction::Horizontal)
+        .bar_width(1)
+        .bar_gap(0)
+        .data(BarGroup::default().bars(&bars));
+    f.render_widget(chart, inner);
+}
+
+/// Every layer group with its parameter count and freeze state.
+pub fn layers(f: &mut Frame, app: &App, area: Rect) {
+    let title = format!("Layers — {} trainable", human(app.trainable_params));
+    let outer = block(&title);
+    let inner = outer.inner(area);
+    f.render_widget(outer, area);
+    let items: Vec<Line> = app
+        .groups
+        .iter()
+        .map(|g| {
+            let (mark, style) = if g.trainable {
+                ("■", fg(app, Color::Green))
+            } else {
+                ("□", fg(app, Color::DarkGray))
+            };
+            Line::from(vec![
+                Span::styled(mark, style),
+                Span::raw(format!(" {:<9}{:>7}", g.name, human(g.params))),
+            ])
+        })
+        .chain(std::iter::once(Line::from(vec![
+            Span::styled("■", fg(app, Color::Green)),
+            Span::raw(" new head"),
+        ])))
+        .collect();
+    let rows = inner.height.max(1) as usize;
+    let columns = items.len().div_ceil(rows).max(1);
+    let areas =
+        Layout::horizontal(vec![Constraint::Ratio(1, columns as u32); columns]).split(inner);
+    for (chunk, a) in items.chunks(rows).zip(areas.iter()) {
+        f.render_widget(Paragraph::new(chunk.to_vec()), *a);
+    }
+}
+
+/// A per-batch sparkline (warm-up and fine-tune coloured apart) with current/min/max and the
+/// validation points.
+pub fn metric(f: &mut Frame, app: &App, area: Rect, name: &str, accuracy: bool) {
+    let series = if accuracy {
+        &app.accuracies
+    } else {
+        &app.losses
+    };
+    let values: Vec<f32> = series.iter().map(|(_, v)| *v).collect();
+    let stats = match (
+        values.last(),
+        values.iter().cloned().reduce(f32::min),
+        values.iter().cloned().reduce(f32::max),
+    ) {
+        (Some(c), Some(lo), Some(hi)) => format!(" cur {c:.4} min {lo:.4} max {hi:.4}"),
+        _ => String::new(),
+    };
+    let vals: Vec<String> = app
+        .validations
+        .iter()
+        .rev()
+        .take(4)
+        .rev()
+        .map(|v| {
+            let tag = v
+                .phase
+                .map(|p| format!("{}{}", short(p), v.epoch))
+                .unwrap_or_else(|| "v".into());
+            format!("{tag} {:.4}", if accuracy { v.accuracy } else { v.loss })
+        })
+        .collect();
+    let title = format!("{name}{stats}");
+    let outer = block(&title);
+    let inner = outer.inner(area);
+    f.render_widget(outer, area);
+    let [spark_area, val_area] =
+        Layout::vertical([Constraint::Min(1), Constraint::Length(1)]).areas(inner);
+    let width = spark_area.width as usize;
+    let visible = series.iter().skip(series.len().saturating_sub(width));
+    let hi = if accuracy {
+        1.0
+    } else {
+        visible.clone().map(|(_, v)| *v).fold(1e-6, f32::max)
+    };
+    let bars: Vec<SparklineBar> = visible
+        .map(|(p, v)| {
+            SparklineBar::from((v / hi * 1000.0).max(0.0) as u64).style(fg(app, phase_color(*p)))
+        })
+        .collect();
+    f.render_widget(Sparkline::default().data(bars).max(1000), spark_area);
+    let legend = if vals.is_empty() {
+        "val: —".to_string()
+    } else {
+        format!("val: {}", vals.join("  "))
+    };
+    f.render_widget(
+        Paragraph::new(legend).style(fg(app, Color::White)),
+        val_area,
+    );
+}
+
+/// Recent log lines, newest last.
+pub fn log(f: &mut Frame, app: &App, area: Rect) {
+    let outer = block("Log");
+    let inner = outer.inner(area);
+    f.render_widget(outer, area);
+    let n = inner.height as usize;
+    let lines: Vec<Line> = app
+        .log
+        .iter()
+        .skip(app.log.len().saturating_sub(n))
+        .map(|(level, text)| {
+            let (tag, color) = match level {
+                Level::Info => ("", Color::Reset),
+                Level::Warning => ("warning: ", Color::Yellow),
+                Level::Error => ("error: ", Color::Red),
+            };
+            Line::from(vec![
+                Span::styled(tag, fg(app, color)),
+                Span::raw(text.clone()),
+            ])
+        })
+        .collect();
+    f.render_widget(Paragraph::new(lines), inner);
+}
+
+/// The keys, and the command waiting for the engine.
+pub fn footer(f: &mut Frame, app: &App, area: Rect) {
+    let mut spans = Vec::new();
+    for (k, what) in [
+        ("w", "warm-up"),
+        ("f", "fine-tune"),
+        ("s", "save"),
+        ("p", "pause"),
+        ("v", "validate"),
+        ("q", "quit"),
+        ("?", "help"),
+    ] {
+        spans.push(Span::styled(
+            k,
+            fg(app, Color::Cyan).add_modifier(Modifier::BOLD),
+        ));
+        spans.push(Span::raw(format!(" {what}  ")));
+    }
+    if let Some(p) = &app.pending {
+        spans.push(Span::styled(
+            format!("[{p}: sent, applies at the next batch]"),
+            fg(app, Color::Yellow),
+        ));
+    }
+    f.render_widget(Paragraph::new(Line::from(spans)), area);
+}
+
+fn centered(area: Rect, w: u16, h: u16) -> Rect {
+    let w = w.min(area.width);
+    let h = h.min(area.height);
+    Rect::new(
+        area.x + (area.width - w) / 2,
+        area.y + (area.height - h) / 2,
+        w,
+        h,
+    )
+}
+
+/// The help overlay.
+pub fn help(f: &mut Frame, app: &App, area: Rect) {
+    let text = vec![
+        Line::from(format!(
+            "w  warm up: backbone frozen, the new head trains ({} epochs)",
+            app.warmup_epochs
+        )),
+        Line::from(format!(
+            "f  fine-tune: unfreeze the backbone ({} epochs)",
+            app.finetune_epochs
+        )),
+        Line::from("s  save a checkpoint now"),
+        Line::from("p  pause / resume (space too)"),
+        Line::from("v  run validation now"),
+        Line::from("q  quit (asks first when progress is unsaved)"),
+        Line::from("?  this help; Esc closes it"),
+        Line::from(""),
+        Line::from("Commands apply at the next batch boundary."),
+    ];
+    let r = centered(area, 70, 13);
+    f.render_widget(Clear, r);
+    f.render_widget(
+        Paragraph::new(text)
+            .block(block("Help"))
+            .wrap(Wrap { trim: false }),
+        r,
+    );
+}
+
+/// The quit confirmation.
+pub fn confirm_quit(f: &mut Frame, _app: &App, area: Rect) {
+    let r = centered(area, 56, 5);
+    f.render_widget(Clear, r);
+    f.render_widget(
+        Paragraph::new(vec![
+            Line::from("Training progress since the last save is unsaved."),
+            Line::from("y quit anyway   s save and quit   n cancel"),
+        ])
+        .alignment(Alignment::Center)
+        .block(block("Quit?")),
+        r,
+    );
+}
