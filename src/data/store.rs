@@ -15,6 +15,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+/// A decoded image (`None` when left on disk beyond the budget), or why it is unusable.
+type Decoded = Result<Option<Arc<RgbImage>>, String>;
+
 /// How a batch's images are turned into network input.
 #[derive(Debug, Clone, Copy)]
 pub enum BatchMode {
@@ -48,7 +51,7 @@ impl ImageStore {
     ) -> (Self, Vec<Skipped>) {
         let used = AtomicU64::new(0);
         let done = AtomicUsize::new(0);
-        let results: Vec<(PathBuf, Result<Option<Arc<RgbImage>>, String>)> = paths
+        let results: Vec<(PathBuf, Decoded)> = paths
             .par_iter()
             .map(|path| {
                 let decoded = decode_rgb(path, max_pixels).map(|img| {

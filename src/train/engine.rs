@@ -128,7 +128,7 @@ struct Run {
     through_backbone: bool,
 }
 
-/// Cached pooled features, train rows then validation rows.
+/// Pooled features of the training and validation images, in split order.
 struct Features {
     train: Tensor,
     val: Tensor,
@@ -223,7 +223,7 @@ impl Trainer {
             .map(|s| s.path.clone())
             .collect();
         let progress = |done: usize, total: usize| {
-            if done % 64 == 0 || done == total {
+            if done.is_multiple_of(64) || done == total {
                 let _ = events.send(Event::Decoding { done, total });
             }
         };
@@ -501,7 +501,10 @@ impl Trainer {
         if self.features.is_some() {
             return Ok(());
         }
-        let samples: Vec<&Sample> = self.dataset.train.iter().chain(&self.dataset.val).collect();
+        // Sorted by path, so that any split of the same files shares one cache entry.
+        let mut samples: Vec<&Sample> =
+            self.dataset.train.iter().chain(&self.dataset.val).collect();
+        samples.sort_by(|a, b| a.path.cmp(&b.path));
         let path = self
             .feature_cache_dir
             .as_ref()
@@ -515,7 +518,6 @@ impl Trainer {
                 );
                 features::cache_path(dir, &key)
             });
-        let n_train = self.dataset.train.len();
         if let Some(all) = path
             .as_deref()
             .and_then(|p| features::load(p, samples.len(), &self.device))
@@ -526,7 +528,7 @@ impl Trainer {
                     images: samples.len(),
                 },
             });
-            self.features = Some(split_rows(all, n_train)?);
+            self.features = Some(self.split_rows(&all, &samples)?);
             return Ok(());
         }
         let t = Instant::now();
@@ -563,8 +565,25 @@ impl Trainer {
                 path: saved,
             },
         });
-        self.features = Some(split_rows(all, n_train)?);
+        self.features = Some(self.split_rows(&all, &samples)?);
         Ok(())
+    }
+
+    /// The training and validation rows of features computed for `samples` (in that order).
+    fn split_rows(&self, all: &Tensor, samples: &[&Sample]) -> anyhow::Result<Features> {
+        let row: std::collections::HashMap<&Path, u32> = samples
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.path.as_path(), i as u32))
+            .collect();
+        let pick = |split: &[Sample]| -> anyhow::Result<Tensor> {
+            let rows: Vec<u32> = split.iter().map(|s| row[s.path.as_path()]).collect();
+            Ok(all.index_select(&Tensor::new(rows.as_slice(), &self.device)?, 0)?)
+        };
+        Ok(Features {
+            train: pick(&self.dataset.train)?,
+            val: pick(&self.dataset.val)?,
+        })
     }
 
     /// One optimisation step of the running phase.
@@ -762,14 +781,6 @@ impl Trainer {
             .finetune_val_accuracy
             .or(self.summary.warmup_val_accuracy)
     }
-}
-
-fn split_rows(all: Tensor, n_train: usize) -> anyhow::Result<Features> {
-    let n = all.dim(0)?;
-    Ok(Features {
-        train: all.narrow(0, 0, n_train)?,
-        val: all.narrow(0, n_train, n - n_train)?,
-    })
 }
 
 /// A device as the header shows it.

@@ -106,7 +106,7 @@ impl CustomOp3 for BnAct {
         let mut y = x.to_vec();
         let act = self.act;
         if inner == 1 {
-            y.par_chunks_mut(c * 256.max(1)).for_each(|block| {
+            y.par_chunks_mut(c * 256).for_each(|block| {
                 for px in block.chunks_mut(c) {
                     for ((v, s), b) in px.iter_mut().zip(scale).zip(shift) {
                         *v = act.apply(*v * s + b);
