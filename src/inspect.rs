@@ -8,8 +8,10 @@ use std::path::PathBuf;
 /// The inspect report.
 #[derive(Debug, Serialize)]
 pub struct Report {
+    #[serde(serialize_with = "crate::data::lossy_path")]
     pub dataset: PathBuf,
     /// The class folder chosen, relative to the dataset.
+    #[serde(serialize_with = "crate::data::lossy_path")]
     pub class_root: PathBuf,
     pub given_split: bool,
     pub classes: Vec<ClassCount>,
@@ -34,7 +36,8 @@ pub fn report(args: &InspectArgs) -> anyhow::Result<Report> {
         .map(|s| s.path.clone())
         .collect();
     let max_pixels = (config.data.max_megapixels * 1e6) as u64;
-    let warnings = ds.remove_unusable(check_images(&paths, max_pixels))?;
+    let mut warnings = ds.remove_unusable(check_images(&paths, max_pixels))?;
+    warnings.extend(ds.duplicates_across_classes());
     let class_root = ds
         .class_root
         .strip_prefix(&args.dataset)

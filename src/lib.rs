@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod config;
 pub mod data;
+pub mod fault;
 pub mod headless;
 pub mod hub;
 pub mod inspect;

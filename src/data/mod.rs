@@ -25,9 +25,15 @@ pub fn is_image_name(path: &Path) -> bool {
         .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.as_str()))
 }
 
+/// Serialises a path as text, replacing what is not UTF-8 (a file name need not be).
+pub fn lossy_path<S: serde::Serializer>(path: &Path, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&path.to_string_lossy())
+}
+
 /// A file passed over, with the reason.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Skipped {
+    #[serde(serialize_with = "lossy_path")]
     pub path: PathBuf,
     pub reason: String,
 }
@@ -159,6 +165,54 @@ impl Dataset {
             self.class_names = keep.iter().map(|&i| self.class_names[i].clone()).collect();
         }
         Ok(warnings)
+    }
+}
+
+impl Dataset {
+    /// Warnings for identical files filed under different classes (a labelling mistake that
+    /// also leaks validation images into training). Only files of equal size are hashed.
+    pub fn duplicates_across_classes(&self) -> Vec<String> {
+        use rayon::prelude::*;
+        use sha2::Digest;
+        let mut by_size: std::collections::HashMap<u64, Vec<&Sample>> =
+            std::collections::HashMap::new();
+        for s in self.train.iter().chain(&self.val) {
+            if let Ok(m) = std::fs::metadata(&s.path) {
+                by_size.entry(m.len()).or_default().push(s);
+            }
+        }
+        let candidates: Vec<&Sample> = by_size
+            .into_values()
+            .filter(|v| v.len() > 1)
+            .flatten()
+            .collect();
+        let hashed: Vec<([u8; 32], &Sample)> = candidates
+            .par_iter()
+            .filter_map(|s| {
+                std::fs::read(&s.path)
+                    .ok()
+                    .map(|b| (sha2::Sha256::digest(&b).into(), *s))
+            })
+            .collect();
+        let mut by_hash: std::collections::BTreeMap<[u8; 32], Vec<&Sample>> =
+            std::collections::BTreeMap::new();
+        for (h, s) in hashed {
+            by_hash.entry(h).or_default().push(s);
+        }
+        by_hash
+            .into_values()
+            .filter(|group| group.iter().any(|s| s.label != group[0].label))
+            .map(|group| {
+                let places: Vec<String> = group
+                    .iter()
+                    .map(|s| format!("{} ({})", s.path.display(), self.class_names[s.label]))
+                    .collect();
+                format!(
+                    "the same image is in more than one class: {}",
+                    places.join(", ")
+                )
+            })
+            .collect()
     }
 }
 

@@ -236,7 +236,9 @@ impl Trainer {
             config.data.cache_memory_mb * 1024 * 1024,
             &progress,
         );
-        for message in dataset.remove_unusable(bad)? {
+        let mut warnings = dataset.remove_unusable(bad)?;
+        warnings.extend(dataset.duplicates_across_classes());
+        for message in warnings {
             emit(Event::Warning { message });
         }
         if !dataset.skipped.is_empty() {
@@ -588,6 +590,9 @@ impl Trainer {
 
     /// One optimisation step of the running phase.
     fn step(&mut self) -> anyhow::Result<()> {
+        if crate::fault::injected("panic-engine") {
+            panic!("injected fault: panic in the engine");
+        }
         let started = Instant::now();
         let bs = self.config.data.batch_size;
         let run = self.run.as_mut().expect("step runs only in a phase");

@@ -64,7 +64,11 @@ pub enum Command {
 #[serde(rename_all = "snake_case", tag = "state")]
 pub enum FeatureStatus {
     /// Features were read from the disk cache: no backbone pass.
-    Loaded { path: PathBuf, images: usize },
+    Loaded {
+        #[serde(serialize_with = "crate::data::lossy_path")]
+        path: PathBuf,
+        images: usize,
+    },
     /// The backbone pass is running.
     Computing { done: usize, total: usize },
     /// The pass finished in `seconds` and was saved (if `path` is set).
@@ -81,6 +85,7 @@ pub enum FeatureStatus {
 pub enum Event {
     /// Discovery and decoding finished.
     DatasetReady {
+        #[serde(serialize_with = "crate::data::lossy_path")]
         class_root: PathBuf,
         classes: Vec<ClassCount>,
         skipped: Vec<Skipped>,

@@ -157,6 +157,9 @@ async fn event_loop(
                     return Ok(Exit::Quit);
                 }
                 terminal.draw(|f| draw(f, app))?;
+                if crate::fault::injected("panic-ui") && app.status != app::Status::Preparing {
+                    panic!("injected fault: panic in the dashboard");
+                }
             }
             key = keys.next() => match key {
                 Some(Ok(crossterm::event::Event::Key(k))) if k.kind == crossterm::event::KeyEventKind::Press => {
