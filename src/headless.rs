@@ -14,6 +14,7 @@ pub fn run(args: &TrainArgs, dataset: &Path) -> anyhow::Result<ExitCode> {
     let (warmup, finetune) = (config.train.warmup_epochs, config.train.finetune_epochs);
     let setup = args.engine_setup(dataset, config)?;
     let (tx, rx) = std::sync::mpsc::channel();
+    crate::train::quiet_engine_panics();
     let engine = Engine::spawn(setup, tx);
     forward_signals(engine.commands());
     let commands = engine.commands();

@@ -4,84 +4,9 @@
 mod common;
 
 use common::hub_stub::HubStub;
+use common::tmux::Tmux;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
-
-/// A tmux session that is killed when dropped.
-struct Tmux {
-    name: String,
-}
-
-impl Tmux {
-    fn start(command: &str) -> Self {
-        let name = format!("tltui-e2e-{}", std::process::id());
-        let ok = Command::new("tmux")
-            .args([
-                "new-session",
-                "-d",
-                "-s",
-                &name,
-                "-x",
-                "100",
-                "-y",
-                "30",
-                command,
-            ])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "tmux new-session failed");
-        Self { name }
-    }
-
-    fn screen(&self) -> String {
-        let out = Command::new("tmux")
-            .args(["capture-pane", "-p", "-t", &self.name])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn keys(&self, keys: &str) {
-        Command::new("tmux")
-            .args(["send-keys", "-t", &self.name, keys])
-            .status()
-            .unwrap();
-    }
-
-    fn alternate_screen(&self) -> bool {
-        let out = Command::new("tmux")
-            .args(["display", "-p", "-t", &self.name, "#{alternate_on}"])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).trim() == "1"
-    }
-
-    /// Waits until `pred` holds for the screen, failing with the screen after `limit`.
-    fn wait(&self, what: &str, limit: Duration, pred: impl Fn(&str) -> bool) -> String {
-        let start = Instant::now();
-        loop {
-            let s = self.screen();
-            if pred(&s) {
-                return s;
-            }
-            assert!(
-                start.elapsed() < limit,
-                "timed out waiting for {what}; screen:\n{s}"
-            );
-            std::thread::sleep(Duration::from_millis(250));
-        }
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = Command::new("tmux")
-            .args(["kill-session", "-t", &self.name])
-            .status();
-    }
-}
 
 fn wait_for_file(path: &Path, limit: Duration) {
     let start = Instant::now();
@@ -96,8 +21,7 @@ fn dashboard_warmup_finetune_save_quit() {
     let Some(shared) = common::shared_dir() else {
         return;
     };
-    if Command::new("tmux").arg("-V").output().is_err() {
-        eprintln!("skipped: tmux is not installed (.ci/run installs it)");
+    if !common::tmux::available() {
         return;
     }
     let stub = HubStub::serve_dir(
@@ -117,7 +41,7 @@ fn dashboard_warmup_finetune_save_quit() {
         dataset = shared.join("datasets/Dog-Cat-Classifier").display(),
         ck = checkpoints.display(),
     );
-    let tmux = Tmux::start(&command);
+    let tmux = Tmux::start("e2e", &command);
     let minute = Duration::from_secs(60);
     tmux.wait("the model to be ready", 3 * minute, |s| {
         s.contains("press w")

@@ -74,7 +74,7 @@ impl Preprocess {
             "squash" => true,
             other => return Err(format!("unsupported crop_mode {other:?} in pretrained_cfg")),
         };
-        if !(0.1..=1.0).contains(&cfg.crop_pct) || size < 8 {
+        if !(0.1..=1.0).contains(&cfg.crop_pct) || !(8..=2048).contains(&size) {
             return Err("pretrained_cfg has an unusable crop_pct or input_size".into());
         }
         Ok(Self {

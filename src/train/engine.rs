@@ -55,7 +55,7 @@ impl Engine {
     pub fn spawn(setup: EngineSetup, events: Sender<Event>) -> Self {
         let (commands, rx) = std::sync::mpsc::channel();
         let handle = std::thread::Builder::new()
-            .name("tltui-engine".into())
+            .name(THREAD_NAME.into())
             .spawn(move || run(setup, rx, events))
             .expect("spawning the engine thread");
         Self { commands, handle }
@@ -71,6 +71,20 @@ impl Engine {
         drop(self.commands);
         let _ = self.handle.join();
     }
+}
+
+/// Name of the engine's thread.
+const THREAD_NAME: &str = "tltui-engine";
+
+/// Keeps the default panic message off the screen for panics on the engine thread: the engine
+/// catches them and reports them as an `Error` event (which a dashboard shows in place).
+pub fn quiet_engine_panics() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if std::thread::current().name() != Some(THREAD_NAME) {
+            previous(info);
+        }
+    }));
 }
 
 /// The thread body: any error or panic ends in `Error` and `Finished` events.

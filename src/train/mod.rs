@@ -13,7 +13,7 @@ use crate::model::LayerGroup;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
-pub use engine::{Engine, EngineSetup, WeightsSource};
+pub use engine::{quiet_engine_panics, Engine, EngineSetup, WeightsSource};
 
 /// A training phase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -102,6 +102,7 @@ pub fn run(args: &TrainArgs, dataset: &Path) -> anyhow::Result<ExitCode> {
         .build()?;
     // ratatui::init installs a panic hook that restores the terminal before the message prints.
     let mut terminal = ratatui::init();
+    crate::train::quiet_engine_panics();
     let result = runtime.block_on(event_loop(&mut terminal, &mut app, &rx, &commands));
     ratatui::restore();
     match result? {

@@ -21,6 +21,8 @@ pub fn shared_dir() -> Option<PathBuf> {
 /// The pretrained lite0 files in `../shared/hub`.
 #[path = "hub_stub.rs"]
 pub mod hub_stub;
+#[path = "tmux.rs"]
+pub mod tmux;
 
 pub fn lite0_dir(shared: &std::path::Path) -> PathBuf {
     shared.join("hub/timm/tf_efficientnet_lite0.in1k")
