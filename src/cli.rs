@@ -18,6 +18,27 @@ pub struct Cli {
 pub enum Command {
     /// Print what the dataset pipeline sees: class folder, classes, split counts, skipped files.
     Inspect(InspectArgs),
+    /// Measure decode, forward, train-step and warm-up throughput on a dataset.
+    Bench(BenchArgs),
+}
+
+/// `tltui bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// The dataset folder to read images from.
+    pub dataset: PathBuf,
+    /// Local model.safetensors (with config.json beside it).
+    #[arg(long, value_name = "PATH")]
+    pub weights: PathBuf,
+    /// Images per batch for the forward and train-step measurements.
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    /// Measured repetitions per figure (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    pub reps: usize,
+    /// Print one JSON object (the keys of peer_torch.py --bench, and more).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Options that shape how a dataset is read and split.

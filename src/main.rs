@@ -5,10 +5,18 @@ use tltui::cli::{Cli, Command};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `mi_option_purge_delay` of mimalloc 2's `mi_option_t` (libmimalloc-sys names no constant).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
 fn main() -> ExitCode {
+    // Keep freed pages mapped: training frees and reallocates activations of the same sizes every
+    // step, and returning them to the OS makes the kernel zero them again each time.
+    // SAFETY: setting an allocator option before any thread starts.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
     let cli = Cli::parse();
     let result = match &cli.command {
         Some(Command::Inspect(args)) => tltui::inspect::run(args).map(|()| ExitCode::SUCCESS),
+        Some(Command::Bench(args)) => tltui::bench::run(args).map(|()| ExitCode::SUCCESS),
         None => match &cli.train.dataset {
             Some(dataset) if cli.train.headless => tltui::headless::run(&cli.train, dataset),
             Some(dataset) => tltui::ui::run(&cli.train, dataset),

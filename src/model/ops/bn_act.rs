@@ -182,16 +182,52 @@ impl CustomOp3 for BnActGrad {
             .par_chunks_mut(block)
             .enumerate()
             .map(|(bi, out)| {
-                let start = bi * block;
-                // Per-channel sums of gz * x, then of gz.
+                let range = bi * block..bi * block + out.len();
+                let (x, y, g) = (&x[range.clone()], &y[range.clone()], &g[range]);
+                // Per-channel sums of gz * x, then of gz. Blocks hold whole channel cycles,
+                // so a block's channel pattern starts at channel 0.
                 let mut sums = vec![0f32; 2 * c];
-                for (j, o) in out.iter_mut().enumerate() {
-                    let i = start + j;
-                    let ch = (i / inner) % c;
-                    let gz = if act.passes(y[i]) { g[i] } else { 0.0 };
-                    *o = gz * scale[ch];
-                    sums[ch] += gz * x[i];
-                    sums[c + ch] += gz;
+                let (sx, sb) = sums.split_at_mut(c);
+                let cycles = out
+                    .chunks_mut(cycle)
+                    .zip(x.chunks(cycle))
+                    .zip(y.chunks(cycle))
+                    .zip(g.chunks(cycle));
+                for (((o, x), y), g) in cycles {
+                    if inner == 1 {
+                        // Channels-last: one value per channel; this loop vectorises.
+                        let lanes = o
+                            .iter_mut()
+                            .zip(x)
+                            .zip(y)
+                            .zip(g)
+                            .zip(scale)
+                            .zip(sx.iter_mut().zip(sb.iter_mut()));
+                        for (((((o, &xv), &yv), &gv), &s), (ax, ab)) in lanes {
+                            let gz = if act.passes(yv) { gv } else { 0.0 };
+                            *o = gz * s;
+                            *ax += gz * xv;
+                            *ab += gz;
+                        }
+                        continue;
+                    }
+                    for ch in 0..c {
+                        let r = ch * inner..(ch + 1) * inner;
+                        let (mut ax, mut ab) = (0f32, 0f32);
+                        let run = o[r.clone()]
+                            .iter_mut()
+                            .zip(&x[r.clone()])
+                            .zip(&y[r.clone()])
+                            .zip(&g[r]);
+                        for (((o, &xv), &yv), &gv) in run {
+                            let gz = if act.passes(yv) { gv } else { 0.0 };
+                            *o = gz * scale[ch];
+                            ax += gz * xv;
+                            ab += gz;
+                        }
+                        sx[ch] += ax;
+                        sb[ch] += ab;
+                    }
                 }
                 sums
             })

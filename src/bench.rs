@@ -1,0 +1,234 @@
+//! `tltui bench`: throughput of each stage on a real dataset, the numbers BENCHMARKS.md compares
+//! with the PyTorch peer (`../shared/tools/peer_torch.py --bench` prints the same keys).
+
+use crate::cli::BenchArgs;
+use crate::data::decode::decode_rgb;
+use crate::data::{Dataset, Preprocess, Sample};
+use crate::model::{build_backbone, Head, ModelConfig, Params};
+use crate::train::metrics::cross_entropy;
+use crate::train::optim::AdamW;
+use crate::train::{Command, Engine, Event};
+use candle_core::{Device, Tensor};
+use rand::SeedableRng;
+use rayon::prelude::*;
+use serde::Serialize;
+use std::time::{Duration, Instant};
+
+/// One bench run's figures.
+#[derive(Debug, Serialize)]
+pub struct BenchReport {
+    pub decode_img_per_s: f64,
+    pub forward_img_per_s: f64,
+    pub train_img_per_s: f64,
+    pub warmup_epoch_ms: f64,
+    /// Launch to the first validation result with an empty feature cache, and with a warm one.
+    pub first_validation_cold_s: f64,
+    pub first_validation_cached_s: f64,
+    pub peak_rss_mb: f64,
+    pub threads: usize,
+    pub batch: usize,
+}
+
+/// Median wall time of `reps` runs of `f` after one unmeasured run.
+fn timed(reps: usize, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<Duration> {
+    f()?;
+    let mut times = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let t = Instant::now();
+        f()?;
+        times.push(t.elapsed());
+    }
+    times.sort();
+    Ok(times[reps / 2])
+}
+
+/// Peak resident memory of this process, in MB.
+pub fn peak_rss_mb() -> f64 {
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage fills the struct it is given.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    usage.ru_maxrss as f64 / 1024.0
+}
+
+/// Runs every measurement and prints a table or one JSON object.
+pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    let weights = &args.weights;
+    let config_path = weights
+        .parent()
+        .unwrap_or(std::path::Path::new("."))
+        .join("config.json");
+    let model_config = ModelConfig::from_file(&config_path)?;
+    let prep = Preprocess::from_cfg(&model_config.pretrained_cfg, 0).map_err(anyhow::Error::msg)?;
+    let ds = Dataset::open(&args.dataset, None, 0.25, 0)?;
+    let batch = args.batch;
+    let reps = args.reps;
+    let device = Device::Cpu;
+    let say = |what: &str| {
+        if !args.json {
+            eprintln!("measuring {what}…");
+        }
+    };
+
+    say("decode + preprocess");
+    let sample: Vec<&Sample> = ds.train.iter().take(96).collect();
+    let decode = timed(reps, || {
+        sample.par_iter().try_for_each(|s| -> anyhow::Result<()> {
+            let img = decode_rgb(&s.path, u64::MAX).map_err(anyhow::Error::msg)?;
+            std::hint::black_box(prep.eval(&img));
+            Ok(())
+        })
+    })?;
+    let inputs: Vec<f32> = sample
+        .iter()
+        .take(batch)
+        .flat_map(|s| prep.eval(&decode_rgb(&s.path, u64::MAX).unwrap_or_default()))
+        .collect();
+    let size = prep.size as usize;
+    let x = Tensor::from_vec(inputs, (batch.min(sample.len()), 3, size, size), &device)?;
+
+    say("backbone forward");
+    let mut backbone = build_backbone(&model_config, Params::load(weights, &device)?)?;
+    let forward = timed(reps, || {
+        std::hint::black_box(backbone.forward(&x, false)?);
+        Ok(())
+    })?;
+
+    say("fine-tune train step");
+    for i in 0..backbone.parts().groups.len() {
+        backbone.set_trainable(i, true);
+    }
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let head = Head::new(
+        backbone.parts().num_features,
+        ds.class_names.len(),
+        0.0,
+        &mut rng,
+        &device,
+    )?;
+    let mut vars: Vec<(candle_core::Var, f64)> =
+        head.vars().into_iter().map(|v| (v, 1.0)).collect();
+    vars.extend(backbone.trainable_vars().into_iter().map(|(_, v)| (v, 1.0)));
+    let mut opt = AdamW::new(vars, 0.01)?;
+    let y = Tensor::zeros(x.dim(0)?, candle_core::DType::U32, &device)?;
+    let train = timed(reps, || {
+        let logits = head.forward(
+            &backbone.forward(&x, true)?,
+            None::<&mut rand_chacha::ChaCha8Rng>,
+        )?;
+        opt.step(&cross_entropy(&logits, &y, None)?.backward()?, 1e-4)?;
+        Ok(())
+    })?;
+
+    say("warm-up epoch on cached features");
+    let features = Tensor::randn(0f32, 1.0, (1049, backbone.parts().num_features), &device)?;
+    let labels = Tensor::from_vec(
+        (0..1049u32).map(|i| i % 2).collect::<Vec<_>>(),
+        1049,
+        &device,
+    )?;
+    let mut head_opt = AdamW::new(head.vars().into_iter().map(|v| (v, 1.0)).collect(), 0.0)?;
+    let warmup = timed(reps, || {
+        for start in (0..1049).step_by(batch) {
+            let n = batch.min(1049 - start);
+            let logits = head.forward(
+                &features.narrow(0, start, n)?,
+                None::<&mut rand_chacha::ChaCha8Rng>,
+            )?;
+            head_opt.step(
+                &cross_entropy(&logits, &labels.narrow(0, start, n)?, None)?.backward()?,
+                1e-3,
+            )?;
+        }
+        Ok(())
+    })?;
+    drop((backbone, opt, head_opt));
+
+    say("launch to first validation (cold, then with the feature cache)");
+    let cache = tempfile::tempdir()?;
+    let cold = first_validation(args, cache.path())?;
+    let cached = first_validation(args, cache.path())?;
+
+    let n = x.dim(0)? as f64;
+    let report = BenchReport {
+        decode_img_per_s: sample.len() as f64 / decode.as_secs_f64(),
+        forward_img_per_s: n / forward.as_secs_f64(),
+        train_img_per_s: n / train.as_secs_f64(),
+        warmup_epoch_ms: warmup.as_secs_f64() * 1000.0,
+        first_validation_cold_s: cold,
+        first_validation_cached_s: cached,
+        peak_rss_mb: peak_rss_mb(),
+        threads: rayon::current_num_threads(),
+        batch,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!(
+            "decode + preprocess        {:>8.1} img/s",
+            report.decode_img_per_s
+        );
+        println!(
+            "backbone forward           {:>8.1} img/s (batch {batch})",
+            report.forward_img_per_s
+        );
+        println!(
+            "fine-tune train step       {:>8.1} img/s (batch {batch})",
+            report.train_img_per_s
+        );
+        println!(
+            "warm-up epoch (features)   {:>8.1} ms",
+            report.warmup_epoch_ms
+        );
+        println!(
+            "first validation, cold     {:>8.1} s",
+            report.first_validation_cold_s
+        );
+        println!(
+            "first validation, cached   {:>8.1} s",
+            report.first_validation_cached_s
+        );
+        println!("peak RSS                   {:>8.0} MB", report.peak_rss_mb);
+    }
+    Ok(())
+}
+
+/// Seconds from starting the engine (warm-up requested at once) to its first validation result.
+fn first_validation(args: &BenchArgs, cache: &std::path::Path) -> anyhow::Result<f64> {
+    let mut config = crate::config::Config::default();
+    config.data.val_fraction = 0.25;
+    config.data.seed = 0;
+    let setup = crate::train::EngineSetup {
+        dataset: args.dataset.clone(),
+        classes_dir: None,
+        config,
+        weights: crate::train::WeightsSource::Local {
+            weights: args.weights.clone(),
+        },
+        checkpoint_dir: cache.join("checkpoints"),
+        resume: None,
+        feature_cache_dir: Some(cache.join("features")),
+        device: Device::Cpu,
+    };
+    let start = Instant::now();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let engine = Engine::spawn(setup, tx);
+    engine.commands().send(Command::Warmup { epochs: 1 })?;
+    let mut seconds = None;
+    for e in rx.iter() {
+        match e {
+            Event::Validation { .. } if seconds.is_none() => {
+                seconds = Some(start.elapsed().as_secs_f64());
+                let _ = engine.commands().send(Command::Stop);
+            }
+            Event::Finished(s) => {
+                if let Some(err) = s.error {
+                    anyhow::bail!(err);
+                }
+                break;
+            }
+            _ => {}
+        }
+    }
+    engine.join();
+    seconds.ok_or_else(|| anyhow::anyhow!("the engine finished without a validation result"))
+}
