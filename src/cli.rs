@@ -20,6 +20,61 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Measure decode, forward, train-step and warm-up throughput on a dataset.
     Bench(BenchArgs),
+    /// Classify images with a checkpoint.
+    Predict(PredictArgs),
+    /// Accuracy, per-class precision/recall/F1 and confusion of a checkpoint on a dataset.
+    Eval(EvalArgs),
+    /// Write a checkpoint as a timm model: model.safetensors and config.json.
+    Export(ExportArgs),
+}
+
+/// `tltui predict`.
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    /// A checkpoint written by tltui.
+    pub checkpoint: PathBuf,
+    /// Image files or directories (walked recursively).
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
+    /// Classes to show per image.
+    #[arg(long, default_value_t = 1)]
+    pub top: usize,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `tltui eval`.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// A checkpoint written by tltui.
+    pub checkpoint: PathBuf,
+    /// The dataset folder.
+    pub dataset: PathBuf,
+    /// Use this folder's sub-folders as the classes.
+    #[arg(long, value_name = "PATH")]
+    pub classes_dir: Option<PathBuf>,
+    /// Validation share (default: the one the checkpoint was trained with).
+    #[arg(long, value_name = "FRACTION")]
+    pub val_fraction: Option<f64>,
+    /// Split seed (default: the checkpoint's).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Evaluate every image, not only the validation split.
+    #[arg(long)]
+    pub all: bool,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `tltui export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// A checkpoint written by tltui.
+    pub checkpoint: PathBuf,
+    /// Directory for model.safetensors and config.json.
+    pub out_dir: PathBuf,
 }
 
 /// `tltui bench`.

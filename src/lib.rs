@@ -8,6 +8,7 @@ pub mod config;
 pub mod data;
 pub mod fault;
 pub mod headless;
+pub mod infer;
 pub mod hub;
 pub mod inspect;
 pub mod model;

@@ -17,6 +17,9 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Some(Command::Inspect(args)) => tltui::inspect::run(args).map(|()| ExitCode::SUCCESS),
         Some(Command::Bench(args)) => tltui::bench::run(args).map(|()| ExitCode::SUCCESS),
+        Some(Command::Predict(args)) => tltui::infer::predict(args).map(|()| ExitCode::SUCCESS),
+        Some(Command::Eval(args)) => tltui::infer::eval(args).map(|()| ExitCode::SUCCESS),
+        Some(Command::Export(args)) => tltui::infer::export(args).map(|()| ExitCode::SUCCESS),
         None => match &cli.train.dataset {
             Some(dataset) if cli.train.headless => tltui::headless::run(&cli.train, dataset),
             Some(dataset) => tltui::ui::run(&cli.train, dataset),
