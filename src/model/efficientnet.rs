@@ -1,10 +1,9 @@
 //! EfficientNet-Lite0..4 and EfficientNet-B0, as timm builds them, channels-last internally.
 
-use super::layers::{
-    conv1x1_nhwc, global_pool_nhwc, input_conv_nhwc, same_padding, weight, BatchNorm,
-};
-use super::ops::bn_act::{Activation, ChannelDim};
-use super::ops::depthwise::{depthwise_conv2d, DwGeometry};
+use super::layers::{conv1x1_nhwc, global_pool_nhwc, input_conv_nhwc, same_padding, stem_patches, weight, BatchNorm};
+use super::ops::bn_act::{backward as bn_backward, bn_act, Activation, ChannelDim};
+use super::ops::depthwise::{depthwise_conv2d, grad_input as dw_grad_input, grad_weight as dw_grad_weight, DwGeometry};
+use candle_core::backprop::GradStore;
 use super::{Backbone, BackboneParts, GroupMode, Params};
 use candle_core::{Result, Tensor};
 
@@ -316,6 +315,177 @@ impl EfficientNet {
     }
 }
 
+/// A BatchNorm (+ activation) application kept for the hand-written backward.
+struct BnRecord {
+    prefix: String,
+    input: Tensor,
+    output: Tensor,
+    act: Activation,
+}
+
+/// A 1x1 convolution kept for the hand-written backward: `output = input @ weight^T`.
+struct ConvRecord {
+    weight: String,
+    input: Tensor,
+}
+
+/// One layer application in forward order, with the layer group it belongs to.
+enum Record {
+    Bn(BnRecord),
+    Conv(ConvRecord),
+    Depthwise { weight: String, input: Tensor, geo: DwGeometry },
+    /// Start of a residual block: the gradient at this point also flows to the block's output.
+    SkipStart,
+    SkipEnd,
+    /// The stem: patches of the input times the weight.
+    Stem { patches: Tensor },
+}
+
+/// Activations of a training forward pass, for [`EfficientNet`]'s hand-written backward.
+pub struct Tape {
+    records: Vec<(usize, Record)>,
+    spatial: usize,
+    map_shape: (usize, usize, usize, usize),
+}
+
+impl EfficientNet {
+    /// Whether the hand-written backward applies: Lite models with BatchNorm in inference mode.
+    fn taped(&self) -> bool {
+        self.spec.lite && !self.parts.train_batchnorm
+    }
+
+    /// Pooled features without a candle graph, and the tape for [`Self::backward_taped`].
+    pub fn forward_taped(&self, x: &Tensor) -> Result<(Tensor, Tape)> {
+        let p = &self.parts.params;
+        let frozen = GroupMode { trainable: false, batch_stats: false };
+        let w = |name: &str| weight(p, name, frozen);
+        let mut rec: Vec<(usize, Record)> = Vec::new();
+        let bn = |rec: &mut Vec<(usize, Record)>, g: usize, prefix: &str, h: Tensor, act: Activation| -> Result<Tensor> {
+            let (scale, shift, _) = self.bns[prefix].inference_affine(p)?;
+            let y = bn_act(&h, &scale, &shift, act, ChannelDim::Last)?;
+            rec.push((g, Record::Bn(BnRecord { prefix: prefix.to_string(), input: h, output: y.clone(), act })));
+            Ok(y)
+        };
+        let conv = |rec: &mut Vec<(usize, Record)>, g: usize, name: String, h: Tensor| -> Result<Tensor> {
+            let y = conv1x1_nhwc(&h, &w(&name))?;
+            rec.push((g, Record::Conv(ConvRecord { weight: name, input: h })));
+            Ok(y)
+        };
+        let (_, _, hgt, wid) = x.dims4()?;
+        let (t, b) = same_padding(hgt, 3, 2);
+        let (l, r) = same_padding(wid, 3, 2);
+        let (h, patches) = stem_patches(x, &w("conv_stem.weight"), 2, [t, b, l, r])?;
+        rec.push((0, Record::Stem { patches }));
+        let mut h = bn(&mut rec, 0, "bn1", h, Activation::Relu6)?;
+        for (si, stage) in self.stages.iter().enumerate() {
+            let g = si + 1;
+            for blk in stage {
+                let pre = &blk.prefix;
+                if blk.skip {
+                    rec.push((g, Record::SkipStart));
+                }
+                let input = h.clone();
+                if blk.inverted {
+                    h = conv(&mut rec, g, format!("{pre}.conv_pw.weight"), h)?;
+                    h = bn(&mut rec, g, &format!("{pre}.bn1"), h, Activation::Relu6)?;
+                }
+                let (_, hh, ww, c) = h.dims4()?;
+                let k = blk.kernel;
+                let geo = DwGeometry::same(hh, ww, k, blk.stride);
+                let name = format!("{pre}.conv_dw.weight");
+                let wt = w(&name).reshape((c, k * k))?.t()?.reshape((k, k, c))?;
+                let out = depthwise_conv2d(&h, &wt, geo)?;
+                rec.push((g, Record::Depthwise { weight: name, input: h, geo }));
+                let (dw_bn, out_bn, proj) = if blk.inverted { ("bn2", "bn3", "conv_pwl") } else { ("bn1", "bn2", "conv_pw") };
+                h = bn(&mut rec, g, &format!("{pre}.{dw_bn}"), out, Activation::Relu6)?;
+                h = conv(&mut rec, g, format!("{pre}.{proj}.weight"), h)?;
+                h = bn(&mut rec, g, &format!("{pre}.{out_bn}"), h, Activation::None)?;
+                if blk.skip {
+                    h = (h + input)?;
+                    rec.push((g, Record::SkipEnd));
+                }
+            }
+        }
+        let g = self.parts.groups.len() - 1;
+        h = conv(&mut rec, g, "conv_head.weight".into(), h)?;
+        h = bn(&mut rec, g, "bn2", h, Activation::Relu6)?;
+        let (n, hh, ww, c) = h.dims4()?;
+        let pooled = global_pool_nhwc(&h)?;
+        Ok((pooled, Tape { records: rec, spatial: hh * ww, map_shape: (n, hh, ww, c) }))
+    }
+
+    /// Gradients of every trainable tensor from the gradient of the pooled features, added to
+    /// `grads`. Layers before the first trainable group are not visited.
+    pub fn backward_taped(&self, tape: Tape, grad: &Tensor, grads: &mut GradStore) -> Result<()> {
+        let p = &self.parts.params;
+        let frozen = GroupMode { trainable: false, batch_stats: false };
+        let first_trainable = self.parts.groups.iter().position(|g| g.trainable);
+        let Some(first_trainable) = first_trainable else {
+            return Ok(());
+        };
+        let (n, hh, ww, c) = tape.map_shape;
+        let mut g = (grad / tape.spatial as f64)?.reshape((n, 1, 1, c))?.broadcast_as((n, hh, ww, c))?.contiguous()?;
+        let mut skips: Vec<Tensor> = Vec::new();
+        let mut put = |name: &str, t: Tensor| -> Result<()> {
+            grads.insert(p.var(name).as_tensor(), t);
+            Ok(())
+        };
+        for (group, record) in tape.records.into_iter().rev() {
+            if group < first_trainable {
+                break;
+            }
+            let trainable = self.parts.groups[group].trainable;
+            match record {
+                Record::SkipEnd => skips.push(g.clone()),
+                Record::SkipStart => g = (g + skips.pop().expect("skip records pair up"))?,
+                Record::Bn(r) => {
+                    let bn = &self.bns[&r.prefix];
+                    let (scale, _, inv_std) = bn.inference_affine(p)?;
+                    let (gx, gs, gb) = bn_backward(&r.input, &r.output, &g, scale.to_vec1()?, r.act, ChannelDim::Last)?;
+                    if trainable {
+                        for (name, t) in bn.param_grads(p, &inv_std, &gs, &gb)? {
+                            put(&name, t)?;
+                        }
+                    }
+                    g = gx;
+                }
+                Record::Conv(r) => {
+                    let w = weight(p, &r.weight, frozen);
+                    let (co, ci) = (w.dim(0)?, w.dim(1)?);
+                    let w2 = w.reshape((co, ci))?;
+                    let (nn, h, wd, _) = r.input.dims4()?;
+                    let g2 = g.reshape((nn * h * wd, co))?;
+                    if trainable {
+                        let gw = g2.t()?.matmul(&r.input.reshape((nn * h * wd, ci))?)?;
+                        put(&r.weight, gw.reshape((co, ci, 1, 1))?)?;
+                    }
+                    g = g2.matmul(&w2)?.reshape((nn, h, wd, ci))?;
+                }
+                Record::Depthwise { weight: name, input, geo } => {
+                    let w = weight(p, &name, frozen);
+                    let (c, k) = (w.dim(0)?, geo.kernel);
+                    if trainable {
+                        let gw = dw_grad_weight(&input, &g, geo)?;
+                        put(&name, gw.reshape((k * k, c))?.t()?.reshape((c, 1, k, k))?)?;
+                    }
+                    let wt = w.reshape((c, k * k))?.t()?.reshape((k, k, c))?;
+                    g = dw_grad_input(&g, &wt, geo, input.dim(1)?, input.dim(2)?)?;
+                }
+                Record::Stem { patches } => {
+                    if trainable {
+                        let co = g.dim(3)?;
+                        let rows = patches.dim(0)?;
+                        let gw = g.reshape((rows, co))?.t()?.matmul(&patches)?;
+                        let w = p.var("conv_stem.weight");
+                        put("conv_stem.weight", gw.reshape(w.shape())?)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Backbone for EfficientNet {
     fn parts(&self) -> &BackboneParts {
         &self.parts
@@ -327,6 +497,18 @@ impl Backbone for EfficientNet {
 
     fn forward(&self, x: &Tensor, training: bool) -> Result<Tensor> {
         global_pool_nhwc(&self.feature_map(x, training)?)
+    }
+
+    fn forward_taped(&self, x: &Tensor) -> Option<Result<(Tensor, Box<dyn std::any::Any + Send>)>> {
+        if !self.taped() {
+            return None;
+        }
+        Some(self.forward_taped(x).map(|(f, t)| (f, Box::new(t) as Box<dyn std::any::Any + Send>)))
+    }
+
+    fn backward_taped(&self, tape: Box<dyn std::any::Any + Send>, grad: &Tensor, grads: &mut GradStore) -> Result<()> {
+        let tape = tape.downcast::<Tape>().map_err(|_| candle_core::Error::Msg("not an EfficientNet tape".into()))?;
+        EfficientNet::backward_taped(self, *tape, grad, grads)
     }
 }
 

@@ -88,6 +88,25 @@ impl BatchNorm {
     }
 }
 
+impl BatchNorm {
+    /// The inference-mode map `(scale, shift)` and `1 / sqrt(var + eps)`, detached.
+    pub fn inference_affine(&self, params: &Params) -> Result<(Tensor, Tensor, Tensor)> {
+        let t = |k: &str| params.var(&self.key(k)).as_tensor().detach();
+        let inv_std = (t("running_var") + self.eps)?.sqrt()?.recip()?;
+        let scale = t("weight").mul(&inv_std)?;
+        let shift = t("bias").sub(&t("running_mean").mul(&scale)?)?;
+        Ok((scale, shift, inv_std))
+    }
+
+    /// Gradients of `weight` and `bias` from those of the inference map's scale and shift
+    /// (`shift = bias - mean * scale`, `scale = weight * inv_std`).
+    pub fn param_grads(&self, params: &Params, inv_std: &Tensor, gscale: &Tensor, gshift: &Tensor) -> Result<[(String, Tensor); 2]> {
+        let mean = params.var(&self.key("running_mean")).as_tensor().detach();
+        let gweight = gscale.sub(&mean.mul(gshift)?)?.mul(inv_std)?;
+        Ok([(self.key("weight"), gweight), (self.key("bias"), gshift.clone())])
+    }
+}
+
 /// 1x1 convolution of channels-last `x` `[N, H, W, Ci]` with a timm weight `[Co, Ci, 1, 1]`,
 /// as one matrix product.
 pub fn conv1x1_nhwc(x: &Tensor, w: &Tensor) -> Result<Tensor> {
@@ -104,6 +123,12 @@ pub fn conv1x1_nhwc(x: &Tensor, w: &Tensor) -> Result<Tensor> {
 /// gathered once and multiplied with the weight: the backward pass is then one matrix product
 /// for the weight, instead of candle's transposed convolution for an input that needs none.
 pub fn input_conv_nhwc(x: &Tensor, w: &Tensor, stride: usize, pad: [usize; 4]) -> Result<Tensor> {
+    Ok(stem_patches(x, w, stride, pad)?.0)
+}
+
+/// [`input_conv_nhwc`] that also returns the gathered patches `[N*OH*OW, C*K*K]`, from which the
+/// weight's gradient is `grad^T @ patches`.
+pub fn stem_patches(x: &Tensor, w: &Tensor, stride: usize, pad: [usize; 4]) -> Result<(Tensor, Tensor)> {
     let (n, c, h, wd) = x.dims4()?;
     let (co, _, k, _) = w.dims4()?;
     let oh = (h + pad[0] + pad[1] - k) / stride + 1;
@@ -138,9 +163,8 @@ pub fn input_conv_nhwc(x: &Tensor, w: &Tensor, stride: usize, pad: [usize; 4]) -
             }
         });
     let patches = Tensor::from_vec(patches, (n * oh * ow, cols), x.device())?;
-    patches
-        .matmul(&w.reshape((co, cols))?.t()?)?
-        .reshape((n, oh, ow, co))
+    let y = patches.matmul(&w.reshape((co, cols))?.t()?)?.reshape((n, oh, ow, co))?;
+    Ok((y, patches))
 }
 
 /// TensorFlow "SAME" padding (before, after) of one axis.

@@ -125,6 +125,24 @@ pub trait Backbone: Send {
     /// Pooled features; `training` lets trainable groups record gradients.
     fn forward(&self, x: &Tensor, training: bool) -> Result<Tensor>;
 
+    /// Pooled features of a training pass without a candle graph, and a tape for
+    /// [`Backbone::backward_taped`], when the backbone has a hand-written backward for its
+    /// current mode (faster than candle's graph); `None` otherwise.
+    fn forward_taped(&self, _x: &Tensor) -> Option<Result<(Tensor, Box<dyn std::any::Any + Send>)>> {
+        None
+    }
+
+    /// Adds the gradients of the trainable tensors to `grads`, from the gradient of the pooled
+    /// features of a [`Backbone::forward_taped`] pass.
+    fn backward_taped(
+        &self,
+        _tape: Box<dyn std::any::Any + Send>,
+        _grad: &Tensor,
+        _grads: &mut candle_core::backprop::GradStore,
+    ) -> Result<()> {
+        Err(candle_core::Error::Msg("this backbone has no hand-written backward".into()))
+    }
+
     /// Freezes or unfreezes group `i`.
     fn set_trainable(&mut self, i: usize, trainable: bool) {
         self.parts_mut().groups[i].trainable = trainable;

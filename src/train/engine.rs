@@ -616,6 +616,8 @@ impl Trainer {
             .map(|&i| self.dataset.train[i].label as u32)
             .collect();
         let y = Tensor::new(labels.as_slice(), &self.device)?;
+        // The backbone's hand-written backward, when it has one, replaces candle's graph.
+        let mut taped = None;
         let features = if run.through_backbone {
             let samples: Vec<&Sample> = idx.iter().map(|&i| &self.dataset.train[i]).collect();
             let augment = match run.phase {
@@ -630,7 +632,16 @@ impl Trainer {
                 BatchMode::Eval
             };
             let (x, _) = self.store.batch(&samples, mode, &self.device)?;
-            self.backbone.forward(&x, true)?
+            match self.backbone.forward_taped(&x).filter(|_| run.phase == Phase::Finetune) {
+                Some(pass) => {
+                    let (features, tape) = pass?;
+                    let leaf = candle_core::Var::from_tensor(&features)?;
+                    let features = leaf.as_tensor().clone();
+                    taped = Some((leaf, tape));
+                    features
+                }
+                None => self.backbone.forward(&x, true)?,
+            }
         } else {
             let rows: Vec<u32> = idx.iter().map(|&i| i as u32).collect();
             let cached = &self
@@ -642,7 +653,12 @@ impl Trainer {
         };
         let logits = self.head.forward(&features, Some(&mut self.rng))?;
         let loss = cross_entropy(&logits, &y, self.class_weights.as_ref())?;
-        let grads = loss.backward()?;
+        let mut grads = loss.backward()?;
+        if let Some((leaf, tape)) = taped {
+            if let Some(g) = grads.get(leaf.as_tensor()).cloned() {
+                self.backbone.backward_taped(tape, &g, &mut grads)?;
+            }
+        }
         let global = run.epoch * run.steps_per_epoch + run.step;
         let lr = cosine_with_ramp(run.base_lr, global, run.total_steps, run.ramp_steps);
         run.optimizer.step(&grads, lr)?;

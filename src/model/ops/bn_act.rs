@@ -130,19 +130,29 @@ impl CustomOp3 for BnAct {
         res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let c = scale.dim(0)?;
-        let n = x.elem_count();
-        let op = BnActGrad {
-            act: self.act,
-            dim: self.dim,
-            scale: scale.to_vec1::<f32>()?,
-        };
-        let packed = x.apply_op3_no_bwd(res, &grad.contiguous()?, &op)?;
-        let gx = packed.narrow(0, 0, n)?.reshape(x.shape())?;
-        let gscale = packed.narrow(0, n, c)?;
-        let gshift = packed.narrow(0, n + c, c)?;
+        let (gx, gscale, gshift) = backward(x, res, grad, scale.to_vec1::<f32>()?, self.act, self.dim)?;
         Ok((Some(gx), Some(gscale), Some(gshift)))
     }
+}
+
+/// Gradients of input, scale and shift of `y = act(x * scale + shift)` from the input `x`, the
+/// output `y` and the output's gradient, in one pass.
+pub fn backward(
+    x: &Tensor,
+    y: &Tensor,
+    grad: &Tensor,
+    scale: Vec<f32>,
+    act: Activation,
+    dim: ChannelDim,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let c = scale.len();
+    let n = x.elem_count();
+    let op = BnActGrad { act, dim, scale };
+    let packed = x
+        .contiguous()?
+        .apply_op3_no_bwd(&y.contiguous()?, &grad.contiguous()?, &op)?;
+    let gx = packed.narrow(0, 0, n)?.reshape(x.shape())?;
+    Ok((gx, packed.narrow(0, n, c)?, packed.narrow(0, n + c, c)?))
 }
 
 /// (x, y, grad) to `[gx (numel), gscale (C), gshift (C)]` in one pass.

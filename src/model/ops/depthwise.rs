@@ -124,26 +124,30 @@ impl CustomOp2 for DepthwiseConv {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let grad = grad.contiguous()?;
         let gx = if x.track_op() {
-            Some(grad.apply_op2_no_bwd(
-                w,
-                &DepthwiseGradInput {
-                    geo: self.geo,
-                    in_h: x.dim(1)?,
-                    in_w: x.dim(2)?,
-                },
-            )?)
+            Some(grad_input(grad, w, self.geo, x.dim(1)?, x.dim(2)?)?)
         } else {
             None
         };
         let gw = if w.track_op() {
-            Some(x.apply_op2_no_bwd(&grad, &DepthwiseGradWeight { geo: self.geo })?)
+            Some(grad_weight(x, grad, self.geo)?)
         } else {
             None
         };
         Ok((gx, gw))
     }
+}
+
+/// Gradient of the input `[N, in_h, in_w, C]` from the output's gradient and the weight.
+pub fn grad_input(grad: &Tensor, w: &Tensor, geo: DwGeometry, in_h: usize, in_w: usize) -> Result<Tensor> {
+    grad.contiguous()?
+        .apply_op2_no_bwd(&w.contiguous()?, &DepthwiseGradInput { geo, in_h, in_w })
+}
+
+/// Gradient of the weight `[K, K, C]` from the input and the output's gradient.
+pub fn grad_weight(x: &Tensor, grad: &Tensor, geo: DwGeometry) -> Result<Tensor> {
+    x.contiguous()?
+        .apply_op2_no_bwd(&grad.contiguous()?, &DepthwiseGradWeight { geo })
 }
 
 /// Gradient with respect to the input: (grad `[N, OH, OW, C]`, weight) to `[N, H, W, C]`.
