@@ -49,18 +49,29 @@ impl Classifier {
         let mut out = Vec::with_capacity(inputs.len());
         for chunk in inputs.chunks(BATCH) {
             let x = Tensor::from_vec(chunk.concat(), (chunk.len(), 3, s, s), &Device::Cpu)?;
-            let logits = self.head.forward(&self.backbone.forward(&x, false)?, None::<&mut rand_chacha::ChaCha8Rng>)?;
+            let logits = self.head.forward(
+                &self.backbone.forward(&x, false)?,
+                None::<&mut rand_chacha::ChaCha8Rng>,
+            )?;
             out.extend(candle_nn::ops::softmax(&logits, D::Minus1)?.to_vec2::<f32>()?);
         }
         Ok(out)
     }
 
     /// Probabilities for each path; unreadable files come back as skipped.
-    pub fn classify(&self, paths: &[PathBuf]) -> anyhow::Result<(Vec<(PathBuf, Vec<f32>)>, Vec<Skipped>)> {
+    pub fn classify(
+        &self,
+        paths: &[PathBuf],
+    ) -> anyhow::Result<(Vec<(PathBuf, Vec<f32>)>, Vec<Skipped>)> {
         let prep = self.preprocess();
         let decoded: Vec<(PathBuf, Result<Vec<f32>, String>)> = paths
             .par_iter()
-            .map(|p| (p.clone(), decode_rgb(p, u64::MAX).map(|img| prep.eval(&img))))
+            .map(|p| {
+                (
+                    p.clone(),
+                    decode_rgb(p, u64::MAX).map(|img| prep.eval(&img)),
+                )
+            })
             .collect();
         let mut ok = Vec::new();
         let mut skipped = Vec::new();
@@ -79,7 +90,9 @@ impl Classifier {
 /// Image files named by `args`: files as given, directories walked.
 fn collect_images(inputs: &[PathBuf]) -> Vec<PathBuf> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>, depth: usize) {
-        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
         let mut entries: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
         entries.sort();
         for p in entries {
@@ -137,10 +150,17 @@ pub fn predict(args: &PredictArgs) -> anyhow::Result<()> {
         })
         .collect();
     if args.json {
-        println!("{}", serde_json::json!({ "predictions": predictions, "skipped": skipped }));
+        println!(
+            "{}",
+            serde_json::json!({ "predictions": predictions, "skipped": skipped })
+        );
     } else {
         for p in &predictions {
-            let top: Vec<String> = p.top.iter().map(|c| format!("{} {:.4}", c.class, c.probability)).collect();
+            let top: Vec<String> = p
+                .top
+                .iter()
+                .map(|c| format!("{} {:.4}", c.class, c.probability))
+                .collect();
             println!("{}: {}", p.path.display(), top.join(", "));
         }
         for s in &skipped {
@@ -165,7 +185,12 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
     let model = Classifier::load(&args.checkpoint)?;
     let val_fraction = args.val_fraction.unwrap_or(model.meta.val_fraction);
     let seed = args.seed.unwrap_or(model.meta.seed);
-    let ds = Dataset::open(&args.dataset, args.classes_dir.as_deref(), val_fraction, seed)?;
+    let ds = Dataset::open(
+        &args.dataset,
+        args.classes_dir.as_deref(),
+        val_fraction,
+        seed,
+    )?;
     if ds.class_names != model.meta.classes {
         anyhow::bail!(
             "the checkpoint was trained on classes {:?}, but {} has {:?}",
@@ -174,13 +199,22 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
             ds.class_names
         );
     }
-    let samples: Vec<_> = if args.all { ds.train.iter().chain(&ds.val).collect() } else { ds.val.iter().collect() };
+    let samples: Vec<_> = if args.all {
+        ds.train.iter().chain(&ds.val).collect()
+    } else {
+        ds.val.iter().collect()
+    };
     let paths: Vec<PathBuf> = samples.iter().map(|s| s.path.clone()).collect();
     let (results, skipped) = model.classify(&paths)?;
-    let label: std::collections::HashMap<&Path, u32> = samples.iter().map(|s| (s.path.as_path(), s.label as u32)).collect();
+    let label: std::collections::HashMap<&Path, u32> = samples
+        .iter()
+        .map(|s| (s.path.as_path(), s.label as u32))
+        .collect();
     let mut confusion = Confusion::new(ds.class_names.len());
     for (path, probs) in &results {
-        let predicted = (0..probs.len()).max_by(|&a, &b| probs[a].total_cmp(&probs[b])).unwrap_or(0) as u32;
+        let predicted = (0..probs.len())
+            .max_by(|&a, &b| probs[a].total_cmp(&probs[b]))
+            .unwrap_or(0) as u32;
         confusion.add(&[label[path.as_path()]], &[predicted]);
     }
     let m = &confusion.matrix;
@@ -191,7 +225,11 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
             let support: usize = m[c].iter().sum();
             let precision = tp / predicted.max(1) as f32;
             let recall = tp / support.max(1) as f32;
-            let f1 = if precision + recall > 0.0 { 2.0 * precision * recall / (precision + recall) } else { 0.0 };
+            let f1 = if precision + recall > 0.0 {
+                2.0 * precision * recall / (precision + recall)
+            } else {
+                0.0
+            };
             ClassMetrics {
                 class: ds.class_names[c].clone(),
                 precision,
@@ -214,14 +252,28 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    println!("{} images, accuracy {:.4}", confusion.total(), confusion.accuracy());
-    println!("\n{:<20} {:>9} {:>9} {:>9} {:>8}", "class", "precision", "recall", "f1", "support");
+    println!(
+        "{} images, accuracy {:.4}",
+        confusion.total(),
+        confusion.accuracy()
+    );
+    println!(
+        "\n{:<20} {:>9} {:>9} {:>9} {:>8}",
+        "class", "precision", "recall", "f1", "support"
+    );
     for c in &per_class {
-        println!("{:<20} {:>9.4} {:>9.4} {:>9.4} {:>8}", c.class, c.precision, c.recall, c.f1, c.support);
+        println!(
+            "{:<20} {:>9.4} {:>9.4} {:>9.4} {:>8}",
+            c.class, c.precision, c.recall, c.f1, c.support
+        );
     }
     println!("\nconfusion (rows: true, columns: predicted)");
     for (name, row) in ds.class_names.iter().zip(m) {
-        println!("{:<20} {}", name, row.iter().map(|v| format!("{v:>6}")).collect::<String>());
+        println!(
+            "{:<20} {}",
+            name,
+            row.iter().map(|v| format!("{v:>6}")).collect::<String>()
+        );
     }
     Ok(())
 }
@@ -232,7 +284,11 @@ pub fn export(args: &ExportArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.out_dir)
         .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", args.out_dir.display()))?;
     // timm names the classifier `fc` in ResNets and `classifier` elsewhere.
-    let classifier = if ckpt.meta.architecture.starts_with("resnet") { "fc" } else { "classifier" };
+    let classifier = if ckpt.meta.architecture.starts_with("resnet") {
+        "fc"
+    } else {
+        "classifier"
+    };
     let tensors: Vec<(String, Tensor)> = ckpt
         .params
         .iter()
@@ -258,7 +314,14 @@ pub fn export(args: &ExportArgs) -> anyhow::Result<()> {
         "label_names": ckpt.meta.classes,
         "pretrained_cfg": pretrained_cfg,
     });
-    crate::train::checkpoint::atomic_write(&args.out_dir.join("config.json"), serde_json::to_string_pretty(&config)?.as_bytes())?;
-    println!("exported {} to {}", ckpt.meta.architecture, args.out_dir.display());
+    crate::train::checkpoint::atomic_write(
+        &args.out_dir.join("config.json"),
+        serde_json::to_string_pretty(&config)?.as_bytes(),
+    )?;
+    println!(
+        "exported {} to {}",
+        ckpt.meta.architecture,
+        args.out_dir.display()
+    );
     Ok(())
 }

@@ -106,18 +106,44 @@ fn lite_taped_backward_matches_autograd() {
     let weights = common::random_weights("tf_efficientnet_lite0");
     let x = Tensor::randn(0f32, 1.0, (2, 3, 64, 64), &Device::Cpu).unwrap();
     for trainable_from in [0, 6] {
-        let mut b = build_backbone(&config("tf_efficientnet_lite0"), Params::from_tensors(weights.clone()).unwrap()).unwrap();
+        let mut b = build_backbone(
+            &config("tf_efficientnet_lite0"),
+            Params::from_tensors(weights.clone()).unwrap(),
+        )
+        .unwrap();
         for i in 0..b.parts().groups.len() {
             b.set_trainable(i, i >= trainable_from);
         }
         let r = Tensor::randn(0f32, 1.0, (2, 1280), &Device::Cpu).unwrap();
-        let reference = b.forward(&x, true).unwrap().mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
+        let reference = b
+            .forward(&x, true)
+            .unwrap()
+            .mul(&r)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
         let (features, tape) = b.forward_taped(&x).expect("lite has a taped path").unwrap();
         let auto_features = b.forward(&x, false).unwrap();
-        let diff = (&features - &auto_features).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let diff = (&features - &auto_features)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert!(diff < 1e-4, "features differ by {diff}");
         let fvar = candle_core::Var::from_tensor(&features).unwrap();
-        let mut grads = fvar.as_tensor().mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
+        let mut grads = fvar
+            .as_tensor()
+            .mul(&r)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
         let g = grads.get(fvar.as_tensor()).unwrap().clone();
         b.backward_taped(tape, &g, &mut grads).unwrap();
         let vars = b.trainable_vars();
@@ -125,9 +151,28 @@ fn lite_taped_backward_matches_autograd() {
         for (_, v) in vars {
             let want = reference.get(v.as_tensor()).expect("autograd gradient");
             let got = grads.get(v.as_tensor()).expect("taped gradient");
-            let scale = want.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap().max(1e-6);
-            let err = (want - got).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap() / scale;
-            assert!(err < 1e-3, "gradient of a {:?} tensor differs by {err} (relative)", v.dims());
+            let scale = want
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+                .max(1e-6);
+            let err = (want - got)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+                / scale;
+            assert!(
+                err < 1e-3,
+                "gradient of a {:?} tensor differs by {err} (relative)",
+                v.dims()
+            );
         }
     }
 }

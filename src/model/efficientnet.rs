@@ -1,10 +1,14 @@
 //! EfficientNet-Lite0..4 and EfficientNet-B0, as timm builds them, channels-last internally.
 
-use super::layers::{conv1x1_nhwc, global_pool_nhwc, input_conv_nhwc, same_padding, stem_patches, weight, BatchNorm};
+use super::layers::{
+    conv1x1_nhwc, global_pool_nhwc, input_conv_nhwc, same_padding, stem_patches, weight, BatchNorm,
+};
 use super::ops::bn_act::{backward as bn_backward, bn_act, Activation, ChannelDim};
-use super::ops::depthwise::{depthwise_conv2d, grad_input as dw_grad_input, grad_weight as dw_grad_weight, DwGeometry};
-use candle_core::backprop::GradStore;
+use super::ops::depthwise::{
+    depthwise_conv2d, grad_input as dw_grad_input, grad_weight as dw_grad_weight, DwGeometry,
+};
 use super::{Backbone, BackboneParts, GroupMode, Params};
+use candle_core::backprop::GradStore;
 use candle_core::{Result, Tensor};
 
 /// Stage definitions shared by the family: (inverted residual?, repeats, kernel, stride,
@@ -333,12 +337,18 @@ struct ConvRecord {
 enum Record {
     Bn(BnRecord),
     Conv(ConvRecord),
-    Depthwise { weight: String, input: Tensor, geo: DwGeometry },
+    Depthwise {
+        weight: String,
+        input: Tensor,
+        geo: DwGeometry,
+    },
     /// Start of a residual block: the gradient at this point also flows to the block's output.
     SkipStart,
     SkipEnd,
     /// The stem: patches of the input times the weight.
-    Stem { patches: Tensor },
+    Stem {
+        patches: Tensor,
+    },
 }
 
 /// Activations of a training forward pass, for [`EfficientNet`]'s hand-written backward.
@@ -357,20 +367,43 @@ impl EfficientNet {
     /// Pooled features without a candle graph, and the tape for [`Self::backward_taped`].
     pub fn forward_taped(&self, x: &Tensor) -> Result<(Tensor, Tape)> {
         let p = &self.parts.params;
-        let frozen = GroupMode { trainable: false, batch_stats: false };
+        let frozen = GroupMode {
+            trainable: false,
+            batch_stats: false,
+        };
         let w = |name: &str| weight(p, name, frozen);
         let mut rec: Vec<(usize, Record)> = Vec::new();
-        let bn = |rec: &mut Vec<(usize, Record)>, g: usize, prefix: &str, h: Tensor, act: Activation| -> Result<Tensor> {
+        let bn = |rec: &mut Vec<(usize, Record)>,
+                  g: usize,
+                  prefix: &str,
+                  h: Tensor,
+                  act: Activation|
+         -> Result<Tensor> {
             let (scale, shift, _) = self.bns[prefix].inference_affine(p)?;
             let y = bn_act(&h, &scale, &shift, act, ChannelDim::Last)?;
-            rec.push((g, Record::Bn(BnRecord { prefix: prefix.to_string(), input: h, output: y.clone(), act })));
+            rec.push((
+                g,
+                Record::Bn(BnRecord {
+                    prefix: prefix.to_string(),
+                    input: h,
+                    output: y.clone(),
+                    act,
+                }),
+            ));
             Ok(y)
         };
-        let conv = |rec: &mut Vec<(usize, Record)>, g: usize, name: String, h: Tensor| -> Result<Tensor> {
-            let y = conv1x1_nhwc(&h, &w(&name))?;
-            rec.push((g, Record::Conv(ConvRecord { weight: name, input: h })));
-            Ok(y)
-        };
+        let conv =
+            |rec: &mut Vec<(usize, Record)>, g: usize, name: String, h: Tensor| -> Result<Tensor> {
+                let y = conv1x1_nhwc(&h, &w(&name))?;
+                rec.push((
+                    g,
+                    Record::Conv(ConvRecord {
+                        weight: name,
+                        input: h,
+                    }),
+                ));
+                Ok(y)
+            };
         let (_, _, hgt, wid) = x.dims4()?;
         let (t, b) = same_padding(hgt, 3, 2);
         let (l, r) = same_padding(wid, 3, 2);
@@ -395,9 +428,26 @@ impl EfficientNet {
                 let name = format!("{pre}.conv_dw.weight");
                 let wt = w(&name).reshape((c, k * k))?.t()?.reshape((k, k, c))?;
                 let out = depthwise_conv2d(&h, &wt, geo)?;
-                rec.push((g, Record::Depthwise { weight: name, input: h, geo }));
-                let (dw_bn, out_bn, proj) = if blk.inverted { ("bn2", "bn3", "conv_pwl") } else { ("bn1", "bn2", "conv_pw") };
-                h = bn(&mut rec, g, &format!("{pre}.{dw_bn}"), out, Activation::Relu6)?;
+                rec.push((
+                    g,
+                    Record::Depthwise {
+                        weight: name,
+                        input: h,
+                        geo,
+                    },
+                ));
+                let (dw_bn, out_bn, proj) = if blk.inverted {
+                    ("bn2", "bn3", "conv_pwl")
+                } else {
+                    ("bn1", "bn2", "conv_pw")
+                };
+                h = bn(
+                    &mut rec,
+                    g,
+                    &format!("{pre}.{dw_bn}"),
+                    out,
+                    Activation::Relu6,
+                )?;
                 h = conv(&mut rec, g, format!("{pre}.{proj}.weight"), h)?;
                 h = bn(&mut rec, g, &format!("{pre}.{out_bn}"), h, Activation::None)?;
                 if blk.skip {
@@ -411,20 +461,33 @@ impl EfficientNet {
         h = bn(&mut rec, g, "bn2", h, Activation::Relu6)?;
         let (n, hh, ww, c) = h.dims4()?;
         let pooled = global_pool_nhwc(&h)?;
-        Ok((pooled, Tape { records: rec, spatial: hh * ww, map_shape: (n, hh, ww, c) }))
+        Ok((
+            pooled,
+            Tape {
+                records: rec,
+                spatial: hh * ww,
+                map_shape: (n, hh, ww, c),
+            },
+        ))
     }
 
     /// Gradients of every trainable tensor from the gradient of the pooled features, added to
     /// `grads`. Layers before the first trainable group are not visited.
     pub fn backward_taped(&self, tape: Tape, grad: &Tensor, grads: &mut GradStore) -> Result<()> {
         let p = &self.parts.params;
-        let frozen = GroupMode { trainable: false, batch_stats: false };
+        let frozen = GroupMode {
+            trainable: false,
+            batch_stats: false,
+        };
         let first_trainable = self.parts.groups.iter().position(|g| g.trainable);
         let Some(first_trainable) = first_trainable else {
             return Ok(());
         };
         let (n, hh, ww, c) = tape.map_shape;
-        let mut g = (grad / tape.spatial as f64)?.reshape((n, 1, 1, c))?.broadcast_as((n, hh, ww, c))?.contiguous()?;
+        let mut g = (grad / tape.spatial as f64)?
+            .reshape((n, 1, 1, c))?
+            .broadcast_as((n, hh, ww, c))?
+            .contiguous()?;
         let mut skips: Vec<Tensor> = Vec::new();
         let mut put = |name: &str, t: Tensor| -> Result<()> {
             grads.insert(p.var(name).as_tensor(), t);
@@ -441,7 +504,14 @@ impl EfficientNet {
                 Record::Bn(r) => {
                     let bn = &self.bns[&r.prefix];
                     let (scale, _, inv_std) = bn.inference_affine(p)?;
-                    let (gx, gs, gb) = bn_backward(&r.input, &r.output, &g, scale.to_vec1()?, r.act, ChannelDim::Last)?;
+                    let (gx, gs, gb) = bn_backward(
+                        &r.input,
+                        &r.output,
+                        &g,
+                        scale.to_vec1()?,
+                        r.act,
+                        ChannelDim::Last,
+                    )?;
                     if trainable {
                         for (name, t) in bn.param_grads(p, &inv_std, &gs, &gb)? {
                             put(&name, t)?;
@@ -461,7 +531,11 @@ impl EfficientNet {
                     }
                     g = g2.matmul(&w2)?.reshape((nn, h, wd, ci))?;
                 }
-                Record::Depthwise { weight: name, input, geo } => {
+                Record::Depthwise {
+                    weight: name,
+                    input,
+                    geo,
+                } => {
                     let w = weight(p, &name, frozen);
                     let (c, k) = (w.dim(0)?, geo.kernel);
                     if trainable {
@@ -503,11 +577,21 @@ impl Backbone for EfficientNet {
         if !self.taped() {
             return None;
         }
-        Some(self.forward_taped(x).map(|(f, t)| (f, Box::new(t) as Box<dyn std::any::Any + Send>)))
+        Some(
+            self.forward_taped(x)
+                .map(|(f, t)| (f, Box::new(t) as Box<dyn std::any::Any + Send>)),
+        )
     }
 
-    fn backward_taped(&self, tape: Box<dyn std::any::Any + Send>, grad: &Tensor, grads: &mut GradStore) -> Result<()> {
-        let tape = tape.downcast::<Tape>().map_err(|_| candle_core::Error::Msg("not an EfficientNet tape".into()))?;
+    fn backward_taped(
+        &self,
+        tape: Box<dyn std::any::Any + Send>,
+        grad: &Tensor,
+        grads: &mut GradStore,
+    ) -> Result<()> {
+        let tape = tape
+            .downcast::<Tape>()
+            .map_err(|_| candle_core::Error::Msg("not an EfficientNet tape".into()))?;
         EfficientNet::backward_taped(self, *tape, grad, grads)
     }
 }

@@ -100,10 +100,19 @@ impl BatchNorm {
 
     /// Gradients of `weight` and `bias` from those of the inference map's scale and shift
     /// (`shift = bias - mean * scale`, `scale = weight * inv_std`).
-    pub fn param_grads(&self, params: &Params, inv_std: &Tensor, gscale: &Tensor, gshift: &Tensor) -> Result<[(String, Tensor); 2]> {
+    pub fn param_grads(
+        &self,
+        params: &Params,
+        inv_std: &Tensor,
+        gscale: &Tensor,
+        gshift: &Tensor,
+    ) -> Result<[(String, Tensor); 2]> {
         let mean = params.var(&self.key("running_mean")).as_tensor().detach();
         let gweight = gscale.sub(&mean.mul(gshift)?)?.mul(inv_std)?;
-        Ok([(self.key("weight"), gweight), (self.key("bias"), gshift.clone())])
+        Ok([
+            (self.key("weight"), gweight),
+            (self.key("bias"), gshift.clone()),
+        ])
     }
 }
 
@@ -128,7 +137,12 @@ pub fn input_conv_nhwc(x: &Tensor, w: &Tensor, stride: usize, pad: [usize; 4]) -
 
 /// [`input_conv_nhwc`] that also returns the gathered patches `[N*OH*OW, C*K*K]`, from which the
 /// weight's gradient is `grad^T @ patches`.
-pub fn stem_patches(x: &Tensor, w: &Tensor, stride: usize, pad: [usize; 4]) -> Result<(Tensor, Tensor)> {
+pub fn stem_patches(
+    x: &Tensor,
+    w: &Tensor,
+    stride: usize,
+    pad: [usize; 4],
+) -> Result<(Tensor, Tensor)> {
     let (n, c, h, wd) = x.dims4()?;
     let (co, _, k, _) = w.dims4()?;
     let oh = (h + pad[0] + pad[1] - k) / stride + 1;
@@ -163,7 +177,9 @@ pub fn stem_patches(x: &Tensor, w: &Tensor, stride: usize, pad: [usize; 4]) -> R
             }
         });
     let patches = Tensor::from_vec(patches, (n * oh * ow, cols), x.device())?;
-    let y = patches.matmul(&w.reshape((co, cols))?.t()?)?.reshape((n, oh, ow, co))?;
+    let y = patches
+        .matmul(&w.reshape((co, cols))?.t()?)?
+        .reshape((n, oh, ow, co))?;
     Ok((y, patches))
 }
 

@@ -128,7 +128,10 @@ pub trait Backbone: Send {
     /// Pooled features of a training pass without a candle graph, and a tape for
     /// [`Backbone::backward_taped`], when the backbone has a hand-written backward for its
     /// current mode (faster than candle's graph); `None` otherwise.
-    fn forward_taped(&self, _x: &Tensor) -> Option<Result<(Tensor, Box<dyn std::any::Any + Send>)>> {
+    fn forward_taped(
+        &self,
+        _x: &Tensor,
+    ) -> Option<Result<(Tensor, Box<dyn std::any::Any + Send>)>> {
         None
     }
 
@@ -140,7 +143,9 @@ pub trait Backbone: Send {
         _grad: &Tensor,
         _grads: &mut candle_core::backprop::GradStore,
     ) -> Result<()> {
-        Err(candle_core::Error::Msg("this backbone has no hand-written backward".into()))
+        Err(candle_core::Error::Msg(
+            "this backbone has no hand-written backward".into(),
+        ))
     }
 
     /// Freezes or unfreezes group `i`.

@@ -632,7 +632,11 @@ impl Trainer {
                 BatchMode::Eval
             };
             let (x, _) = self.store.batch(&samples, mode, &self.device)?;
-            match self.backbone.forward_taped(&x).filter(|_| run.phase == Phase::Finetune) {
+            match self
+                .backbone
+                .forward_taped(&x)
+                .filter(|_| run.phase == Phase::Finetune)
+            {
                 Some(pass) => {
                     let (features, tape) = pass?;
                     let leaf = candle_core::Var::from_tensor(&features)?;

@@ -130,7 +130,8 @@ impl CustomOp3 for BnAct {
         res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (gx, gscale, gshift) = backward(x, res, grad, scale.to_vec1::<f32>()?, self.act, self.dim)?;
+        let (gx, gscale, gshift) =
+            backward(x, res, grad, scale.to_vec1::<f32>()?, self.act, self.dim)?;
         Ok((Some(gx), Some(gscale), Some(gshift)))
     }
 }

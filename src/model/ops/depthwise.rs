@@ -139,7 +139,13 @@ impl CustomOp2 for DepthwiseConv {
 }
 
 /// Gradient of the input `[N, in_h, in_w, C]` from the output's gradient and the weight.
-pub fn grad_input(grad: &Tensor, w: &Tensor, geo: DwGeometry, in_h: usize, in_w: usize) -> Result<Tensor> {
+pub fn grad_input(
+    grad: &Tensor,
+    w: &Tensor,
+    geo: DwGeometry,
+    in_h: usize,
+    in_w: usize,
+) -> Result<Tensor> {
     grad.contiguous()?
         .apply_op2_no_bwd(&w.contiguous()?, &DepthwiseGradInput { geo, in_h, in_w })
 }
