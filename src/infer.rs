@@ -14,6 +14,9 @@ use std::path::{Path, PathBuf};
 /// Images per forward pass.
 const BATCH: usize = 32;
 
+/// An image and its class probabilities.
+pub type Classified = (PathBuf, Vec<f32>);
+
 /// A checkpoint ready to classify images.
 pub struct Classifier {
     backbone: Box<dyn Backbone>,
@@ -62,7 +65,7 @@ impl Classifier {
     pub fn classify(
         &self,
         paths: &[PathBuf],
-    ) -> anyhow::Result<(Vec<(PathBuf, Vec<f32>)>, Vec<Skipped>)> {
+    ) -> anyhow::Result<(Vec<Classified>, Vec<Skipped>)> {
         let prep = self.preprocess();
         let decoded: Vec<(PathBuf, Result<Vec<f32>, String>)> = paths
             .par_iter()
