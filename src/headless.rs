@@ -226,9 +226,7 @@ impl Printer {
                 ..
             } => {
                 let n = self.epoch_batches.max(1) as f64;
-                let label = phase
-                    .map(|p| format!("{p} epoch {epoch}"))
-                    .unwrap_or_else(|| "validation".into());
+                let label = crate::train::validation_label(*phase, *epoch);
                 self.line(&format!(
                     "{label}: train loss {:.4} acc {:.4} | val loss {loss:.4} acc {accuracy:.4} ({seconds:.1} s)",
                     self.epoch_loss / n,

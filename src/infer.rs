@@ -62,10 +62,7 @@ impl Classifier {
     }
 
     /// Probabilities for each path; unreadable files come back as skipped.
-    pub fn classify(
-        &self,
-        paths: &[PathBuf],
-    ) -> anyhow::Result<(Vec<Classified>, Vec<Skipped>)> {
+    pub fn classify(&self, paths: &[PathBuf]) -> anyhow::Result<(Vec<Classified>, Vec<Skipped>)> {
         let prep = self.preprocess();
         let decoded: Vec<(PathBuf, Result<Vec<f32>, String>)> = paths
             .par_iter()

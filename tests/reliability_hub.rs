@@ -3,56 +3,9 @@
 
 mod common;
 
-use common::hub_stub::{Fault, HubStub};
-use std::sync::{Arc, Mutex};
+use common::hub_stub::{fetch, options, small_files, Fault, HubStub};
 use std::time::{Duration, Instant};
-use tltui::hub::{fetch_backbone, verify, DownloadProgress, HubError, HubOptions, RepoId};
-
-fn options(stub: &HubStub, cache: &std::path::Path) -> HubOptions {
-    std::env::set_var("NO_PROXY", "127.0.0.1,localhost");
-    std::env::set_var("HF_HUB_DISABLE_IMPLICIT_TOKEN", "1");
-    HubOptions {
-        endpoint: Some(stub.endpoint.clone()),
-        cache_dir: Some(cache.to_path_buf()),
-        stall_timeout: Duration::from_secs(2),
-        attempts: 2,
-        offline: false,
-    }
-}
-
-type Log = Arc<Mutex<Vec<DownloadProgress>>>;
-
-async fn fetch(
-    repo: &str,
-    opts: &HubOptions,
-) -> (
-    Result<tltui::hub::BackboneFiles, HubError>,
-    Vec<DownloadProgress>,
-) {
-    let log: Log = Arc::default();
-    let sink = log.clone();
-    let r = fetch_backbone(
-        &repo.parse::<RepoId>().unwrap(),
-        opts,
-        Arc::new(move |p| sink.lock().unwrap().push(p)),
-    )
-    .await;
-    let events = log.lock().unwrap().clone();
-    (r, events)
-}
-
-fn small_files() -> Vec<(String, Vec<u8>)> {
-    vec![
-        (
-            "config.json".into(),
-            br#"{"architecture": "resnet18"}"#.to_vec(),
-        ),
-        (
-            "model.safetensors".into(),
-            (0..50_000u32).flat_map(|i| i.to_le_bytes()).collect(),
-        ),
-    ]
-}
+use tltui::hub::{verify, DownloadProgress};
 
 /// A corrupt body never stays in the cache as if it were valid.
 fn assert_no_corrupt_blob(cache: &std::path::Path) {

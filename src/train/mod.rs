@@ -34,6 +34,14 @@ impl std::fmt::Display for Phase {
     }
 }
 
+/// How a validation result is labelled: the phase and epoch it ended, or "validation" when
+/// asked for outside a phase.
+pub fn validation_label(phase: Option<Phase>, epoch: usize) -> String {
+    phase
+        .map(|p| format!("{p} epoch {epoch}"))
+        .unwrap_or_else(|| "validation".into())
+}
+
 /// What the engine is asked to do; it acts at the next batch boundary.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {

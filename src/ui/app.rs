@@ -255,9 +255,7 @@ impl App {
                     loss,
                     accuracy,
                 });
-                let label = phase
-                    .map(|p| format!("{p} epoch {epoch}"))
-                    .unwrap_or_else(|| "validation".into());
+                let label = crate::train::validation_label(phase, epoch);
                 self.log(
                     Level::Info,
                     format!("{label}: val loss {loss:.4}, accuracy {accuracy:.4}"),

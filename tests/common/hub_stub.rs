@@ -12,6 +12,7 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tltui::hub::{fetch_backbone, BackboneFiles, DownloadProgress, HubError, HubOptions, RepoId};
 
 pub const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
 
@@ -223,4 +224,51 @@ fn serve(
             let _ = stream.write_all(&body);
         }
     }
+}
+
+/// Client options pointing at `stub`, with a private cache and a 2 s stall limit.
+pub fn options(stub: &HubStub, cache: &std::path::Path) -> HubOptions {
+    std::env::set_var("NO_PROXY", "127.0.0.1,localhost");
+    std::env::set_var("HF_HUB_DISABLE_IMPLICIT_TOKEN", "1");
+    HubOptions {
+        endpoint: Some(stub.endpoint.clone()),
+        cache_dir: Some(cache.to_path_buf()),
+        stall_timeout: Duration::from_secs(2),
+        attempts: 2,
+        offline: false,
+    }
+}
+
+/// Progress events collected by [`fetch`].
+type Log = Arc<Mutex<Vec<DownloadProgress>>>;
+
+/// Fetches `repo` through the real download code, returning the result and its progress events.
+pub async fn fetch(
+    repo: &str,
+    opts: &HubOptions,
+) -> (Result<BackboneFiles, HubError>, Vec<DownloadProgress>) {
+    let log: Log = Arc::default();
+    let sink = log.clone();
+    let r = fetch_backbone(
+        &repo.parse::<RepoId>().unwrap(),
+        opts,
+        Arc::new(move |p| sink.lock().unwrap().push(p)),
+    )
+    .await;
+    let events = log.lock().unwrap().clone();
+    (r, events)
+}
+
+/// A tiny repository: a config and a 200 kB weights file.
+pub fn small_files() -> Vec<(String, Vec<u8>)> {
+    vec![
+        (
+            "config.json".into(),
+            br#"{"architecture": "resnet18"}"#.to_vec(),
+        ),
+        (
+            "model.safetensors".into(),
+            (0..50_000u32).flat_map(|i| i.to_le_bytes()).collect(),
+        ),
+    ]
 }
