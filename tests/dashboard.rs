@@ -174,3 +174,32 @@ fn small_terminals_are_told_so_and_help_overlays() {
         "{s}"
     );
 }
+
+#[test]
+fn confusion_panel_shows_the_last_validation() {
+    let mut app = ready_app();
+    app.apply(Event::Validation {
+        phase: Some(Phase::Warmup),
+        epoch: 1,
+        loss: 0.1,
+        accuracy: 0.98,
+        per_class_accuracy: vec![0.977, 0.983],
+        confusion: vec![vec![171, 4], vec![3, 172]],
+        seconds: 0.1,
+    });
+    assert!(!screen(&app, 80, 24).contains("Confusion"));
+    app.on_key(crossterm::event::KeyEvent::new(
+        crossterm::event::KeyCode::Char('c'),
+        crossterm::event::KeyModifiers::NONE,
+    ));
+    let s = screen(&app, 80, 24);
+    assert!(
+        s.contains("Confusion") && s.contains("171") && s.contains("172"),
+        "{s}"
+    );
+    let row = s
+        .lines()
+        .find(|l| l.contains("cat") && l.contains("171"))
+        .expect("the cat row");
+    assert!(row.contains('4'), "{row}");
+}

@@ -96,6 +96,10 @@ pub struct App {
     pub validations: Vec<ValPoint>,
     pub groups: Vec<LayerGroup>,
     pub trainable_params: usize,
+    /// The last validation's confusion counts, `[true][predicted]`.
+    pub confusion: Option<Vec<Vec<usize>>>,
+    /// Show the confusion matrix in place of the layer groups (`c`).
+    pub show_confusion: bool,
     pub log: VecDeque<(Level, String)>,
     pub show_help: bool,
     pub confirm_quit: bool,
@@ -143,6 +147,8 @@ impl App {
             validations: Vec::new(),
             groups: Vec::new(),
             trainable_params: 0,
+            confusion: None,
+            show_confusion: false,
             log: VecDeque::new(),
             show_help: false,
             confirm_quit: false,
@@ -246,9 +252,11 @@ impl App {
                 loss,
                 accuracy,
                 seconds,
+                confusion,
                 ..
             } => {
                 self.last_validation_secs = seconds;
+                self.confusion = Some(confusion);
                 self.validations.push(ValPoint {
                     phase,
                     epoch,
@@ -403,6 +411,10 @@ impl App {
             },
             KeyCode::Char('?') => {
                 self.show_help = true;
+                return None;
+            }
+            KeyCode::Char('c') => {
+                self.show_confusion = !self.show_confusion;
                 return None;
             }
             KeyCode::Char('q') | KeyCode::Esc => {

@@ -49,7 +49,11 @@ pub fn draw(f: &mut Frame, app: &App) {
     panels::download(f, app, download);
     let [layers, charts] =
         Layout::horizontal([Constraint::Percentage(45), Constraint::Percentage(55)]).areas(middle);
-    panels::layers(f, app, layers);
+    if app.show_confusion {
+        panels::confusion(f, app, layers);
+    } else {
+        panels::layers(f, app, layers);
+    }
     let [loss, acc] =
         Layout::vertical([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(charts);
     panels::metric(f, app, loss, "Loss", false);

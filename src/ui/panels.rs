@@ -255,6 +255,41 @@ pub fn layers(f: &mut Frame, app: &App, area: Rect) {
     }
 }
 
+/// The last validation's confusion matrix: rows are true classes, columns predictions.
+pub fn confusion(f: &mut Frame, app: &App, area: Rect) {
+    let outer = block("Confusion (rows true, columns predicted)");
+    let inner = outer.inner(area);
+    f.render_widget(outer, area);
+    let Some(matrix) = &app.confusion else {
+        f.render_widget(Paragraph::new("no validation yet"), inner);
+        return;
+    };
+    let name = |i: usize| -> String {
+        let n = app.classes.get(i).map(|c| c.name.as_str()).unwrap_or("?");
+        n.chars().take(8).collect()
+    };
+    let mut lines = vec![Line::from(
+        std::iter::once(format!("{:<9}", ""))
+            .chain((0..matrix.len()).map(|j| format!("{:>9}", name(j))))
+            .collect::<String>(),
+    )];
+    for (i, row) in matrix.iter().enumerate() {
+        let mut spans = vec![Span::raw(format!("{:<9}", name(i)))];
+        for (j, count) in row.iter().enumerate() {
+            let style = if i == j {
+                fg(app, Color::Green)
+            } else if *count > 0 {
+                fg(app, Color::Red)
+            } else {
+                Style::default()
+            };
+            spans.push(Span::styled(format!("{count:>9}"), style));
+        }
+        lines.push(Line::from(spans));
+    }
+    f.render_widget(Paragraph::new(lines), inner);
+}
+
 /// A per-batch sparkline (warm-up and fine-tune coloured apart) with current/min/max and the
 /// validation points.
 pub fn metric(f: &mut Frame, app: &App, area: Rect, name: &str, accuracy: bool) {
@@ -393,12 +428,13 @@ pub fn help(f: &mut Frame, app: &App, area: Rect) {
         Line::from("s  save a checkpoint now"),
         Line::from("p  pause / resume (space too)"),
         Line::from("v  run validation now"),
+        Line::from("c  confusion matrix of the last validation / layer groups"),
         Line::from("q  quit (asks first when progress is unsaved)"),
         Line::from("?  this help; Esc closes it"),
         Line::from(""),
         Line::from("Commands apply at the next batch boundary."),
     ];
-    let r = centered(area, 70, 13);
+    let r = centered(area, 70, 14);
     f.render_widget(Clear, r);
     f.render_widget(
         Paragraph::new(text)
