@@ -4,7 +4,7 @@
 use crate::cli::BenchArgs;
 use crate::data::decode::decode_rgb;
 use crate::data::{Dataset, Preprocess, Sample};
-use crate::model::{build_backbone, Head, ModelConfig, Params};
+use crate::model::{build_backbone, Head, ModelConfig, Params, TrainingPass};
 use crate::train::metrics::cross_entropy;
 use crate::train::optim::AdamW;
 use crate::train::{Command, Engine, Event};
@@ -111,11 +111,11 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let mut opt = AdamW::new(vars, 0.01)?;
     let y = Tensor::zeros(x.dim(0)?, candle_core::DType::U32, &device)?;
     let train = timed(reps, || {
-        let logits = head.forward(
-            &backbone.forward(&x, true)?,
-            None::<&mut rand_chacha::ChaCha8Rng>,
-        )?;
-        opt.step(&cross_entropy(&logits, &y, None)?.backward()?, 1e-4)?;
+        let pass = TrainingPass::run(backbone.as_ref(), &x, true)?;
+        let logits = head.forward(&pass.features, None::<&mut rand_chacha::ChaCha8Rng>)?;
+        let mut grads = cross_entropy(&logits, &y, None)?.backward()?;
+        pass.backward(backbone.as_ref(), &mut grads)?;
+        opt.step(&grads, 1e-4)?;
         Ok(())
     })?;
 

@@ -77,6 +77,11 @@ fn make_divisible(v: f64) -> usize {
     r as usize
 }
 
+/// A timm depthwise weight `[C, 1, K, K]` as the channels-last kernel `[K, K, C]`.
+fn depthwise_weight_nhwc(w: &Tensor, c: usize, k: usize) -> Result<Tensor> {
+    w.reshape((c, k * k))?.t()?.reshape((k, k, c))
+}
+
 /// One block: depthwise-separable (`ds`) or inverted residual.
 #[derive(Debug, Clone)]
 struct Block {
@@ -243,7 +248,7 @@ impl EfficientNet {
             &format!("{}.conv_dw.weight", b.prefix),
             mode,
         );
-        let wt = wt.reshape((c, k * k))?.t()?.reshape((k, k, c))?;
+        let wt = depthwise_weight_nhwc(&wt, c, k)?;
         depthwise_conv2d(x, &wt, geo)
     }
 
@@ -426,7 +431,7 @@ impl EfficientNet {
                 let k = blk.kernel;
                 let geo = DwGeometry::same(hh, ww, k, blk.stride);
                 let name = format!("{pre}.conv_dw.weight");
-                let wt = w(&name).reshape((c, k * k))?.t()?.reshape((k, k, c))?;
+                let wt = depthwise_weight_nhwc(&w(&name), c, k)?;
                 let out = depthwise_conv2d(&h, &wt, geo)?;
                 rec.push((
                     g,
@@ -542,7 +547,7 @@ impl EfficientNet {
                         let gw = dw_grad_weight(&input, &g, geo)?;
                         put(&name, gw.reshape((k * k, c))?.t()?.reshape((c, 1, k, k))?)?;
                     }
-                    let wt = w.reshape((c, k * k))?.t()?.reshape((k, k, c))?;
+                    let wt = depthwise_weight_nhwc(&w, c, k)?;
                     g = dw_grad_input(&g, &wt, geo, input.dim(1)?, input.dim(2)?)?;
                 }
                 Record::Stem { patches } => {

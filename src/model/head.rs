@@ -45,11 +45,6 @@ impl Head {
         })
     }
 
-    /// Number of classes.
-    pub fn num_classes(&self) -> usize {
-        self.weight.dim(0).unwrap_or(0)
-    }
-
     /// Logits of pooled `features` `[N, C]`; with `rng`, dropout is applied (training).
     pub fn forward(&self, features: &Tensor, rng: Option<&mut impl Rng>) -> Result<Tensor> {
         let x = match rng {

@@ -174,6 +174,46 @@ pub trait Backbone: Send {
     }
 }
 
+/// Pooled features of a training pass: through the backbone's hand-written backward when it has
+/// one for its current mode (and `use_tape` allows it), through candle's graph otherwise.
+pub struct TrainingPass {
+    pub features: Tensor,
+    tape: Option<(Var, Box<dyn std::any::Any + Send>)>,
+}
+
+impl TrainingPass {
+    /// Runs the forward pass of `x`.
+    pub fn run(backbone: &dyn Backbone, x: &Tensor, use_tape: bool) -> Result<Self> {
+        if let Some(pass) = backbone.forward_taped(x).filter(|_| use_tape) {
+            let (features, tape) = pass?;
+            let leaf = Var::from_tensor(&features)?;
+            return Ok(Self {
+                features: leaf.as_tensor().clone(),
+                tape: Some((leaf, tape)),
+            });
+        }
+        Ok(Self {
+            features: backbone.forward(x, true)?,
+            tape: None,
+        })
+    }
+
+    /// Completes `grads` (from the loss's backward) with the backbone's gradients; candle's
+    /// graph already put them there when no tape was used.
+    pub fn backward(
+        self,
+        backbone: &dyn Backbone,
+        grads: &mut candle_core::backprop::GradStore,
+    ) -> Result<()> {
+        if let Some((leaf, tape)) = self.tape {
+            if let Some(g) = grads.get(leaf.as_tensor()).cloned() {
+                backbone.backward_taped(tape, &g, grads)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Builds the backbone named by `config.architecture` from timm-named `params`.
 pub fn build_backbone(config: &ModelConfig, params: Params) -> anyhow::Result<Box<dyn Backbone>> {
     let arch = config.architecture.as_str();

@@ -78,11 +78,6 @@ impl Params {
         &self.vars[name]
     }
 
-    /// Inserts or replaces a tensor.
-    pub fn insert(&mut self, name: String, var: Var) {
-        self.vars.insert(name, var);
-    }
-
     /// Keeps only the tensors whose names satisfy `keep`.
     pub fn retain(&mut self, keep: impl Fn(&str) -> bool) {
         self.vars.retain(|k, _| keep(k));

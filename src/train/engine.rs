@@ -10,7 +10,7 @@ use crate::config::{ClassWeights, Config};
 use crate::data::store::BatchMode;
 use crate::data::{Dataset, ImageStore, Preprocess, Sample};
 use crate::hub::{self, HubOptions, RepoId};
-use crate::model::{build_backbone, Backbone, Head, ModelConfig, Params};
+use crate::model::{build_backbone, Backbone, Head, ModelConfig, Params, TrainingPass};
 use anyhow::Context;
 use candle_core::{Device, Tensor};
 use rand::seq::SliceRandom;
@@ -616,8 +616,7 @@ impl Trainer {
             .map(|&i| self.dataset.train[i].label as u32)
             .collect();
         let y = Tensor::new(labels.as_slice(), &self.device)?;
-        // The backbone's hand-written backward, when it has one, replaces candle's graph.
-        let mut taped = None;
+        let mut pass = None;
         let features = if run.through_backbone {
             let samples: Vec<&Sample> = idx.iter().map(|&i| &self.dataset.train[i]).collect();
             let augment = match run.phase {
@@ -632,20 +631,11 @@ impl Trainer {
                 BatchMode::Eval
             };
             let (x, _) = self.store.batch(&samples, mode, &self.device)?;
-            match self
-                .backbone
-                .forward_taped(&x)
-                .filter(|_| run.phase == Phase::Finetune)
-            {
-                Some(pass) => {
-                    let (features, tape) = pass?;
-                    let leaf = candle_core::Var::from_tensor(&features)?;
-                    let features = leaf.as_tensor().clone();
-                    taped = Some((leaf, tape));
-                    features
-                }
-                None => self.backbone.forward(&x, true)?,
-            }
+            let training =
+                TrainingPass::run(self.backbone.as_ref(), &x, run.phase == Phase::Finetune)?;
+            let features = training.features.clone();
+            pass = Some(training);
+            features
         } else {
             let rows: Vec<u32> = idx.iter().map(|&i| i as u32).collect();
             let cached = &self
@@ -658,10 +648,8 @@ impl Trainer {
         let logits = self.head.forward(&features, Some(&mut self.rng))?;
         let loss = cross_entropy(&logits, &y, self.class_weights.as_ref())?;
         let mut grads = loss.backward()?;
-        if let Some((leaf, tape)) = taped {
-            if let Some(g) = grads.get(leaf.as_tensor()).cloned() {
-                self.backbone.backward_taped(tape, &g, &mut grads)?;
-            }
+        if let Some(pass) = pass {
+            pass.backward(self.backbone.as_ref(), &mut grads)?;
         }
         let global = run.epoch * run.steps_per_epoch + run.step;
         let lr = cosine_with_ramp(run.base_lr, global, run.total_steps, run.ramp_steps);
