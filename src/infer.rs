@@ -5,7 +5,7 @@ use crate::data::decode::decode_rgb;
 use crate::data::{is_image_name, Dataset, Preprocess, Skipped};
 use crate::model::{build_backbone, Backbone, Head, ModelConfig};
 use crate::train::checkpoint::{Checkpoint, CheckpointMeta};
-use crate::train::metrics::Confusion;
+use crate::train::metrics::{top_losses, Confusion};
 use candle_core::{Device, Tensor, D};
 use rayon::prelude::*;
 use serde::Serialize;
@@ -210,13 +210,24 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
         .iter()
         .map(|s| (s.path.as_path(), s.label as u32))
         .collect();
+    let truth: Vec<u32> = results.iter().map(|(p, _)| label[p.as_path()]).collect();
+    let probabilities: Vec<Vec<f32>> = results.iter().map(|(_, p)| p.clone()).collect();
+    let paths: Vec<&Path> = results.iter().map(|(p, _)| p.as_path()).collect();
+    let ranked = top_losses(&paths, &probabilities, &truth, paths.len());
     let mut confusion = Confusion::new(ds.class_names.len());
-    for (path, probs) in &results {
-        let predicted = (0..probs.len())
-            .max_by(|&a, &b| probs[a].total_cmp(&probs[b]))
-            .unwrap_or(0) as u32;
-        confusion.add(&[label[path.as_path()]], &[predicted]);
+    for r in &ranked {
+        confusion.add(&[r.truth as u32], &[r.predicted as u32]);
     }
+    let mistakes: Vec<Mistake> = ranked
+        .iter()
+        .filter(|r| r.predicted != r.truth)
+        .map(|r| Mistake {
+            path: r.path.clone(),
+            truth: ds.class_names[r.truth].clone(),
+            predicted: ds.class_names[r.predicted].clone(),
+            probability: r.probability,
+        })
+        .collect();
     let m = &confusion.matrix;
     let per_class: Vec<ClassMetrics> = (0..m.len())
         .map(|c| {
@@ -247,6 +258,7 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
                 "images": confusion.total(),
                 "per_class": per_class,
                 "confusion": m,
+                "mistakes": mistakes,
                 "skipped": skipped,
             })
         );
@@ -275,7 +287,29 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
             row.iter().map(|v| format!("{v:>6}")).collect::<String>()
         );
     }
+    if !mistakes.is_empty() {
+        println!("\nmistakes, most confident first (true -> predicted, probability)");
+        for m in &mistakes {
+            println!(
+                "{} -> {} {:.3}  {}",
+                m.truth,
+                m.predicted,
+                m.probability,
+                m.path.display()
+            );
+        }
+    }
     Ok(())
+}
+
+/// A misclassified image in `eval`'s report.
+#[derive(Serialize)]
+struct Mistake {
+    path: PathBuf,
+    #[serde(rename = "true")]
+    truth: String,
+    predicted: String,
+    probability: f32,
 }
 
 /// `tltui export`: `model.safetensors` with timm's keys and a timm `config.json`.

@@ -1,37 +1,61 @@
-//! Stratified, seeded train/validation split.
+//! Stratified, seeded train/validation split, drawn exactly as Python's `random` module draws it.
 
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
+use rand_mt::Mt;
 use std::path::PathBuf;
 
-/// Number of validation images taken from a class of `n`: `round(n * fraction)` (halves away from
-/// zero), at least one when the fraction is positive and the class has two or more images, and
-/// never all of them.
+/// Number of validation images taken from a class of `n`: `round(n * fraction)` (halves to
+/// even, as Python rounds), at least one when the fraction is positive and the class has two or
+/// more images, and never all of them.
 pub fn val_count(n: usize, fraction: f64) -> usize {
     if fraction <= 0.0 || n < 2 {
         return 0;
     }
-    ((n as f64 * fraction).round() as usize).clamp(1, n - 1)
+    ((n as f64 * fraction).round_ties_even() as usize).clamp(1, n - 1)
 }
 
-/// Splits each class's files into (train, val). Files are sorted first, then shuffled with a
-/// ChaCha8 generator seeded from `seed` and the class index, so the same seed and the same files
-/// give the same split on any machine.
+/// Python's `random.Random(seed)`: MT19937 keyed by the seed's 32-bit words, low word first.
+fn python_random(seed: u64) -> Mt {
+    let (low, high) = (seed as u32, (seed >> 32) as u32);
+    if high == 0 {
+        Mt::new_with_key([low])
+    } else {
+        Mt::new_with_key([low, high])
+    }
+}
+
+/// Python's `random.shuffle`: Fisher-Yates from the end, each index drawn by `_randbelow`
+/// (the top `bit_length` bits of a 32-bit draw, redrawn until in range).
+fn python_shuffle<T>(items: &mut [T], rng: &mut Mt) {
+    for i in (1..items.len()).rev() {
+        let n = i as u32 + 1;
+        let bits = u32::BITS - n.leading_zeros();
+        let j = loop {
+            let r = rng.next_u32() >> (32 - bits);
+            if r < n {
+                break r;
+            }
+        };
+        items.swap(i, j as usize);
+    }
+}
+
+/// Splits each class's files into (train, val). Each class's files are sorted by path, then
+/// shuffled in class order by one generator seeded with `seed`, and the first
+/// [`val_count`] go to validation — the split that Python's `random.seed(seed)` followed by
+/// `random.shuffle(sorted(files))` per class gives, so a Python script can reproduce it
+/// (`../shared/tools/peer_torch.py` does).
 pub fn stratified_split(
     classes: &[Vec<PathBuf>],
     fraction: f64,
     seed: u64,
 ) -> (Vec<Vec<PathBuf>>, Vec<Vec<PathBuf>>) {
+    let mut rng = python_random(seed);
     classes
         .iter()
-        .enumerate()
-        .map(|(i, files)| {
+        .map(|files| {
             let mut files = files.clone();
-            files.sort();
-            let mut rng =
-                ChaCha8Rng::seed_from_u64(seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-            files.shuffle(&mut rng);
+            files.sort_by(|a, b| a.as_os_str().cmp(b.as_os_str()));
+            python_shuffle(&mut files, &mut rng);
             let k = val_count(files.len(), fraction);
             let train = files.split_off(k);
             (train, files)
@@ -53,10 +77,29 @@ mod tests {
     fn rounding_matches_the_documented_rule() {
         assert_eq!(val_count(700, 0.25), 175);
         assert_eq!(val_count(699, 0.25), 175);
+        assert_eq!(val_count(10, 0.25), 2);
+        assert_eq!(val_count(14, 0.25), 4);
         assert_eq!(val_count(699, 0.2), 140);
         assert_eq!(val_count(3, 0.1), 1);
         assert_eq!(val_count(1, 0.5), 0);
         assert_eq!(val_count(10, 0.0), 0);
+    }
+
+    #[test]
+    fn shuffles_as_python_random_does() {
+        // Python: random.seed(s); x = list(range(n)); random.shuffle(x) (then again for y).
+        let shuffled = |rng: &mut Mt, n: usize| {
+            let mut x: Vec<usize> = (0..n).collect();
+            python_shuffle(&mut x, rng);
+            x
+        };
+        let mut rng = python_random(0);
+        assert_eq!(shuffled(&mut rng, 10), [7, 8, 1, 5, 3, 4, 2, 0, 9, 6]);
+        let mut rng = python_random(42);
+        assert_eq!(shuffled(&mut rng, 7), [1, 3, 4, 2, 6, 0, 5]);
+        assert_eq!(shuffled(&mut rng, 5), [4, 3, 2, 0, 1]);
+        let mut rng = python_random((1 << 40) + 5);
+        assert_eq!(shuffled(&mut rng, 6), [1, 0, 3, 2, 5, 4]);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use super::checkpoint::{self, Checkpoint, CheckpointMeta};
 use super::features;
-use super::metrics::{balanced_weights, cross_entropy, predictions, Confusion};
+use super::metrics::{balanced_weights, cross_entropy, predictions, top_losses, Confusion};
 use super::optim::{cosine_with_ramp, AdamW};
 use super::{Command, Event, FeatureStatus, Phase, Summary};
 use crate::config::{ClassWeights, Config};
@@ -12,7 +12,7 @@ use crate::data::{Dataset, ImageStore, Preprocess, Sample};
 use crate::hub::{self, HubOptions, RepoId};
 use crate::model::{build_backbone, Backbone, Head, ModelConfig, Params, TrainingPass};
 use anyhow::Context;
-use candle_core::{Device, Tensor};
+use candle_core::{Device, Tensor, D};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -75,6 +75,8 @@ impl Engine {
 
 /// Name of the engine's thread.
 const THREAD_NAME: &str = "tltui-engine";
+/// Validation images listed in each [`Event::Validation`]'s `top_losses`.
+const TOP_LOSSES: usize = 12;
 
 /// Keeps the default panic message off the screen for panics on the engine thread: the engine
 /// catches them and reports them as an `Error` event (which a dashboard shows in place).
@@ -746,6 +748,9 @@ impl Trainer {
         let mut confusion = Confusion::new(self.dataset.class_names.len());
         confusion.add(&labels, &predictions(&logits)?);
         let accuracy = confusion.accuracy();
+        let probabilities = candle_nn::ops::softmax(&logits, D::Minus1)?.to_vec2::<f32>()?;
+        let paths: Vec<&Path> = self.dataset.val.iter().map(|s| s.path.as_path()).collect();
+        let top_losses = top_losses(&paths, &probabilities, &labels, TOP_LOSSES);
         let run = self.run.as_ref();
         self.emit(Event::Validation {
             phase: run.map(|r| r.phase),
@@ -754,6 +759,7 @@ impl Trainer {
             accuracy,
             per_class_accuracy: confusion.per_class_accuracy(),
             confusion: confusion.matrix,
+            top_losses,
             seconds: t.elapsed().as_secs_f64(),
         });
         Ok(Some(accuracy))

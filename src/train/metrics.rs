@@ -1,6 +1,8 @@
 //! Loss, class weights and validation metrics.
 
 use candle_core::{Result, Tensor, D};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
 
 /// Mean cross-entropy of `logits` `[N, K]` against `labels` `[N]` (u32), each sample weighted
 /// by its class's weight when `class_weights` is given (PyTorch's weighted mean).
@@ -76,6 +78,49 @@ impl Confusion {
     }
 }
 
+/// One image the model got wrong, or nearly: its cross-entropy loss and what it predicted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TopLoss {
+    pub path: PathBuf,
+    /// True class index.
+    pub truth: usize,
+    /// Predicted class index.
+    pub predicted: usize,
+    /// Probability of the predicted class.
+    pub probability: f32,
+    pub loss: f32,
+}
+
+/// The `k` samples with the highest loss, worst first. `probabilities[i]` holds sample `i`'s
+/// class probabilities and `labels[i]` its true class.
+pub fn top_losses(
+    paths: &[&Path],
+    probabilities: &[Vec<f32>],
+    labels: &[u32],
+    k: usize,
+) -> Vec<TopLoss> {
+    let mut ranked: Vec<TopLoss> = paths
+        .iter()
+        .zip(probabilities)
+        .zip(labels)
+        .map(|((path, probs), &truth)| {
+            let predicted = (0..probs.len())
+                .max_by(|&a, &b| probs[a].total_cmp(&probs[b]))
+                .unwrap_or(0);
+            TopLoss {
+                path: path.to_path_buf(),
+                truth: truth as usize,
+                predicted,
+                probability: probs[predicted],
+                loss: -probs[truth as usize].max(f32::MIN_POSITIVE).ln(),
+            }
+        })
+        .collect();
+    ranked.sort_by(|a, b| b.loss.total_cmp(&a.loss));
+    ranked.truncate(k);
+    ranked
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,5 +157,17 @@ mod tests {
         assert_eq!(c.matrix, vec![vec![1, 1], vec![0, 2]]);
         assert_eq!(c.accuracy(), 0.75);
         assert_eq!(c.per_class_accuracy(), vec![0.5, 1.0]);
+    }
+
+    #[test]
+    fn top_losses_rank_worst_first() {
+        let paths = [Path::new("a"), Path::new("b"), Path::new("c")];
+        let probs = vec![vec![0.9, 0.1], vec![0.2, 0.8], vec![0.6, 0.4]];
+        let top = top_losses(&paths, &probs, &[0, 0, 1], 2);
+        assert_eq!(top.len(), 2);
+        assert_eq!((top[0].path.as_path(), top[0].predicted), (Path::new("b"), 1));
+        assert!((top[0].loss + 0.2f32.ln()).abs() < 1e-6);
+        assert!((top[0].probability - 0.8).abs() < 1e-6);
+        assert_eq!((top[1].path.as_path(), top[1].truth), (Path::new("c"), 1));
     }
 }

@@ -150,6 +150,8 @@ pub enum Event {
         accuracy: f32,
         per_class_accuracy: Vec<f32>,
         confusion: Vec<Vec<usize>>,
+        /// The highest-loss validation images, worst first.
+        top_losses: Vec<metrics::TopLoss>,
         seconds: f64,
     },
     /// A phase ran all its epochs.
