@@ -23,14 +23,18 @@ via_cfg.eval()
 transform = create_transform(**resolve_data_config({}, model=model))
 
 ours = json.loads(subprocess.check_output([binary, "predict", checkpoint, *images, "--json"]))
-agree = 0
+agree, disagree = 0, []
 for p in ours["predictions"]:
     x = transform(Image.open(p["path"]).convert("RGB")).unsqueeze(0)
     with torch.no_grad():
         a = model(x).argmax(1).item()
         b = via_cfg(x).argmax(1).item()
+        prob = model(x).softmax(1)[0, a].item()
     label = cfg["label_names"][a]
-    agree += label == p["top"][0]["class"] and a == b
+    if label == p["top"][0]["class"] and a == b:
+        agree += 1
+    else:
+        disagree.append({"path": p["path"], "timm": [label, round(prob, 4)], "tltui": p["top"][0]})
 total = len(ours["predictions"])
-print(json.dumps({"images": total, "agree": agree, "keys_matched": True}))
+print(json.dumps({"images": total, "agree": agree, "keys_matched": True, "disagree": disagree}))
 sys.exit(0 if agree == total and total > 0 else 1)
