@@ -237,6 +237,7 @@ impl Printer {
                 self.line(&format!("checkpoint ({reason}): {}", path.display()))
             }
             Event::Paused => self.line("paused"),
+            Event::AugmentationPreview { .. } => {}
             Event::Resumed => self.line("resumed"),
             Event::Warning { message } => {
                 self.line("");

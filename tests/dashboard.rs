@@ -1,17 +1,29 @@
 //! The dashboard rendered into ratatui's TestBackend from scripted engine events.
 
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use image::{Rgb, RgbImage};
 use ratatui::backend::TestBackend;
+use ratatui::buffer::Buffer;
+use ratatui::style::Color;
 use ratatui::Terminal;
+use std::path::PathBuf;
 use tltui::data::ClassCount;
 use tltui::model::LayerGroup;
+use tltui::train::metrics::TopLoss;
+use tltui::train::{Command, Picture};
 use tltui::train::{Event, Phase};
+use tltui::ui::app::Action;
 use tltui::ui::app::App;
 use tltui::ui::draw;
 
-fn screen(app: &App, w: u16, h: u16) -> String {
+fn render(app: &mut App, w: u16, h: u16) -> Buffer {
     let mut terminal = Terminal::new(TestBackend::new(w, h)).unwrap();
     terminal.draw(|f| draw(f, app)).unwrap();
-    let buf = terminal.backend().buffer().clone();
+    terminal.backend().buffer().clone()
+}
+
+fn screen(app: &mut App, w: u16, h: u16) -> String {
+    let buf = render(app, w, h);
     (0..h)
         .map(|y| {
             (0..w)
@@ -97,7 +109,7 @@ fn frozen_marks(s: &str) -> (usize, usize) {
 #[test]
 fn shows_classes_phase_and_freeze_states_at_80x24() {
     let mut app = ready_app();
-    let idle = screen(&app, 80, 24);
+    let idle = screen(&mut app, 80, 24);
     assert!(
         idle.contains("cat") && idle.contains("train 525") && idle.contains("val 175"),
         "{idle}"
@@ -111,7 +123,7 @@ fn shows_classes_phase_and_freeze_states_at_80x24() {
         epochs: 3,
     });
     app.apply(batch(Phase::Warmup, 1, 0.7));
-    let warm = screen(&app, 80, 24);
+    let warm = screen(&mut app, 80, 24);
     assert!(
         warm.contains("warm-up") && warm.contains("step 1/40"),
         "{warm}"
@@ -126,7 +138,7 @@ fn shows_classes_phase_and_freeze_states_at_80x24() {
         epochs: 2,
     });
     app.apply(batch(Phase::Finetune, 1, 0.2));
-    let fine = screen(&app, 80, 24);
+    let fine = screen(&mut app, 80, 24);
     assert!(fine.contains("fine-tune"), "{fine}");
     assert_eq!(frozen_marks(&fine), (3, 0), "{fine}");
     assert!(fine.contains("6.6k trainable"), "{fine}");
@@ -144,11 +156,11 @@ fn sparklines_grow_with_batches_and_validation_shows() {
         epochs: 3,
     });
     app.apply(batch(Phase::Warmup, 1, 0.7));
-    let few = sparkline_cells(&screen(&app, 100, 30));
+    let few = sparkline_cells(&screen(&mut app, 100, 30));
     for step in 2..30 {
         app.apply(batch(Phase::Warmup, step, 0.7 / step as f32));
     }
-    let many = sparkline_cells(&screen(&app, 100, 30));
+    let many = sparkline_cells(&screen(&mut app, 100, 30));
     assert!(many > few + 20, "{few} -> {many}");
     app.apply(Event::Validation {
         phase: Some(Phase::Warmup),
@@ -157,18 +169,19 @@ fn sparklines_grow_with_batches_and_validation_shows() {
         accuracy: 0.9771,
         per_class_accuracy: vec![0.97, 0.98],
         confusion: vec![vec![170, 5], vec![3, 172]],
+        top_losses: vec![],
         seconds: 0.1,
     });
-    let s = screen(&app, 100, 30);
+    let s = screen(&mut app, 100, 30);
     assert!(s.contains("w1 0.9771") && s.contains("w1 0.0987"), "{s}");
 }
 
 #[test]
 fn small_terminals_are_told_so_and_help_overlays() {
     let mut app = ready_app();
-    assert!(screen(&app, 50, 15).contains("terminal too small"));
+    assert!(screen(&mut app, 50, 15).contains("terminal too small"));
     app.show_help = true;
-    let s = screen(&app, 80, 24);
+    let s = screen(&mut app, 80, 24);
     assert!(
         s.contains("Help") && s.contains("fine-tune: unfreeze"),
         "{s}"
@@ -185,14 +198,12 @@ fn confusion_panel_shows_the_last_validation() {
         accuracy: 0.98,
         per_class_accuracy: vec![0.977, 0.983],
         confusion: vec![vec![171, 4], vec![3, 172]],
+        top_losses: vec![],
         seconds: 0.1,
     });
-    assert!(!screen(&app, 80, 24).contains("Confusion"));
-    app.on_key(crossterm::event::KeyEvent::new(
-        crossterm::event::KeyCode::Char('c'),
-        crossterm::event::KeyModifiers::NONE,
-    ));
-    let s = screen(&app, 80, 24);
+    assert!(!screen(&mut app, 80, 24).contains("Confusion"));
+    app.on_key(key('c'));
+    let s = screen(&mut app, 80, 24);
     assert!(
         s.contains("Confusion") && s.contains("171") && s.contains("172"),
         "{s}"
@@ -202,4 +213,150 @@ fn confusion_panel_shows_the_last_validation() {
         .find(|l| l.contains("cat") && l.contains("171"))
         .expect("the cat row");
     assert!(row.contains('4'), "{row}");
+}
+
+fn key(c: char) -> KeyEvent {
+    KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE)
+}
+
+/// Half-block picture cells (the only cells in RGB colours) with a colour `close` accepts.
+fn picture_cells(buf: &Buffer, close: impl Fn(u8, u8, u8) -> bool) -> usize {
+    let rgb = |c: Color| matches!(c, Color::Rgb(r, g, b) if close(r, g, b));
+    buf.content()
+        .iter()
+        .filter(|c| rgb(c.fg) || rgb(c.bg))
+        .count()
+}
+
+fn solid(rgb: [u8; 3], w: u32, h: u32) -> RgbImage {
+    RgbImage::from_pixel(w, h, Rgb(rgb))
+}
+
+#[test]
+fn top_losses_panel_lists_the_worst_images_with_their_picture() {
+    let dir = tempfile::tempdir().unwrap();
+    let red = dir.path().join("dog.443.png");
+    let blue = dir.path().join("cat.1050.png");
+    solid([230, 20, 20], 120, 90).save(&red).unwrap();
+    solid([20, 20, 230], 90, 120).save(&blue).unwrap();
+    let missing: PathBuf = dir.path().join("gone.jpg");
+    let mut app = ready_app();
+    app.apply(Event::Validation {
+        phase: Some(Phase::Warmup),
+        epoch: 3,
+        loss: 0.03,
+        accuracy: 0.99,
+        per_class_accuracy: vec![0.99, 0.99],
+        confusion: vec![vec![173, 2], vec![2, 173]],
+        top_losses: vec![
+            TopLoss {
+                path: red.clone(),
+                truth: 1,
+                predicted: 0,
+                probability: 0.904,
+                loss: 2.34,
+            },
+            TopLoss {
+                path: blue.clone(),
+                truth: 0,
+                predicted: 1,
+                probability: 0.89,
+                loss: 2.21,
+            },
+            TopLoss {
+                path: missing,
+                truth: 0,
+                predicted: 0,
+                probability: 0.6,
+                loss: 0.51,
+            },
+        ],
+        seconds: 0.1,
+    });
+    let is_red = |r: u8, g: u8, b: u8| r > 200 && g < 60 && b < 60;
+    let is_blue = |r: u8, g: u8, b: u8| b > 200 && r < 60 && g < 60;
+    assert_eq!(picture_cells(&render(&mut app, 100, 30), is_red), 0);
+
+    assert_eq!(app.on_key(key('l')), None);
+    let s = screen(&mut app, 100, 30);
+    assert!(s.contains("Top losses"), "{s}");
+    let first = s
+        .lines()
+        .find(|l| l.contains("dog.443.png"))
+        .expect("first row");
+    assert!(
+        first.contains(" 1 dog") && first.contains("-> cat") && first.contains("0.904"),
+        "{s}"
+    );
+    assert!(
+        s.lines()
+            .any(|l| l.contains("cat.1050.png") && l.contains("-> dog")),
+        "{s}"
+    );
+    let buf = render(&mut app, 100, 30);
+    assert!(
+        picture_cells(&buf, is_red) > 20,
+        "the selected image is drawn"
+    );
+    assert_eq!(picture_cells(&buf, is_blue), 0);
+
+    app.on_key(key('j'));
+    let buf = render(&mut app, 100, 30);
+    assert!(
+        picture_cells(&buf, is_blue) > 20,
+        "j selects the next image"
+    );
+    assert_eq!(picture_cells(&buf, is_red), 0);
+
+    app.on_key(key('j'));
+    let s = screen(&mut app, 100, 30);
+    assert!(s.contains("cannot show") && s.contains("gone.jpg"), "{s}");
+
+    app.on_key(key('l'));
+    assert!(!screen(&mut app, 100, 30).contains("Top losses"));
+}
+
+#[test]
+fn augmentation_panel_shows_the_input_and_each_epochs_variant() {
+    let mut app = ready_app();
+    assert_eq!(
+        app.on_key(key('a')),
+        Some(Action::Engine(Command::PreviewAugmentations))
+    );
+    let s = screen(&mut app, 120, 36);
+    assert!(
+        s.contains("Augmentations") && s.contains("asking the engine"),
+        "{s}"
+    );
+
+    // Nine distinct colours: the input, then one per epoch.
+    let colour = |i: u8| [20 + 25 * i, 240 - 25 * i, 60 + 10 * i];
+    app.apply(Event::AugmentationPreview {
+        path: "Data/Train_Data/cat/cat.7.jpg".into(),
+        class: "cat".into(),
+        original: Picture(solid(colour(0), 224, 224)),
+        variants: (1..=8)
+            .map(|i| Picture(solid(colour(i), 224, 224)))
+            .collect(),
+    });
+    let buf = render(&mut app, 120, 36);
+    let s = screen(&mut app, 120, 36);
+    assert!(s.contains("cat.7.jpg") && s.contains("input"), "{s}");
+    for epoch in 1..=8 {
+        assert!(s.contains(&format!("epoch {epoch}")), "{s}");
+    }
+    for i in 0..=8u8 {
+        let [r, g, b] = colour(i);
+        let n = picture_cells(&buf, |x, y, z| {
+            x.abs_diff(r) <= 2 && y.abs_diff(g) <= 2 && z.abs_diff(b) <= 2
+        });
+        assert!(n > 10, "tile {i} drawn ({n} cells)");
+    }
+    assert_eq!(
+        app.on_key(key('n')),
+        Some(Action::Engine(Command::PreviewAugmentations)),
+        "n asks for another image"
+    );
+    assert_eq!(app.on_key(key('a')), None);
+    assert!(!screen(&mut app, 120, 36).contains("Augmentations"));
 }

@@ -55,6 +55,15 @@ fn dashboard_warmup_finetune_save_quit() {
     tmux.wait("a warm-up validation result", 5 * minute, |s| {
         s.contains("val: w1 0.")
     });
+    tmux.keys("l");
+    tmux.wait("the top-losses list", minute, |s| {
+        s.contains("Top losses") && s.contains(".jpg") && s.contains(" -> ")
+    });
+    tmux.keys("a");
+    tmux.wait("the augmentation preview", minute, |s| {
+        s.contains("Augmentations of") && s.contains("input") && s.contains("epoch 8")
+    });
+    tmux.keys("a");
     tmux.keys("f");
     tmux.wait("a fine-tune batch", 3 * minute, |s| {
         s.contains("phase fine-tune") && s.contains("step 1/")

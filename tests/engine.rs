@@ -329,3 +329,67 @@ fn same_seed_same_metrics() {
     };
     assert_eq!(run(), run());
 }
+
+#[test]
+fn validation_ranks_top_losses_and_previews_show_training_images() {
+    let f = fixture(&["red", "blue"]);
+    let (engine, rx) = start(setup(&f, config()));
+    let tx = engine.commands();
+    tx.send(Command::Validate).unwrap();
+    tx.send(Command::PreviewAugmentations).unwrap();
+    tx.send(Command::PreviewAugmentations).unwrap();
+    let mut previews = Vec::new();
+    let events = until(&rx, |e| {
+        if let Event::AugmentationPreview { path, .. } = e {
+            previews.push(path.clone());
+        }
+        previews.len() == 2
+    });
+    let top = events
+        .iter()
+        .find_map(|e| match e {
+            Event::Validation { top_losses, .. } => Some(top_losses.clone()),
+            _ => None,
+        })
+        .expect("a validation");
+    assert!(!top.is_empty());
+    assert!(
+        top.windows(2).all(|w| w[0].loss >= w[1].loss),
+        "worst first"
+    );
+    for t in &top {
+        assert!(t.path.starts_with(&f.dataset) && t.truth < 2 && t.predicted < 2);
+        assert!(
+            (t.loss
+                - (-(if t.truth == t.predicted {
+                    t.probability
+                } else {
+                    1.0 - t.probability
+                })
+                .ln()))
+            .abs()
+                < 1e-3
+        );
+    }
+    for e in &events {
+        if let Event::AugmentationPreview {
+            path,
+            class,
+            original,
+            variants,
+        } = e
+        {
+            assert!(
+                path.starts_with(f.dataset.join(class)),
+                "{path:?} is a {class}"
+            );
+            assert_eq!(variants.len(), 8);
+            let size = original.0.dimensions();
+            assert!(variants.iter().all(|v| v.0.dimensions() == size));
+            assert!(variants.iter().any(|v| v.0 != original.0), "augmented");
+        }
+    }
+    tx.send(Command::Stop).unwrap();
+    until(&rx, |_| false);
+    engine.join();
+}

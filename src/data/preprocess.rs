@@ -143,6 +143,21 @@ impl Preprocess {
         out
     }
 
+    /// The picture a normalised `[3, size, size]` input shows: [`Preprocess::affine`] undone.
+    pub fn to_rgb(&self, input: &[f32]) -> RgbImage {
+        let s = self.size;
+        let plane = (s * s) as usize;
+        let (scale, shift) = self.affine();
+        RgbImage::from_fn(s, s, |x, y| {
+            let i = (y * s + x) as usize;
+            image::Rgb([0, 1, 2].map(|c| {
+                ((input[c * plane + i] - shift[c]) / scale[c])
+                    .round()
+                    .clamp(0.0, 255.0) as u8
+            }))
+        })
+    }
+
     /// Per-channel `(scale, shift)` taking a 0..=255 pixel value to the normalised input.
     pub fn affine(&self) -> ([f32; 3], [f32; 3]) {
         let scale = [0, 1, 2].map(|c| 1.0 / (255.0 * self.std[c]));

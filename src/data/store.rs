@@ -128,6 +128,25 @@ impl ImageStore {
         Ok(())
     }
 
+    /// What the network sees of `sample`: its eval input, then its augmented input in each of
+    /// `epochs` — the same renders [`ImageStore::batch`] makes — as pictures.
+    pub fn preview(
+        &self,
+        sample: &Sample,
+        epochs: std::ops::RangeInclusive<u64>,
+    ) -> Result<(RgbImage, Vec<RgbImage>), String> {
+        let mut out = vec![0f32; self.prep.input_len()];
+        let mut picture = |mode| {
+            self.render(sample, mode, &mut out)
+                .map(|()| self.prep.to_rgb(&out))
+        };
+        let original = picture(BatchMode::Eval)?;
+        let variants = epochs
+            .map(|epoch| picture(BatchMode::Augment { epoch }))
+            .collect::<Result<_, _>>()?;
+        Ok((original, variants))
+    }
+
     /// `[N, 3, size, size]` f32 input and `[N]` u32 labels for `samples`.
     pub fn batch(
         &self,
@@ -236,5 +255,28 @@ mod tests {
         };
         assert_eq!(diff(&a, &b), 0.0);
         assert!(diff(&a, &c) > 0.0);
+
+        // The preview shows exactly those inputs.
+        let (original, variants) = store.preview(&samples[0], 1..=2).unwrap();
+        let (scale, shift) = store.preprocess().affine();
+        let matches = |picture: &RgbImage, batch: &Tensor| {
+            let row = batch
+                .get(0)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            let plane = 16 * 16;
+            picture.enumerate_pixels().all(|(px, py, p)| {
+                (0..3).all(|ch| {
+                    let v = row[ch * plane + (py * 16 + px) as usize];
+                    (p[ch] as f32 - (v - shift[ch]) / scale[ch]).abs() <= 0.5001
+                })
+            })
+        };
+        assert!(matches(&original, &x));
+        assert!(matches(&variants[0], &a) && matches(&variants[1], &c));
+        assert_ne!(variants[0], variants[1]);
     }
 }

@@ -5,7 +5,7 @@ use super::checkpoint::{self, Checkpoint, CheckpointMeta};
 use super::features;
 use super::metrics::{balanced_weights, cross_entropy, predictions, top_losses, Confusion};
 use super::optim::{cosine_with_ramp, AdamW};
-use super::{Command, Event, FeatureStatus, Phase, Summary};
+use super::{Command, Event, FeatureStatus, Phase, Picture, Summary};
 use crate::config::{ClassWeights, Config};
 use crate::data::store::BatchMode;
 use crate::data::{Dataset, ImageStore, Preprocess, Sample};
@@ -77,6 +77,10 @@ impl Engine {
 const THREAD_NAME: &str = "tltui-engine";
 /// Validation images listed in each [`Event::Validation`]'s `top_losses`.
 const TOP_LOSSES: usize = 12;
+/// Augmented variants in an [`Event::AugmentationPreview`].
+const PREVIEW_VARIANTS: u64 = 8;
+/// Mixed into the seed of the preview image picker.
+const PREVIEW_SEED: u64 = 0x5052_4556_4945_5753;
 
 /// Keeps the default panic message off the screen for panics on the engine thread: the engine
 /// catches them and reports them as an `Error` event (which a dashboard shows in place).
@@ -171,6 +175,9 @@ struct Trainer {
     /// longer match the disk cache).
     backbone_changed: bool,
     rng: ChaCha8Rng,
+    /// Picks the training images shown by augmentation previews (apart from `rng`, so previews
+    /// leave training's random draws alone).
+    preview_rng: ChaCha8Rng,
     run: Option<Run>,
     paused: bool,
     /// Phase and epoch of the last finished training step, for checkpoints.
@@ -331,6 +338,7 @@ impl Trainer {
             groups: backbone.parts().groups.clone(),
             head_params: head.weight.elem_count() + head.bias.elem_count(),
         });
+        let preview_rng = ChaCha8Rng::seed_from_u64(config.data.seed ^ PREVIEW_SEED);
         let trainer = Self {
             config,
             events,
@@ -348,6 +356,7 @@ impl Trainer {
             features: None,
             backbone_changed: false,
             rng,
+            preview_rng,
             run: None,
             paused: false,
             last_phase: None,
@@ -404,9 +413,33 @@ impl Trainer {
             Command::Validate => {
                 self.validate()?;
             }
+            Command::PreviewAugmentations => self.preview_augmentations(),
             Command::Stop | Command::Interrupt => unreachable!("handled by serve"),
         }
         Ok(())
+    }
+
+    /// Sends a random training image as the network sees it, unaugmented and in the first
+    /// epochs' augmentations; a failure is a warning.
+    fn preview_augmentations(&mut self) {
+        use rand::Rng;
+        if self.dataset.train.is_empty() {
+            return;
+        }
+        let i = self.preview_rng.random_range(0..self.dataset.train.len());
+        let sample = &self.dataset.train[i];
+        let event = match self.store.preview(sample, 1..=PREVIEW_VARIANTS) {
+            Ok((original, variants)) => Event::AugmentationPreview {
+                path: sample.path.clone(),
+                class: self.dataset.class_names[sample.label].clone(),
+                original: Picture(original),
+                variants: variants.into_iter().map(Picture).collect(),
+            },
+            Err(e) => Event::Warning {
+                message: format!("no preview of {}: {e}", sample.path.display()),
+            },
+        };
+        self.emit(event);
     }
 
     fn finish(&mut self, name: &str, interrupted: bool) -> anyhow::Result<Summary> {

@@ -1,7 +1,7 @@
 //! Loss, class weights and validation metrics.
 
 use candle_core::{Result, Tensor, D};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::path::{Path, PathBuf};
 
 /// Mean cross-entropy of `logits` `[N, K]` against `labels` `[N]` (u32), each sample weighted
@@ -79,8 +79,9 @@ impl Confusion {
 }
 
 /// One image the model got wrong, or nearly: its cross-entropy loss and what it predicted.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TopLoss {
+    #[serde(serialize_with = "crate::data::lossy_path")]
     pub path: PathBuf,
     /// True class index.
     pub truth: usize,
@@ -165,7 +166,10 @@ mod tests {
         let probs = vec![vec![0.9, 0.1], vec![0.2, 0.8], vec![0.6, 0.4]];
         let top = top_losses(&paths, &probs, &[0, 0, 1], 2);
         assert_eq!(top.len(), 2);
-        assert_eq!((top[0].path.as_path(), top[0].predicted), (Path::new("b"), 1));
+        assert_eq!(
+            (top[0].path.as_path(), top[0].predicted),
+            (Path::new("b"), 1)
+        );
         assert!((top[0].loss + 0.2f32.ln()).abs() < 1e-6);
         assert!((top[0].probability - 0.8).abs() < 1e-6);
         assert_eq!((top[1].path.as_path(), top[1].truth), (Path::new("c"), 1));

@@ -61,10 +61,26 @@ pub enum Command {
     Save,
     /// Run validation now.
     Validate,
+    /// Send an [`Event::AugmentationPreview`] of a random training image.
+    PreviewAugmentations,
     /// Finish: write the final checkpoint and end.
     Stop,
     /// End at once after writing an `interrupted` checkpoint (Ctrl-C).
     Interrupt,
+}
+
+/// An RGB picture for the dashboard; serialised as its size only.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Picture(pub image::RgbImage);
+
+impl Serialize for Picture {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("Picture", 2)?;
+        st.serialize_field("width", &self.0.width())?;
+        st.serialize_field("height", &self.0.height())?;
+        st.end()
+    }
 }
 
 /// Where a feature-cache pass stands.
@@ -153,6 +169,15 @@ pub enum Event {
         /// The highest-loss validation images, worst first.
         top_losses: Vec<metrics::TopLoss>,
         seconds: f64,
+    },
+    /// A training image as the network sees it: the eval input and, for each of the first
+    /// epochs, the augmented input training renders for it then.
+    AugmentationPreview {
+        #[serde(serialize_with = "crate::data::lossy_path")]
+        path: PathBuf,
+        class: String,
+        original: Picture,
+        variants: Vec<Picture>,
     },
     /// A phase ran all its epochs.
     PhaseFinished {

@@ -4,7 +4,9 @@
 use crate::data::ClassCount;
 use crate::hub::DownloadProgress;
 use crate::model::LayerGroup;
-use crate::train::{Command, Event, FeatureStatus, Phase};
+use crate::train::metrics::TopLoss;
+use crate::train::{Command, Event, FeatureStatus, Phase, Picture};
+use crate::ui::pictures::Pictures;
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -46,6 +48,42 @@ pub struct ValPoint {
     pub epoch: usize,
     pub loss: f32,
     pub accuracy: f32,
+}
+
+/// What the middle of the dashboard shows beside (or instead of) the charts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Panel {
+    /// Layer groups and their freeze state, beside the charts.
+    Layers,
+    /// The last validation's confusion matrix, beside the charts (`c`).
+    Confusion,
+    /// The last validation's highest-loss images with a picture, full width (`l`).
+    TopLosses,
+    /// A training image and its augmentations, full width (`a`).
+    Augmentations,
+}
+
+impl Panel {
+    /// The next panel in Tab order.
+    fn next(self) -> Self {
+        match self {
+            Panel::Layers => Panel::Confusion,
+            Panel::Confusion => Panel::TopLosses,
+            Panel::TopLosses => Panel::Augmentations,
+            Panel::Augmentations => Panel::Layers,
+        }
+    }
+}
+
+/// A training image as the network sees it, and its augmented variants.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AugmentationPreview {
+    pub path: String,
+    pub class: String,
+    pub original: Picture,
+    pub variants: Vec<Picture>,
+    /// Tells one preview's pictures from the next one's.
+    pub generation: usize,
 }
 
 /// Severity of a log line.
@@ -98,8 +136,13 @@ pub struct App {
     pub trainable_params: usize,
     /// The last validation's confusion counts, `[true][predicted]`.
     pub confusion: Option<Vec<Vec<usize>>>,
-    /// Show the confusion matrix in place of the layer groups (`c`).
-    pub show_confusion: bool,
+    /// The last validation's highest-loss images, worst first.
+    pub top_losses: Vec<TopLoss>,
+    /// Index of the top-loss entry whose picture is shown.
+    pub selected_loss: usize,
+    pub preview: Option<AugmentationPreview>,
+    pub panel: Panel,
+    pub pictures: Pictures,
     pub log: VecDeque<(Level, String)>,
     pub show_help: bool,
     pub confirm_quit: bool,
@@ -148,7 +191,11 @@ impl App {
             groups: Vec::new(),
             trainable_params: 0,
             confusion: None,
-            show_confusion: false,
+            top_losses: Vec::new(),
+            selected_loss: 0,
+            preview: None,
+            panel: Panel::Layers,
+            pictures: Pictures::halfblocks(),
             log: VecDeque::new(),
             show_help: false,
             confirm_quit: false,
@@ -253,10 +300,13 @@ impl App {
                 accuracy,
                 seconds,
                 confusion,
+                top_losses,
                 ..
             } => {
                 self.last_validation_secs = seconds;
                 self.confusion = Some(confusion);
+                self.top_losses = top_losses;
+                self.selected_loss = 0;
                 self.validations.push(ValPoint {
                     phase,
                     epoch,
@@ -268,6 +318,23 @@ impl App {
                     Level::Info,
                     format!("{label}: val loss {loss:.4}, accuracy {accuracy:.4}"),
                 );
+            }
+            Event::AugmentationPreview {
+                path,
+                class,
+                original,
+                variants,
+            } => {
+                self.pending = None;
+                let generation = self.preview.as_ref().map_or(0, |p| p.generation + 1);
+                self.pictures.forget("augmentation:");
+                self.preview = Some(AugmentationPreview {
+                    path: path.display().to_string(),
+                    class,
+                    original,
+                    variants,
+                    generation,
+                });
             }
             Event::PhaseFinished { phase, epochs } => {
                 self.log(
@@ -413,8 +480,20 @@ impl App {
                 self.show_help = true;
                 return None;
             }
-            KeyCode::Char('c') => {
-                self.show_confusion = !self.show_confusion;
+            KeyCode::Char('c') => return self.toggle(Panel::Confusion),
+            KeyCode::Char('l') => return self.toggle(Panel::TopLosses),
+            KeyCode::Char('a') => return self.toggle(Panel::Augmentations),
+            KeyCode::Tab => return self.show(self.panel.next()),
+            KeyCode::Char('n') if self.panel == Panel::Augmentations => {
+                Command::PreviewAugmentations
+            }
+            KeyCode::Down | KeyCode::Char('j') if self.panel == Panel::TopLosses => {
+                self.selected_loss =
+                    (self.selected_loss + 1).min(self.top_losses.len().saturating_sub(1));
+                return None;
+            }
+            KeyCode::Up | KeyCode::Char('k') if self.panel == Panel::TopLosses => {
+                self.selected_loss = self.selected_loss.saturating_sub(1);
                 return None;
             }
             KeyCode::Char('q') | KeyCode::Esc => {
@@ -431,6 +510,25 @@ impl App {
         }
         self.pending = Some(describe(&command));
         Some(Action::Engine(command))
+    }
+
+    /// Shows `panel`, or the layer groups when it is already shown.
+    fn toggle(&mut self, panel: Panel) -> Option<Action> {
+        self.show(if self.panel == panel {
+            Panel::Layers
+        } else {
+            panel
+        })
+    }
+
+    /// Shows `panel`; the augmentation panel asks the engine for a picture the first time.
+    fn show(&mut self, panel: Panel) -> Option<Action> {
+        self.panel = panel;
+        let wanted = panel == Panel::Augmentations && self.preview.is_none();
+        (wanted && self.status != Status::Finished).then(|| {
+            self.pending = Some(describe(&Command::PreviewAugmentations));
+            Action::Engine(Command::PreviewAugmentations)
+        })
     }
 }
 
@@ -450,6 +548,7 @@ fn describe(c: &Command) -> String {
         Command::Resume => "resume".into(),
         Command::Save => "save".into(),
         Command::Validate => "validate".into(),
+        Command::PreviewAugmentations => "augmentation preview".into(),
         Command::Stop => "stop".into(),
         Command::Interrupt => "interrupt".into(),
     }

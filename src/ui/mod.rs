@@ -3,11 +3,12 @@
 
 pub mod app;
 pub mod panels;
+pub mod pictures;
 
 use crate::cli::TrainArgs;
 use crate::config::AutoStart;
 use crate::train::{Command, Engine, Event};
-use app::{Action, App};
+use app::{Action, App, Panel};
 use futures::StreamExt;
 use ratatui::layout::{Constraint, Layout};
 use ratatui::widgets::Paragraph;
@@ -23,7 +24,7 @@ pub const MIN_SIZE: (u16, u16) = (60, 20);
 const TICK: Duration = Duration::from_millis(66);
 
 /// Draws the whole dashboard.
-pub fn draw(f: &mut Frame, app: &App) {
+pub fn draw(f: &mut Frame, app: &mut App) {
     let area = f.area();
     if area.width < MIN_SIZE.0 || area.height < MIN_SIZE.1 {
         let msg = format!(
@@ -47,17 +48,25 @@ pub fn draw(f: &mut Frame, app: &App) {
         Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(top);
     panels::dataset(f, app, dataset);
     panels::download(f, app, download);
-    let [layers, charts] =
-        Layout::horizontal([Constraint::Percentage(45), Constraint::Percentage(55)]).areas(middle);
-    if app.show_confusion {
-        panels::confusion(f, app, layers);
-    } else {
-        panels::layers(f, app, layers);
+    match app.panel {
+        Panel::TopLosses => panels::top_losses(f, app, middle),
+        Panel::Augmentations => panels::augmentations(f, app, middle),
+        Panel::Layers | Panel::Confusion => {
+            let [side, charts] =
+                Layout::horizontal([Constraint::Percentage(45), Constraint::Percentage(55)])
+                    .areas(middle);
+            if app.panel == Panel::Confusion {
+                panels::confusion(f, app, side);
+            } else {
+                panels::layers(f, app, side);
+            }
+            let [loss, acc] =
+                Layout::vertical([Constraint::Percentage(50), Constraint::Percentage(50)])
+                    .areas(charts);
+            panels::metric(f, app, loss, "Loss", false);
+            panels::metric(f, app, acc, "Accuracy", true);
+        }
     }
-    let [loss, acc] =
-        Layout::vertical([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(charts);
-    panels::metric(f, app, loss, "Loss", false);
-    panels::metric(f, app, acc, "Accuracy", true);
     panels::log(f, app, log);
     panels::footer(f, app, footer);
     if app.show_help {
@@ -106,6 +115,7 @@ pub fn run(args: &TrainArgs, dataset: &Path) -> anyhow::Result<ExitCode> {
         .build()?;
     // ratatui::init installs a panic hook that restores the terminal before the message prints.
     let mut terminal = ratatui::init();
+    app.pictures = pictures::Pictures::detect();
     crate::train::quiet_engine_panics();
     let result = runtime.block_on(event_loop(&mut terminal, &mut app, &rx, &commands));
     ratatui::restore();

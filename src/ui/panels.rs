@@ -290,6 +290,116 @@ pub fn confusion(f: &mut Frame, app: &App, area: Rect) {
     f.render_widget(Paragraph::new(lines), inner);
 }
 
+/// A class name by index, as the dataset panel lists them.
+fn class_name(app: &App, i: usize) -> &str {
+    app.classes.get(i).map_or("?", |c| c.name.as_str())
+}
+
+/// The last validation's highest-loss images (true, predicted, probability, file) and the
+/// selected one's picture.
+pub fn top_losses(f: &mut Frame, app: &mut App, area: Rect) {
+    let outer = block("Top losses of the last validation (j/k select, l close)");
+    let inner = outer.inner(area);
+    f.render_widget(outer, area);
+    if app.top_losses.is_empty() {
+        f.render_widget(Paragraph::new("no validation yet"), inner);
+        return;
+    }
+    let [list_area, picture_area] =
+        Layout::horizontal([Constraint::Percentage(60), Constraint::Percentage(40)]).areas(inner);
+    let lines: Vec<Line> = app
+        .top_losses
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let file = t.path.file_name().map_or_else(
+                || t.path.display().to_string(),
+                |n| n.to_string_lossy().into(),
+            );
+            let text = format!(
+                "{:>2} {} -> {} {:.3}  {file}",
+                i + 1,
+                class_name(app, t.truth),
+                class_name(app, t.predicted),
+                t.probability,
+            );
+            let style = if t.truth == t.predicted {
+                Style::default()
+            } else {
+                fg(app, Color::Red)
+            };
+            let style = if i == app.selected_loss {
+                style.add_modifier(Modifier::REVERSED)
+            } else {
+                style
+            };
+            Line::styled(text, style)
+        })
+        .collect();
+    f.render_widget(Paragraph::new(lines), list_area);
+    let selected = &app.top_losses[app.selected_loss.min(app.top_losses.len() - 1)];
+    let [picture, caption] =
+        Layout::vertical([Constraint::Min(1), Constraint::Length(1)]).areas(picture_area);
+    let path = selected.path.clone();
+    let shown = app
+        .pictures
+        .draw(f, picture, &path.display().to_string(), || {
+            crate::data::decode::decode_rgb(&path, u64::MAX).map(image::DynamicImage::ImageRgb8)
+        });
+    let caption_text = match shown {
+        Ok(()) => path.display().to_string(),
+        Err(e) => format!("cannot show {}: {e}", path.display()),
+    };
+    f.render_widget(Paragraph::new(caption_text), caption);
+}
+
+/// One training image as the network sees it and its augmented variants, epoch by epoch.
+pub fn augmentations(f: &mut Frame, app: &mut App, area: Rect) {
+    let title = match &app.preview {
+        Some(p) => format!(
+            "Augmentations of {} ({}) — n another image, a close",
+            p.path, p.class
+        ),
+        None => "Augmentations — n another image, a close".to_string(),
+    };
+    let outer = block(&title);
+    let inner = outer.inner(area);
+    f.render_widget(outer, area);
+    let Some(preview) = &app.preview else {
+        f.render_widget(
+            Paragraph::new("asking the engine for a training image…"),
+            inner,
+        );
+        return;
+    };
+    let tiles: Vec<(String, &crate::train::Picture)> =
+        std::iter::once(("input".to_string(), &preview.original))
+            .chain(
+                preview
+                    .variants
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| (format!("epoch {}", i + 1), p)),
+            )
+            .collect();
+    let columns = tiles.len().div_ceil(2).max(1);
+    let rows = Layout::vertical([Constraint::Ratio(1, 2); 2]).split(inner);
+    for (i, (label, picture)) in tiles.iter().enumerate() {
+        let cells = Layout::horizontal(vec![Constraint::Ratio(1, columns as u32); columns])
+            .split(rows[i / columns]);
+        let tile = block(label);
+        let tile_inner = tile.inner(cells[i % columns]);
+        f.render_widget(tile, cells[i % columns]);
+        let key = format!("augmentation:{}:{i}", preview.generation);
+        let image = picture.0.clone();
+        if let Err(e) = app.pictures.draw(f, tile_inner, &key, || {
+            Ok(image::DynamicImage::ImageRgb8(image))
+        }) {
+            f.render_widget(Paragraph::new(e), tile_inner);
+        }
+    }
+}
+
 /// A per-batch sparkline (warm-up and fine-tune coloured apart) with current/min/max and the
 /// validation points.
 pub fn metric(f: &mut Frame, app: &App, area: Rect, name: &str, accuracy: bool) {
@@ -385,6 +495,7 @@ pub fn footer(f: &mut Frame, app: &App, area: Rect) {
         ("s", "save"),
         ("p", "pause"),
         ("v", "validate"),
+        ("c/l/a", "confusion/losses/augment"),
         ("q", "quit"),
         ("?", "help"),
     ] {
@@ -429,12 +540,15 @@ pub fn help(f: &mut Frame, app: &App, area: Rect) {
         Line::from("p  pause / resume (space too)"),
         Line::from("v  run validation now"),
         Line::from("c  confusion matrix of the last validation / layer groups"),
+        Line::from("l  top losses: worst validation images, with a picture (j/k select)"),
+        Line::from("a  augmentation preview of a training image (n: another image)"),
+        Line::from("Tab  next panel: layers, confusion, top losses, augmentations"),
         Line::from("q  quit (asks first when progress is unsaved)"),
         Line::from("?  this help; Esc closes it"),
         Line::from(""),
         Line::from("Commands apply at the next batch boundary."),
     ];
-    let r = centered(area, 70, 14);
+    let r = centered(area, 72, 17);
     f.render_widget(Clear, r);
     f.render_widget(
         Paragraph::new(text)
