@@ -569,6 +569,29 @@ mod tests {
     }
 
     #[test]
+    fn tab_cycles_the_panels_and_the_preview_is_asked_for_once() {
+        let mut a = app();
+        let tab = KeyEvent::new(KeyCode::Tab, KeyModifiers::NONE);
+        let mut seen = vec![a.panel];
+        let mut actions = Vec::new();
+        for _ in 0..4 {
+            actions.push(a.on_key(tab));
+            seen.push(a.panel);
+        }
+        use Panel::*;
+        assert_eq!(seen, [Layers, Confusion, TopLosses, Augmentations, Layers]);
+        assert_eq!(
+            actions,
+            [
+                None,
+                None,
+                Some(Action::Engine(Command::PreviewAugmentations)),
+                None
+            ]
+        );
+    }
+
+    #[test]
     fn each_key_yields_its_command() {
         let mut a = app();
         assert_eq!(
