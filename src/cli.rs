@@ -80,8 +80,9 @@ pub struct ExportArgs {
 /// `tltui bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// The dataset folder to read images from.
-    pub dataset: PathBuf,
+    /// The dataset folder to read images from (not needed with --scaling).
+    #[arg(required_unless_present_any = ["scaling", "scaling_run"])]
+    pub dataset: Option<PathBuf>,
     /// Local model.safetensors (with config.json beside it).
     #[arg(long, value_name = "PATH")]
     pub weights: PathBuf,
@@ -94,6 +95,16 @@ pub struct BenchArgs {
     /// Print one JSON object (the keys of peer_torch.py --bench, and more).
     #[arg(long)]
     pub json: bool,
+    /// Instead: one augmented warm-up epoch on generated datasets of these sizes, each in its
+    /// own process (e.g. 1000,5000,20000).
+    #[arg(long, value_delimiter = ',', value_name = "N,N,...")]
+    pub scaling: Vec<usize>,
+    /// Memory budget for decoded images in --scaling runs, in MiB (data.cache_memory_mb).
+    #[arg(long, default_value_t = 256, value_name = "MIB")]
+    pub cache_mb: usize,
+    /// One --scaling size, run in this process (used by --scaling).
+    #[arg(long, hide = true, value_name = "N")]
+    pub scaling_run: Option<usize>,
 }
 
 /// Options that shape how a dataset is read and split.

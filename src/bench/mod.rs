@@ -14,6 +14,8 @@ use rayon::prelude::*;
 use serde::Serialize;
 use std::time::{Duration, Instant};
 
+mod scaling;
+
 /// One bench run's figures.
 #[derive(Debug, Serialize)]
 pub struct BenchReport {
@@ -52,6 +54,16 @@ pub fn peak_rss_mb() -> f64 {
 
 /// Runs every measurement and prints a table or one JSON object.
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    if let Some(n) = args.scaling_run {
+        return scaling::run_one(args, n);
+    }
+    if !args.scaling.is_empty() {
+        return scaling::run(args, &args.scaling);
+    }
+    let dataset = args
+        .dataset
+        .as_deref()
+        .ok_or_else(|| anyhow::anyhow!("bench needs a DATASET folder"))?;
     let weights = &args.weights;
     let config_path = weights
         .parent()
@@ -59,7 +71,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         .join("config.json");
     let model_config = ModelConfig::from_file(&config_path)?;
     let prep = Preprocess::from_cfg(&model_config.pretrained_cfg, 0).map_err(anyhow::Error::msg)?;
-    let ds = Dataset::open(&args.dataset, None, 0.25, 0)?;
+    let ds = Dataset::open(dataset, None, 0.25, 0)?;
     let batch = args.batch;
     let reps = args.reps;
     let device = Device::Cpu;
@@ -145,8 +157,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
 
     say("launch to first validation (cold, then with the feature cache)");
     let cache = tempfile::tempdir()?;
-    let cold = first_validation(args, cache.path())?;
-    let cached = first_validation(args, cache.path())?;
+    let cold = first_validation(args, dataset, cache.path())?;
+    let cached = first_validation(args, dataset, cache.path())?;
 
     let n = x.dim(0)? as f64;
     let report = BenchReport {
@@ -193,12 +205,16 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
 }
 
 /// Seconds from starting the engine (warm-up requested at once) to its first validation result.
-fn first_validation(args: &BenchArgs, cache: &std::path::Path) -> anyhow::Result<f64> {
+fn first_validation(
+    args: &BenchArgs,
+    dataset: &std::path::Path,
+    cache: &std::path::Path,
+) -> anyhow::Result<f64> {
     let mut config = crate::config::Config::default();
     config.data.val_fraction = 0.25;
     config.data.seed = 0;
     let setup = crate::train::EngineSetup {
-        dataset: args.dataset.clone(),
+        dataset: dataset.to_path_buf(),
         classes_dir: None,
         config,
         weights: crate::train::WeightsSource::Local {
