@@ -102,6 +102,9 @@ pub struct BenchArgs {
     /// Memory budget for decoded images in --scaling runs, in MiB (data.cache_memory_mb).
     #[arg(long, default_value_t = 256, value_name = "MIB")]
     pub cache_mb: usize,
+    /// `cpu` or `cuda[:N]` (default as for training).
+    #[arg(long, value_name = "DEVICE")]
+    pub device: Option<String>,
     /// One --scaling size, run in this process (used by --scaling).
     #[arg(long, hide = true, value_name = "N")]
     pub scaling_run: Option<usize>,
@@ -170,6 +173,10 @@ pub struct TrainArgs {
     /// Fine-tune epochs (headless: run them after warm-up; dashboard: epochs per `f`).
     #[arg(long, value_name = "N")]
     pub finetune_epochs: Option<usize>,
+    /// Where to train: `cpu` or `cuda[:N]`. Default: the first CUDA GPU when tltui was built
+    /// with the `cuda` feature and one is present, else the CPU.
+    #[arg(long, value_name = "DEVICE")]
+    pub device: Option<String>,
     /// Dashboard: start this phase without waiting for a key (overrides train.auto_start).
     #[arg(long, value_name = "PHASE", value_parser = ["none", "warmup", "finetune"])]
     pub start: Option<String>,
@@ -241,9 +248,32 @@ impl TrainArgs {
             checkpoint_dir,
             resume: self.resume.clone(),
             feature_cache_dir: cache.map(|d| d.join("features")),
-            device: candle_core::Device::Cpu,
+            device: pick_device(self.device.as_deref())?,
         })
     }
+}
+
+/// The device `spec` names (`cpu`, `cuda`, `cuda:N`), or the default: the first CUDA GPU when
+/// built with the `cuda` feature and one is present, else the CPU.
+pub fn pick_device(spec: Option<&str>) -> anyhow::Result<candle_core::Device> {
+    use candle_core::Device;
+    let ordinal = match spec {
+        None if cfg!(feature = "cuda") => {
+            return Ok(Device::new_cuda(0).unwrap_or(Device::Cpu));
+        }
+        None | Some("cpu") => return Ok(Device::Cpu),
+        Some("cuda") => 0,
+        Some(s) => s
+            .strip_prefix("cuda:")
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("unknown device {s:?}: use cpu, cuda or cuda:N"))?,
+    };
+    if !cfg!(feature = "cuda") {
+        anyhow::bail!(
+            "this tltui was built without CUDA; build it with scripts/cuda-build.sh (cargo build --features cuda)"
+        );
+    }
+    Device::new_cuda(ordinal).map_err(|e| anyhow::anyhow!("CUDA device {ordinal}: {e}"))
 }
 
 impl DataArgs {
@@ -261,5 +291,22 @@ impl DataArgs {
         }
         c.validate()?;
         Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pick_device;
+
+    #[test]
+    fn devices_by_name() {
+        assert!(pick_device(Some("cpu")).unwrap().is_cpu());
+        let err = pick_device(Some("gpu")).unwrap_err().to_string();
+        assert!(err.contains("unknown device"), "{err}");
+        if !cfg!(feature = "cuda") {
+            assert!(pick_device(None).unwrap().is_cpu());
+            let err = pick_device(Some("cuda:1")).unwrap_err().to_string();
+            assert!(err.contains("built without CUDA"), "{err}");
+        }
     }
 }

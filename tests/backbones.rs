@@ -176,3 +176,83 @@ fn lite_taped_backward_matches_autograd() {
         }
     }
 }
+
+/// On CUDA a training pass goes through candle's graph and the portable ops; its gradients
+/// agree with the CPU's hand-written backward.
+#[cfg(feature = "cuda")]
+#[test]
+fn lite_training_gradients_on_cuda_match_the_cpu() {
+    let Ok(gpu) = Device::new_cuda(0) else {
+        println!("skipped: no CUDA device");
+        return;
+    };
+    let weights = common::random_weights("tf_efficientnet_lite0");
+    let on = |device: &Device| {
+        let tensors = weights
+            .iter()
+            .map(|(k, t)| (k.clone(), t.to_device(device).unwrap()));
+        let mut b = build_backbone(
+            &config("tf_efficientnet_lite0"),
+            Params::from_tensors(tensors).unwrap(),
+        )
+        .unwrap();
+        for i in 0..b.parts().groups.len() {
+            b.set_trainable(i, true);
+        }
+        b
+    };
+    let (cpu, cuda) = (on(&Device::Cpu), on(&gpu));
+    let x = Tensor::randn(0f32, 1.0, (2, 3, 64, 64), &Device::Cpu).unwrap();
+    let r = Tensor::randn(0f32, 1.0, (2, 1280), &Device::Cpu).unwrap();
+    let gradients = |b: &dyn tltui::model::Backbone, device: &Device| {
+        let pass = tltui::model::TrainingPass::run(b, &x.to_device(device).unwrap(), true).unwrap();
+        let mut grads = pass
+            .features
+            .mul(&r.to_device(device).unwrap())
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        pass.backward(b, &mut grads).unwrap();
+        b.trainable_vars()
+            .into_iter()
+            .map(|(_, v)| {
+                grads
+                    .get(v.as_tensor())
+                    .expect("a gradient")
+                    .to_device(&Device::Cpu)
+                    .unwrap()
+            })
+            .collect::<Vec<_>>()
+    };
+    let (want, got) = (
+        gradients(cpu.as_ref(), &Device::Cpu),
+        gradients(cuda.as_ref(), &gpu),
+    );
+    assert_eq!(want.len(), got.len());
+    for (w, g) in want.iter().zip(&got) {
+        let scale = w
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+            .max(1e-6);
+        let err = (w - g)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+            / scale;
+        assert!(
+            err < 1e-3,
+            "gradient of a {:?} tensor differs by {err} (relative)",
+            w.dims()
+        );
+    }
+}

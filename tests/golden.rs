@@ -56,12 +56,28 @@ fn preprocessing_matches_timm_eval_transform() {
 
 #[test]
 fn lite0_reproduces_timm_logits() {
+    if let Some(shared) = common::shared_dir() {
+        check_lite0_logits(&shared, &Device::Cpu);
+    }
+}
+
+/// On CUDA the backbone runs the portable ops and candle's CUDA kernels.
+#[cfg(feature = "cuda")]
+#[test]
+fn lite0_reproduces_timm_logits_on_cuda() {
     let Some(shared) = common::shared_dir() else {
         return;
     };
-    let dir = common::lite0_dir(&shared);
+    match Device::new_cuda(0) {
+        Ok(gpu) => check_lite0_logits(&shared, &gpu),
+        Err(e) => println!("skipped: no CUDA device ({e})"),
+    }
+}
+
+fn check_lite0_logits(shared: &std::path::Path, device: &Device) {
+    let dir = common::lite0_dir(shared);
     let config = ModelConfig::from_file(&dir.join("config.json")).unwrap();
-    let params = Params::load(&dir.join("model.safetensors"), &Device::Cpu).unwrap();
+    let params = Params::load(&dir.join("model.safetensors"), device).unwrap();
     let head = Head::from_tensors(
         params.var("classifier.weight").as_tensor(),
         params.var("classifier.bias").as_tensor(),
@@ -69,15 +85,25 @@ fn lite0_reproduces_timm_logits() {
     )
     .unwrap();
     let backbone = build_backbone(&config, params).unwrap();
-    let g = golden(&shared);
-    let pooled = backbone.forward(&g["input"], false).unwrap();
+    let g = golden(shared);
+    let input = g["input"].to_device(device).unwrap();
+    let pooled = backbone
+        .forward(&input, false)
+        .unwrap()
+        .to_device(&Device::Cpu)
+        .unwrap();
     let logits = head
-        .forward(&pooled, None::<&mut rand_chacha::ChaCha8Rng>)
+        .forward(
+            &pooled.to_device(device).unwrap(),
+            None::<&mut rand_chacha::ChaCha8Rng>,
+        )
+        .unwrap()
+        .to_device(&Device::Cpu)
         .unwrap();
     for (name, ours) in [("pooled", &pooled), ("logits", &logits)] {
         let reference = &g[name];
         let rel = max_abs(&(ours - reference).unwrap()) / max_abs(reference);
-        println!("{name}: max error relative to the largest value {rel:.2e}");
+        println!("{device:?} {name}: max error relative to the largest value {rel:.2e}");
         assert!(rel <= 1e-4, "{name}: relative error {rel}");
     }
     let top: Vec<u32> = logits.argmax(1).unwrap().to_vec1().unwrap();

@@ -8,7 +8,7 @@ use crate::model::{build_backbone, Head, ModelConfig, Params, TrainingPass};
 use crate::train::metrics::cross_entropy;
 use crate::train::optim::AdamW;
 use crate::train::{Command, Engine, Event};
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use rand::SeedableRng;
 use rayon::prelude::*;
 use serde::Serialize;
@@ -27,6 +27,7 @@ pub struct BenchReport {
     pub first_validation_cold_s: f64,
     pub first_validation_cached_s: f64,
     pub peak_rss_mb: f64,
+    pub device: String,
     pub threads: usize,
     pub batch: usize,
 }
@@ -74,7 +75,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let ds = Dataset::open(dataset, None, 0.25, 0)?;
     let batch = args.batch;
     let reps = args.reps;
-    let device = Device::Cpu;
+    let device = crate::cli::pick_device(args.device.as_deref())?;
     let say = |what: &str| {
         if !args.json {
             eprintln!("measuring {what}…");
@@ -169,6 +170,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         first_validation_cold_s: cold,
         first_validation_cached_s: cached,
         peak_rss_mb: peak_rss_mb(),
+        device: crate::train::engine::device_name(&device),
         threads: rayon::current_num_threads(),
         batch,
     };
@@ -223,7 +225,7 @@ fn first_validation(
         checkpoint_dir: cache.join("checkpoints"),
         resume: None,
         feature_cache_dir: Some(cache.join("features")),
-        device: Device::Cpu,
+        device: crate::cli::pick_device(args.device.as_deref())?,
     };
     let start = Instant::now();
     let (tx, rx) = std::sync::mpsc::channel();

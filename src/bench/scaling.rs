@@ -51,6 +51,7 @@ pub fn run(args: &BenchArgs, sizes: &[usize]) -> anyhow::Result<()> {
             .arg(&args.weights)
             .args(["--scaling-run", &n.to_string(), "--cache-mb"])
             .arg(args.cache_mb.to_string())
+            .args(args.device.iter().flat_map(|d| ["--device", d.as_str()]))
             .stderr(std::process::Stdio::inherit())
             .output()?;
         if !out.status.success() {
@@ -98,7 +99,7 @@ pub fn run_one(args: &BenchArgs, images: usize) -> anyhow::Result<()> {
         checkpoint_dir: dir.path().join("checkpoints"),
         resume: None,
         feature_cache_dir: None,
-        device: candle_core::Device::Cpu,
+        device: crate::cli::pick_device(args.device.as_deref())?,
     };
     eprintln!("one warm-up epoch over {images} images…");
     let start = Instant::now();

@@ -175,7 +175,8 @@ pub trait Backbone: Send {
 }
 
 /// Pooled features of a training pass: through the backbone's hand-written backward when it has
-/// one for its current mode (and `use_tape` allows it), through candle's graph otherwise.
+/// one for its current mode (and `use_tape` allows it, and the input is on the CPU, where the
+/// hand-written kernels run), through candle's graph otherwise.
 pub struct TrainingPass {
     pub features: Tensor,
     tape: Option<(Var, Box<dyn std::any::Any + Send>)>,
@@ -184,7 +185,10 @@ pub struct TrainingPass {
 impl TrainingPass {
     /// Runs the forward pass of `x`.
     pub fn run(backbone: &dyn Backbone, x: &Tensor, use_tape: bool) -> Result<Self> {
-        if let Some(pass) = backbone.forward_taped(x).filter(|_| use_tape) {
+        let taped = (use_tape && x.device().is_cpu())
+            .then(|| backbone.forward_taped(x))
+            .flatten();
+        if let Some(pass) = taped {
             let (features, tape) = pass?;
             let leaf = Var::from_tensor(&features)?;
             return Ok(Self {

@@ -49,6 +49,9 @@ pub fn bn_act(
     act: Activation,
     dim: ChannelDim,
 ) -> Result<Tensor> {
+    if !x.device().is_cpu() {
+        return super::portable::bn_act(x, scale, shift, act, dim);
+    }
     x.contiguous()?.apply_op3(
         &scale.contiguous()?,
         &shift.contiguous()?,

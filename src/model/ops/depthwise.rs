@@ -64,6 +64,9 @@ impl DwGeometry {
 
 /// Depthwise convolution of `x` `[N, H, W, C]` with `weight` `[K, K, C]`: `[N, OH, OW, C]`.
 pub fn depthwise_conv2d(x: &Tensor, weight: &Tensor, geo: DwGeometry) -> Result<Tensor> {
+    if !x.device().is_cpu() {
+        return super::portable::depthwise_conv2d(x, weight, geo);
+    }
     x.contiguous()?
         .apply_op2(&weight.contiguous()?, DepthwiseConv { geo })
 }

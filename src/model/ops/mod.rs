@@ -1,8 +1,10 @@
-//! CPU operations that candle lacks or runs slowly, each with its own backward.
+//! CPU operations that candle lacks or runs slowly, each with its own backward; on other devices
+//! they run as [`portable`] compositions of candle operations.
 
 pub mod bn_act;
 pub mod depthwise;
 pub mod maxpool;
+pub mod portable;
 
 use candle_core::{bail, CpuStorage, Layout, Result};
 
