@@ -99,6 +99,19 @@ fn pretrained_lite0_file_matches_timm_count() {
     assert_eq!(params.count(|_| true), 4_652_008);
 }
 
+/// Largest difference of `got` from `want`, relative to `want`'s largest magnitude.
+fn relative_error(want: &Tensor, got: &Tensor) -> f32 {
+    let max = |t: &Tensor| {
+        t.abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    };
+    max(&(want - got).unwrap()) / max(want).max(1e-6)
+}
+
 /// The hand-written backward of EfficientNet-Lite agrees with candle's autograd, for every
 /// trainable tensor, with all groups trainable and with only the last three.
 #[test]
@@ -151,23 +164,7 @@ fn lite_taped_backward_matches_autograd() {
         for (_, v) in vars {
             let want = reference.get(v.as_tensor()).expect("autograd gradient");
             let got = grads.get(v.as_tensor()).expect("taped gradient");
-            let scale = want
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()
-                .max(1e-6);
-            let err = (want - got)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()
-                / scale;
+            let err = relative_error(want, got);
             assert!(
                 err < 1e-3,
                 "gradient of a {:?} tensor differs by {err} (relative)",
@@ -232,23 +229,7 @@ fn lite_training_gradients_on_cuda_match_the_cpu() {
     );
     assert_eq!(want.len(), got.len());
     for (w, g) in want.iter().zip(&got) {
-        let scale = w
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-            .max(1e-6);
-        let err = (w - g)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-            / scale;
+        let err = relative_error(w, g);
         assert!(
             err < 1e-3,
             "gradient of a {:?} tensor differs by {err} (relative)",

@@ -7,7 +7,7 @@ use crate::data::{Dataset, Preprocess, Sample};
 use crate::model::{build_backbone, Head, ModelConfig, Params, TrainingPass};
 use crate::train::metrics::cross_entropy;
 use crate::train::optim::AdamW;
-use crate::train::{Command, Engine, Event};
+use crate::train::{Command, Engine, EngineSetup, Event};
 use candle_core::Tensor;
 use rand::SeedableRng;
 use rayon::prelude::*;
@@ -215,7 +215,7 @@ fn first_validation(
     let mut config = crate::config::Config::default();
     config.data.val_fraction = 0.25;
     config.data.seed = 0;
-    let setup = crate::train::EngineSetup {
+    let setup = EngineSetup {
         dataset: dataset.to_path_buf(),
         classes_dir: None,
         config,
@@ -228,25 +228,39 @@ fn first_validation(
         device: crate::cli::pick_device(args.device.as_deref())?,
     };
     let start = Instant::now();
+    let mut seconds = None;
+    one_warmup_epoch(setup, |e| {
+        if matches!(e, Event::Validation { .. }) {
+            seconds = Some(start.elapsed().as_secs_f64());
+        }
+    })?;
+    seconds.ok_or_else(|| anyhow::anyhow!("the engine finished without a validation result"))
+}
+
+/// Starts an engine on `setup` with a one-epoch warm-up, shows `on_event` every event up to and
+/// including the first validation, then stops the engine; an engine failure is the error.
+fn one_warmup_epoch(setup: EngineSetup, mut on_event: impl FnMut(&Event)) -> anyhow::Result<()> {
     let (tx, rx) = std::sync::mpsc::channel();
     let engine = Engine::spawn(setup, tx);
     engine.commands().send(Command::Warmup { epochs: 1 })?;
-    let mut seconds = None;
+    let mut validated = false;
     for e in rx.iter() {
-        match e {
-            Event::Validation { .. } if seconds.is_none() => {
-                seconds = Some(start.elapsed().as_secs_f64());
+        match &e {
+            Event::Validation { .. } if !validated => {
+                on_event(&e);
+                validated = true;
                 let _ = engine.commands().send(Command::Stop);
             }
             Event::Finished(s) => {
-                if let Some(err) = s.error {
-                    anyhow::bail!(err);
+                if let Some(err) = &s.error {
+                    anyhow::bail!(err.clone());
                 }
                 break;
             }
+            _ if !validated => on_event(&e),
             _ => {}
         }
     }
     engine.join();
-    seconds.ok_or_else(|| anyhow::anyhow!("the engine finished without a validation result"))
+    Ok(())
 }

@@ -6,7 +6,7 @@
 use super::peak_rss_mb;
 use crate::cli::BenchArgs;
 use crate::config::Config;
-use crate::train::{Command, Engine, EngineSetup, Event, Phase, WeightsSource};
+use crate::train::{EngineSetup, Event, Phase, WeightsSource};
 use image::{Rgb, RgbImage};
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
@@ -103,42 +103,29 @@ pub fn run_one(args: &BenchArgs, images: usize) -> anyhow::Result<()> {
     };
     eprintln!("one warm-up epoch over {images} images…");
     let start = Instant::now();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let engine = Engine::spawn(setup, tx);
-    engine.commands().send(Command::Warmup { epochs: 1 })?;
     let (mut load_s, mut cached, mut train_images) = (0.0, 0, 0);
     let mut epoch_started = None;
     let mut epoch_s = None;
-    for e in rx.iter() {
-        match e {
-            Event::DatasetReady {
-                classes,
-                cached_images,
-                ..
-            } => {
-                load_s = start.elapsed().as_secs_f64();
-                cached = cached_images;
-                train_images = classes.iter().map(|c| c.train).sum();
-            }
-            Event::PhaseChanged {
-                phase: Some(Phase::Warmup),
-                ..
-            } => epoch_started = Some(Instant::now()),
-            Event::Validation { seconds, .. } => {
-                let t = epoch_started.map_or(0.0, |s| s.elapsed().as_secs_f64());
-                epoch_s = Some(t - seconds);
-                let _ = engine.commands().send(Command::Stop);
-            }
-            Event::Finished(s) => {
-                if let Some(err) = s.error {
-                    anyhow::bail!(err);
-                }
-                break;
-            }
-            _ => {}
+    super::one_warmup_epoch(setup, |e| match e {
+        Event::DatasetReady {
+            classes,
+            cached_images,
+            ..
+        } => {
+            load_s = start.elapsed().as_secs_f64();
+            cached = *cached_images;
+            train_images = classes.iter().map(|c| c.train).sum();
         }
-    }
-    engine.join();
+        Event::PhaseChanged {
+            phase: Some(Phase::Warmup),
+            ..
+        } => epoch_started = Some(Instant::now()),
+        Event::Validation { seconds, .. } => {
+            let t = epoch_started.map_or(0.0, |s| s.elapsed().as_secs_f64());
+            epoch_s = Some(t - seconds);
+        }
+        _ => {}
+    })?;
     let epoch_s = epoch_s.ok_or_else(|| anyhow::anyhow!("no epoch finished"))?;
     let run = ScalingRun {
         images,
