@@ -39,6 +39,8 @@ pub struct PredictArgs {
     /// Classes to show per image.
     #[arg(long, default_value_t = 1)]
     pub top: usize,
+    #[command(flatten)]
+    pub device: DeviceArgs,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -63,6 +65,8 @@ pub struct EvalArgs {
     /// Evaluate every image, not only the validation split.
     #[arg(long)]
     pub all: bool,
+    #[command(flatten)]
+    pub device: DeviceArgs,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -102,9 +106,8 @@ pub struct BenchArgs {
     /// Memory budget for decoded images in --scaling runs, in MiB (data.cache_memory_mb).
     #[arg(long, default_value_t = 256, value_name = "MIB")]
     pub cache_mb: usize,
-    /// `cpu` or `cuda[:N]` (default as for training).
-    #[arg(long, value_name = "DEVICE")]
-    pub device: Option<String>,
+    #[command(flatten)]
+    pub device: DeviceArgs,
     /// One --scaling size, run in this process (used by --scaling).
     #[arg(long, hide = true, value_name = "N")]
     pub scaling_run: Option<usize>,
@@ -173,10 +176,8 @@ pub struct TrainArgs {
     /// Fine-tune epochs (headless: run them after warm-up; dashboard: epochs per `f`).
     #[arg(long, value_name = "N")]
     pub finetune_epochs: Option<usize>,
-    /// Where to train: `cpu` or `cuda[:N]`. Default: the first CUDA GPU when tltui was built
-    /// with the `cuda` feature and one is present, else the CPU.
-    #[arg(long, value_name = "DEVICE")]
-    pub device: Option<String>,
+    #[command(flatten)]
+    pub device: DeviceArgs,
     /// Dashboard: start this phase without waiting for a key (overrides train.auto_start).
     #[arg(long, value_name = "PHASE", value_parser = ["none", "warmup", "finetune"])]
     pub start: Option<String>,
@@ -248,14 +249,30 @@ impl TrainArgs {
             checkpoint_dir,
             resume: self.resume.clone(),
             feature_cache_dir: cache.map(|d| d.join("features")),
-            device: pick_device(self.device.as_deref())?,
+            device: self.device.pick()?,
         })
+    }
+}
+
+/// Where the model runs.
+#[derive(Debug, Clone, Args)]
+pub struct DeviceArgs {
+    /// `cpu` or `cuda[:N]`. Default: the first CUDA GPU when tltui was built with the `cuda`
+    /// feature and one is present, else the CPU.
+    #[arg(long = "device", value_name = "DEVICE")]
+    pub name: Option<String>,
+}
+
+impl DeviceArgs {
+    /// The device named, or the default.
+    pub fn pick(&self) -> anyhow::Result<candle_core::Device> {
+        pick_device(self.name.as_deref())
     }
 }
 
 /// The device `spec` names (`cpu`, `cuda`, `cuda:N`), or the default: the first CUDA GPU when
 /// built with the `cuda` feature and one is present, else the CPU.
-pub fn pick_device(spec: Option<&str>) -> anyhow::Result<candle_core::Device> {
+fn pick_device(spec: Option<&str>) -> anyhow::Result<candle_core::Device> {
     use candle_core::Device;
     let ordinal = match spec {
         None if cfg!(feature = "cuda") => {

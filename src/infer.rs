@@ -19,15 +19,16 @@ pub type Classified = (PathBuf, Vec<f32>);
 
 /// A checkpoint ready to classify images.
 pub struct Classifier {
+    device: Device,
     backbone: Box<dyn Backbone>,
     head: Head,
     pub meta: CheckpointMeta,
 }
 
 impl Classifier {
-    /// Loads a checkpoint written by tltui.
-    pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let ckpt = Checkpoint::load(path, &Device::Cpu)?;
+    /// Loads a checkpoint written by tltui onto `device`.
+    pub fn load(path: &Path, device: Device) -> anyhow::Result<Self> {
+        let ckpt = Checkpoint::load(path, &device)?;
         let head = ckpt.head(0.0)?;
         let config = ModelConfig {
             architecture: ckpt.meta.architecture.clone(),
@@ -36,6 +37,7 @@ impl Classifier {
         };
         let backbone = build_backbone(&config, ckpt.params)?;
         Ok(Self {
+            device,
             backbone,
             head,
             meta: ckpt.meta,
@@ -51,7 +53,7 @@ impl Classifier {
         let s = self.preprocess().size as usize;
         let mut out = Vec::with_capacity(inputs.len());
         for chunk in inputs.chunks(BATCH) {
-            let x = Tensor::from_vec(chunk.concat(), (chunk.len(), 3, s, s), &Device::Cpu)?;
+            let x = Tensor::from_vec(chunk.concat(), (chunk.len(), 3, s, s), &self.device)?;
             let logits = self.head.forward(
                 &self.backbone.forward(&x, false)?,
                 None::<&mut rand_chacha::ChaCha8Rng>,
@@ -130,7 +132,7 @@ pub struct ClassProbability {
 
 /// `tltui predict`.
 pub fn predict(args: &PredictArgs) -> anyhow::Result<()> {
-    let model = Classifier::load(&args.checkpoint)?;
+    let model = Classifier::load(&args.checkpoint, args.device.pick()?)?;
     let paths = collect_images(&args.images);
     let (results, skipped) = model.classify(&paths)?;
     let predictions: Vec<Prediction> = results
@@ -182,7 +184,7 @@ pub struct ClassMetrics {
 
 /// `tltui eval`.
 pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
-    let model = Classifier::load(&args.checkpoint)?;
+    let model = Classifier::load(&args.checkpoint, args.device.pick()?)?;
     let val_fraction = args.val_fraction.unwrap_or(model.meta.val_fraction);
     let seed = args.seed.unwrap_or(model.meta.seed);
     let ds = Dataset::open(

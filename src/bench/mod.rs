@@ -75,7 +75,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let ds = Dataset::open(dataset, None, 0.25, 0)?;
     let batch = args.batch;
     let reps = args.reps;
-    let device = crate::cli::pick_device(args.device.as_deref())?;
+    let device = args.device.pick()?;
     let say = |what: &str| {
         if !args.json {
             eprintln!("measuring {what}…");
@@ -225,7 +225,7 @@ fn first_validation(
         checkpoint_dir: cache.join("checkpoints"),
         resume: None,
         feature_cache_dir: Some(cache.join("features")),
-        device: crate::cli::pick_device(args.device.as_deref())?,
+        device: args.device.pick()?,
     };
     let start = Instant::now();
     let mut seconds = None;

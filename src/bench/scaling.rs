@@ -51,7 +51,12 @@ pub fn run(args: &BenchArgs, sizes: &[usize]) -> anyhow::Result<()> {
             .arg(&args.weights)
             .args(["--scaling-run", &n.to_string(), "--cache-mb"])
             .arg(args.cache_mb.to_string())
-            .args(args.device.iter().flat_map(|d| ["--device", d.as_str()]))
+            .args(
+                args.device
+                    .name
+                    .iter()
+                    .flat_map(|d| ["--device", d.as_str()]),
+            )
             .stderr(std::process::Stdio::inherit())
             .output()?;
         if !out.status.success() {
@@ -99,7 +104,7 @@ pub fn run_one(args: &BenchArgs, images: usize) -> anyhow::Result<()> {
         checkpoint_dir: dir.path().join("checkpoints"),
         resume: None,
         feature_cache_dir: None,
-        device: crate::cli::pick_device(args.device.as_deref())?,
+        device: args.device.pick()?,
     };
     eprintln!("one warm-up epoch over {images} images…");
     let start = Instant::now();
