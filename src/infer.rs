@@ -208,14 +208,16 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
     };
     let paths: Vec<PathBuf> = samples.iter().map(|s| s.path.clone()).collect();
     let (results, skipped) = model.classify(&paths)?;
-    let label: std::collections::HashMap<&Path, u32> = samples
+    let label: std::collections::HashMap<&Path, usize> = samples
         .iter()
-        .map(|s| (s.path.as_path(), s.label as u32))
+        .map(|s| (s.path.as_path(), s.label))
         .collect();
-    let truth: Vec<u32> = results.iter().map(|(p, _)| label[p.as_path()]).collect();
-    let probabilities: Vec<Vec<f32>> = results.iter().map(|(_, p)| p.clone()).collect();
-    let paths: Vec<&Path> = results.iter().map(|(p, _)| p.as_path()).collect();
-    let ranked = top_losses(&paths, &probabilities, &truth, paths.len());
+    let ranked = top_losses(
+        results
+            .iter()
+            .map(|(p, probs)| (p.as_path(), probs.as_slice(), label[p.as_path()])),
+        results.len(),
+    );
     let mut confusion = Confusion::new(ds.class_names.len());
     for r in &ranked {
         confusion.add(&[r.truth as u32], &[r.predicted as u32]);

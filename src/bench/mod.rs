@@ -158,8 +158,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
 
     say("launch to first validation (cold, then with the feature cache)");
     let cache = tempfile::tempdir()?;
-    let cold = first_validation(args, dataset, cache.path())?;
-    let cached = first_validation(args, dataset, cache.path())?;
+    let cold = first_validation(args, dataset, cache.path(), &device)?;
+    let cached = first_validation(args, dataset, cache.path(), &device)?;
 
     let n = x.dim(0)? as f64;
     let report = BenchReport {
@@ -211,6 +211,7 @@ fn first_validation(
     args: &BenchArgs,
     dataset: &std::path::Path,
     cache: &std::path::Path,
+    device: &candle_core::Device,
 ) -> anyhow::Result<f64> {
     let mut config = crate::config::Config::default();
     config.data.val_fraction = 0.25;
@@ -225,7 +226,7 @@ fn first_validation(
         checkpoint_dir: cache.join("checkpoints"),
         resume: None,
         feature_cache_dir: Some(cache.join("features")),
-        device: args.device.pick()?,
+        device: device.clone(),
     };
     let start = Instant::now();
     let mut seconds = None;

@@ -782,8 +782,11 @@ impl Trainer {
         confusion.add(&labels, &predictions(&logits)?);
         let accuracy = confusion.accuracy();
         let probabilities = candle_nn::ops::softmax(&logits, D::Minus1)?.to_vec2::<f32>()?;
-        let paths: Vec<&Path> = self.dataset.val.iter().map(|s| s.path.as_path()).collect();
-        let top_losses = top_losses(&paths, &probabilities, &labels, TOP_LOSSES);
+        let samples = self.dataset.val.iter().zip(&probabilities);
+        let top_losses = top_losses(
+            samples.map(|(s, p)| (s.path.as_path(), p.as_slice(), s.label)),
+            TOP_LOSSES,
+        );
         let run = self.run.as_ref();
         self.emit(Event::Validation {
             phase: run.map(|r| r.phase),

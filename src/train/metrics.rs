@@ -92,28 +92,24 @@ pub struct TopLoss {
     pub loss: f32,
 }
 
-/// The `k` samples with the highest loss, worst first. `probabilities[i]` holds sample `i`'s
-/// class probabilities and `labels[i]` its true class.
-pub fn top_losses(
-    paths: &[&Path],
-    probabilities: &[Vec<f32>],
-    labels: &[u32],
+/// The `k` samples with the highest loss, worst first, from each sample's path, class
+/// probabilities and true class.
+pub fn top_losses<'a>(
+    samples: impl IntoIterator<Item = (&'a Path, &'a [f32], usize)>,
     k: usize,
 ) -> Vec<TopLoss> {
-    let mut ranked: Vec<TopLoss> = paths
-        .iter()
-        .zip(probabilities)
-        .zip(labels)
-        .map(|((path, probs), &truth)| {
+    let mut ranked: Vec<TopLoss> = samples
+        .into_iter()
+        .map(|(path, probs, truth)| {
             let predicted = (0..probs.len())
                 .max_by(|&a, &b| probs[a].total_cmp(&probs[b]))
                 .unwrap_or(0);
             TopLoss {
                 path: path.to_path_buf(),
-                truth: truth as usize,
+                truth,
                 predicted,
                 probability: probs[predicted],
-                loss: -probs[truth as usize].max(f32::MIN_POSITIVE).ln(),
+                loss: -probs[truth].max(f32::MIN_POSITIVE).ln(),
             }
         })
         .collect();
@@ -163,8 +159,9 @@ mod tests {
     #[test]
     fn top_losses_rank_worst_first() {
         let paths = [Path::new("a"), Path::new("b"), Path::new("c")];
-        let probs = vec![vec![0.9, 0.1], vec![0.2, 0.8], vec![0.6, 0.4]];
-        let top = top_losses(&paths, &probs, &[0, 0, 1], 2);
+        let probs = [[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]];
+        let samples = (0..3).map(|i| (paths[i], probs[i].as_slice(), [0, 0, 1][i]));
+        let top = top_losses(samples, 2);
         assert_eq!(top.len(), 2);
         assert_eq!(
             (top[0].path.as_path(), top[0].predicted),

@@ -15,6 +15,10 @@ use std::time::{Duration, Instant};
 const HISTORY: usize = 1000;
 /// Log lines kept.
 const LOG_LINES: usize = 200;
+/// Key prefix of the top-loss pictures in [`App::pictures`] (dropped at each validation).
+pub const TOP_LOSS_PICTURES: &str = "top-loss:";
+/// Key prefix of the augmentation-preview pictures (dropped at each new preview).
+pub const AUGMENTATION_PICTURES: &str = "augmentation:";
 
 /// What the engine is doing, as the header shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,8 +86,6 @@ pub struct AugmentationPreview {
     pub class: String,
     pub original: Picture,
     pub variants: Vec<Picture>,
-    /// Tells one preview's pictures from the next one's.
-    pub generation: usize,
 }
 
 /// Severity of a log line.
@@ -307,6 +309,7 @@ impl App {
                 self.confusion = Some(confusion);
                 self.top_losses = top_losses;
                 self.selected_loss = 0;
+                self.pictures.forget(TOP_LOSS_PICTURES);
                 self.validations.push(ValPoint {
                     phase,
                     epoch,
@@ -326,14 +329,12 @@ impl App {
                 variants,
             } => {
                 self.pending = None;
-                let generation = self.preview.as_ref().map_or(0, |p| p.generation + 1);
-                self.pictures.forget("augmentation:");
+                self.pictures.forget(AUGMENTATION_PICTURES);
                 self.preview = Some(AugmentationPreview {
                     path: path.display().to_string(),
                     class,
                     original,
                     variants,
-                    generation,
                 });
             }
             Event::PhaseFinished { phase, epochs } => {

@@ -1,6 +1,6 @@
 //! One function per panel; each draws a part of [`App`] into its area.
 
-use super::app::{App, Level, Status};
+use super::app::{App, Level, Status, AUGMENTATION_PICTURES, TOP_LOSS_PICTURES};
 use crate::train::{FeatureStatus, Phase};
 use ratatui::layout::{Alignment, Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
@@ -264,10 +264,7 @@ pub fn confusion(f: &mut Frame, app: &App, area: Rect) {
         f.render_widget(Paragraph::new("no validation yet"), inner);
         return;
     };
-    let name = |i: usize| -> String {
-        let n = app.classes.get(i).map(|c| c.name.as_str()).unwrap_or("?");
-        n.chars().take(8).collect()
-    };
+    let name = |i: usize| -> String { class_name(app, i).chars().take(8).collect() };
     let mut lines = vec![Line::from(
         std::iter::once(format!("{:<9}", ""))
             .chain((0..matrix.len()).map(|j| format!("{:>9}", name(j))))
@@ -341,11 +338,10 @@ pub fn top_losses(f: &mut Frame, app: &mut App, area: Rect) {
     let [picture, caption] =
         Layout::vertical([Constraint::Min(1), Constraint::Length(1)]).areas(picture_area);
     let path = selected.path.clone();
-    let shown = app
-        .pictures
-        .draw(f, picture, &path.display().to_string(), || {
-            crate::data::decode::decode_rgb(&path, u64::MAX).map(image::DynamicImage::ImageRgb8)
-        });
+    let key = format!("{TOP_LOSS_PICTURES}{}", path.display());
+    let shown = app.pictures.draw(f, picture, &key, || {
+        crate::data::decode::decode_rgb(&path, u64::MAX).map(image::DynamicImage::ImageRgb8)
+    });
     let caption_text = match shown {
         Ok(()) => path.display().to_string(),
         Err(e) => format!("cannot show {}: {e}", path.display()),
@@ -390,10 +386,9 @@ pub fn augmentations(f: &mut Frame, app: &mut App, area: Rect) {
         let tile = block(label);
         let tile_inner = tile.inner(cells[i % columns]);
         f.render_widget(tile, cells[i % columns]);
-        let key = format!("augmentation:{}:{i}", preview.generation);
-        let image = picture.0.clone();
+        let key = format!("{AUGMENTATION_PICTURES}{i}");
         if let Err(e) = app.pictures.draw(f, tile_inner, &key, || {
-            Ok(image::DynamicImage::ImageRgb8(image))
+            Ok(image::DynamicImage::ImageRgb8(picture.0.clone()))
         }) {
             f.render_widget(Paragraph::new(e), tile_inner);
         }
