@@ -1,5 +1,6 @@
 //! Command-line arguments.
 
+use crate::config::DuplicateMode;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -131,6 +132,10 @@ pub struct DataArgs {
     /// Images per training batch (overrides data.batch_size).
     #[arg(long, value_name = "N")]
     pub batch_size: Option<usize>,
+    /// Copies of one picture: group (keep them on one side of the split), warn, or off
+    /// (overrides data.duplicates).
+    #[arg(long, value_name = "MODE")]
+    pub duplicates: Option<DuplicateMode>,
 }
 
 /// `tltui inspect`.
@@ -143,6 +148,9 @@ pub struct InspectArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// List every file with its class, side of the split and group.
+    #[arg(long)]
+    pub files: bool,
 }
 
 /// The main job: train on DATASET.
@@ -299,6 +307,9 @@ impl DataArgs {
         let mut c = crate::config::Config::load(self.config.as_deref())?;
         if let Some(v) = self.val_fraction {
             c.data.val_fraction = v;
+        }
+        if let Some(v) = self.duplicates {
+            c.data.duplicates = v;
         }
         if let Some(v) = self.seed {
             c.data.seed = v;

@@ -27,6 +27,29 @@ pub struct DataConfig {
     pub batch_size: usize,
     pub cache_memory_mb: u64,
     pub max_megapixels: f64,
+    /// Absent from configurations saved before it existed: those take the default.
+    #[serde(default)]
+    pub duplicates: DuplicateMode,
+}
+
+impl DataConfig {
+    /// `max_megapixels` in pixels.
+    pub fn max_pixels(&self) -> u64 {
+        (self.max_megapixels * 1e6) as u64
+    }
+}
+
+/// What the split does with copies of one picture (`data.duplicates`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DuplicateMode {
+    /// Derived and duplicate files form groups that stay on one side of the split.
+    #[default]
+    Group,
+    /// Files are split one by one; copies across the split are measured and warned about.
+    Warn,
+    /// No fingerprints, no groups, no report.
+    Off,
 }
 
 /// Training-time augmentation.
@@ -59,6 +82,19 @@ pub enum AutoStart {
     None,
     Warmup,
     Finetune,
+}
+
+impl std::str::FromStr for DuplicateMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "group" => Ok(Self::Group),
+            "warn" => Ok(Self::Warn),
+            "off" => Ok(Self::Off),
+            _ => Err(format!("{s:?} is not one of group, warn, off")),
+        }
+    }
 }
 
 /// Optimisation of both phases.

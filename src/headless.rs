@@ -127,6 +127,7 @@ impl Printer {
                 classes,
                 skipped,
                 ignored,
+                report,
                 ..
             } => {
                 let counts: Vec<String> = classes
@@ -144,6 +145,19 @@ impl Printer {
                 for s in skipped {
                     self.line(&format!("  skipped {}: {}", s.path.display(), s.reason));
                 }
+                for c in &report.candidates {
+                    let mark = if c.chosen {
+                        "class root"
+                    } else {
+                        "  passed over"
+                    };
+                    self.line(&format!("{mark} {}: {}", c.path.display(), c.reason));
+                }
+                self.line(&format!(
+                    "copies: {} group(s) of duplicate images; {} validation image(s) with a copy in training",
+                    report.duplicates.len(),
+                    report.leakage.val_images_with_train_twin
+                ));
             }
             Event::Download { progress } => match progress {
                 DownloadProgress::Bytes { file, done, total } => {
@@ -222,13 +236,17 @@ impl Printer {
                 epoch,
                 loss,
                 accuracy,
+                accuracy_clean,
                 seconds,
                 ..
             } => {
                 let n = self.epoch_batches.max(1) as f64;
                 let label = crate::train::validation_label(*phase, *epoch);
+                let clean = accuracy_clean
+                    .map(|a| format!(" (without leaked images {a:.4})"))
+                    .unwrap_or_default();
                 self.line(&format!(
-                    "{label}: train loss {:.4} acc {:.4} | val loss {loss:.4} acc {accuracy:.4} ({seconds:.1} s)",
+                    "{label}: train loss {:.4} acc {:.4} | val loss {loss:.4} acc {accuracy:.4}{clean} ({seconds:.1} s)",
                     self.epoch_loss / n,
                     self.epoch_correct / n
                 ));

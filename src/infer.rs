@@ -2,7 +2,7 @@
 
 use crate::cli::{EvalArgs, ExportArgs, PredictArgs};
 use crate::data::decode::decode_rgb;
-use crate::data::{is_image_name, Dataset, Preprocess, Skipped};
+use crate::data::{is_image_name, Dataset, Preprocess, Skipped, SplitOptions};
 use crate::model::{build_backbone, Backbone, Head, ModelConfig};
 use crate::train::checkpoint::{Checkpoint, CheckpointMeta};
 use crate::train::metrics::{top_losses, Confusion};
@@ -187,11 +187,17 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
     let model = Classifier::load(&args.checkpoint, args.device.pick()?)?;
     let val_fraction = args.val_fraction.unwrap_or(model.meta.val_fraction);
     let seed = args.seed.unwrap_or(model.meta.seed);
+    let data = &model.meta.config.data;
+    let split = SplitOptions {
+        val_fraction,
+        seed,
+        duplicates: data.duplicates,
+    };
     let ds = Dataset::open(
         &args.dataset,
         args.classes_dir.as_deref(),
-        val_fraction,
-        seed,
+        &split,
+        data.max_pixels(),
     )?;
     if ds.class_names != model.meta.classes {
         anyhow::bail!(

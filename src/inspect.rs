@@ -1,7 +1,8 @@
 //! `tltui inspect`: what the dataset pipeline sees, as a table or one JSON object.
 
 use crate::cli::InspectArgs;
-use crate::data::{check_images, ClassCount, Dataset, Skipped};
+use crate::data::discover::relative_to;
+use crate::data::{ClassCount, DataReport, Dataset, Skipped, SplitOptions};
 use serde::Serialize;
 use std::path::PathBuf;
 
@@ -10,7 +11,7 @@ use std::path::PathBuf;
 pub struct Report {
     #[serde(serialize_with = "crate::data::lossy_path")]
     pub dataset: PathBuf,
-    /// The class folder chosen, relative to the dataset.
+    /// The class folder chosen, relative to the dataset (`.` for the dataset folder itself).
     #[serde(serialize_with = "crate::data::lossy_path")]
     pub class_root: PathBuf,
     pub given_split: bool,
@@ -18,39 +19,63 @@ pub struct Report {
     pub skipped: Vec<Skipped>,
     pub ignored: usize,
     pub warnings: Vec<String>,
+    /// The class-root candidates, copies and leakage.
+    #[serde(flatten)]
+    pub data: DataReport,
+    /// Every file, with `--files`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub files: Option<Vec<FileEntry>>,
 }
 
-/// Builds the report: discovery, split, then every image decoded once to find unusable files.
+/// One file of the dataset and where the split put it.
+#[derive(Debug, Serialize)]
+pub struct FileEntry {
+    #[serde(serialize_with = "crate::data::lossy_path")]
+    pub path: PathBuf,
+    pub class: String,
+    /// `train` or `val`.
+    pub split: &'static str,
+    /// Files of one group (derived from one source, or copies) share this id.
+    pub group: usize,
+}
+
+/// Builds the report: discovery, every image decoded once (unusable files, fingerprints),
+/// groups, split and leakage.
 pub fn report(args: &InspectArgs) -> anyhow::Result<Report> {
     let config = args.data.config()?;
-    let mut ds = Dataset::open(
+    let ds = Dataset::open(
         &args.dataset,
         args.data.classes_dir.as_deref(),
-        config.data.val_fraction,
-        config.data.seed,
+        &SplitOptions::of(&config.data),
+        config.data.max_pixels(),
     )?;
-    let paths: Vec<PathBuf> = ds
-        .train
-        .iter()
-        .chain(&ds.val)
-        .map(|s| s.path.clone())
-        .collect();
-    let max_pixels = (config.data.max_megapixels * 1e6) as u64;
-    let mut warnings = ds.remove_unusable(check_images(&paths, max_pixels))?;
-    warnings.extend(ds.duplicates_across_classes());
-    let class_root = ds
-        .class_root
-        .strip_prefix(&args.dataset)
-        .map(|p| p.to_path_buf())
-        .unwrap_or_else(|_| ds.class_root.clone());
+    let files = args.files.then(|| {
+        let side = |samples: &[crate::data::Sample], split: &'static str| {
+            samples
+                .iter()
+                .map(|s| FileEntry {
+                    path: s.path.clone(),
+                    class: ds.class_names[s.label].clone(),
+                    split,
+                    group: ds.groups.get(&s.path).copied().unwrap_or_default(),
+                })
+                .collect::<Vec<_>>()
+        };
+        let mut all = side(&ds.train, "train");
+        all.extend(side(&ds.val, "val"));
+        all.sort_by(|a, b| a.path.cmp(&b.path));
+        all
+    });
     Ok(Report {
         dataset: args.dataset.clone(),
-        class_root,
+        class_root: relative_to(&args.dataset, &ds.class_root),
         given_split: ds.given_split,
         classes: ds.class_counts(),
         skipped: ds.skipped,
         ignored: ds.ignored,
-        warnings,
+        warnings: ds.warnings,
+        data: ds.report,
+        files,
     })
 }
 
@@ -71,6 +96,15 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
             ""
         }
     );
+    for c in &r.data.candidates {
+        let mark = if c.chosen { "chosen" } else { "passed over" };
+        println!(
+            "  {mark:<12} {} ({} images): {}",
+            c.path.display(),
+            c.images,
+            c.reason
+        );
+    }
     println!(
         "\n{:<24} {:>8} {:>8} {:>8}",
         "class", "train", "val", "total"
@@ -94,8 +128,38 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
     for s in &r.skipped {
         println!("  {}: {}", s.path.display(), s.reason);
     }
+    println!("duplicate groups: {}", r.data.duplicates.len());
+    for g in &r.data.duplicates {
+        let names: Vec<String> = g.files.iter().map(|f| f.display().to_string()).collect();
+        println!("  {:?}: {}", g.kind, names.join(", "));
+    }
+    let leak = &r.data.leakage;
+    println!(
+        "validation images with a copy in training: {}",
+        leak.val_images_with_train_twin
+    );
+    for p in &leak.pairs {
+        println!(
+            "  {} ~ {} (distance {})",
+            p.val.display(),
+            p.train.display(),
+            p.distance
+        );
+    }
     for w in &r.warnings {
         println!("warning: {w}");
+    }
+    if let Some(files) = &r.files {
+        println!("\n{:<6} {:<6} {:<16} path", "split", "group", "class");
+        for f in files {
+            println!(
+                "{:<6} {:<6} {:<16} {}",
+                f.split,
+                f.group,
+                f.class,
+                f.path.display()
+            );
+        }
     }
     Ok(())
 }

@@ -7,7 +7,8 @@ use ratatui::buffer::Buffer;
 use ratatui::style::Color;
 use ratatui::Terminal;
 use std::path::PathBuf;
-use tltui::data::ClassCount;
+use tltui::data::groups::Leakage;
+use tltui::data::{CandidateReport, ClassCount, DataReport};
 use tltui::model::LayerGroup;
 use tltui::train::metrics::TopLoss;
 use tltui::train::{Command, Picture};
@@ -91,12 +92,42 @@ fn ready_app() -> App {
         skipped: vec![],
         ignored: 0,
         cached_images: 1399,
+        report: DataReport {
+            candidates: vec![
+                CandidateReport {
+                    path: "Data/Train_Data".into(),
+                    images: 1399,
+                    chosen: true,
+                    reason: "ranked first: named like training data".into(),
+                },
+                CandidateReport {
+                    path: "Data/Layer_Outputs/Cat".into(),
+                    images: 128,
+                    chosen: false,
+                    reason: "looks like generated output (`output`)".into(),
+                },
+            ],
+            duplicates: vec![],
+            leakage: Leakage {
+                val_images_with_train_twin: 3,
+                pairs: vec![],
+            },
+        },
     });
     app.apply(Event::FreezeChanged {
         groups: groups(false),
         trainable_params: 2562,
     });
     app
+}
+
+#[test]
+fn dataset_panel_names_the_class_root_and_the_leakage() {
+    let mut app = ready_app();
+    let s = screen(&mut app, 120, 30);
+    assert!(s.contains("leaked val images: 3"), "{s}");
+    assert!(s.contains("root Data/Train_Data"), "{s}");
+    assert!(s.contains("copies: 0 group(s)"), "{s}");
 }
 
 fn frozen_marks(s: &str) -> (usize, usize) {
@@ -167,6 +198,7 @@ fn sparklines_grow_with_batches_and_validation_shows() {
         epoch: 1,
         loss: 0.0987,
         accuracy: 0.9771,
+        accuracy_clean: None,
         per_class_accuracy: vec![0.97, 0.98],
         confusion: vec![vec![170, 5], vec![3, 172]],
         top_losses: vec![],
@@ -196,6 +228,7 @@ fn confusion_panel_shows_the_last_validation() {
         epoch: 1,
         loss: 0.1,
         accuracy: 0.98,
+        accuracy_clean: None,
         per_class_accuracy: vec![0.977, 0.983],
         confusion: vec![vec![171, 4], vec![3, 172]],
         top_losses: vec![],
@@ -246,6 +279,7 @@ fn top_losses_panel_lists_the_worst_images_with_their_picture() {
         epoch: 3,
         loss: 0.03,
         accuracy: 0.99,
+        accuracy_clean: None,
         per_class_accuracy: vec![0.99, 0.99],
         confusion: vec![vec![173, 2], vec![2, 173]],
         top_losses: vec![

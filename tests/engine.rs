@@ -393,3 +393,50 @@ fn validation_ranks_top_losses_and_previews_show_training_images() {
     until(&rx, |_| false);
     engine.join();
 }
+
+#[test]
+fn a_given_split_with_copies_reports_clean_accuracy() {
+    let dir = tempfile::tempdir().unwrap();
+    let dataset = dir.path().join("given");
+    common::shapes_dataset(&dataset.join("train"), &["red", "blue"], 16);
+    // The same generator draws the same first red images: exact copies across the split.
+    common::shapes_dataset(&dataset.join("test"), &["red", "blue"], 4);
+    let f = Fixture {
+        weights: common::write_random_model(&dir.path().join("model"), "tf_efficientnet_lite0", 64),
+        checkpoints: dir.path().join("checkpoints"),
+        dataset,
+        _dir: dir,
+    };
+    let (engine, rx) = start(setup(&f, config()));
+    engine
+        .commands()
+        .send(Command::Warmup { epochs: 1 })
+        .unwrap();
+    let events = until(&rx, |e| matches!(e, Event::PhaseFinished { .. }));
+    engine.commands().send(Command::Stop).unwrap();
+    let end = until(&rx, |_| false);
+    let leaked = events
+        .iter()
+        .find_map(|e| match e {
+            Event::DatasetReady { report, .. } => Some(report.leakage.clone()),
+            _ => None,
+        })
+        .expect("dataset ready");
+    assert!(leaked.val_images_with_train_twin >= 4, "{leaked:?}");
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Event::Warning { message } if message.contains("validation images have an exact or near copy")
+    )));
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Event::Validation {
+            accuracy_clean: Some(_),
+            ..
+        }
+    )));
+    assert_eq!(
+        summary(&end).leaked_val_images,
+        leaked.val_images_with_train_twin
+    );
+    engine.join();
+}

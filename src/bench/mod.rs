@@ -2,8 +2,9 @@
 //! with the PyTorch peer (`../shared/tools/peer_torch.py --bench` prints the same keys).
 
 use crate::cli::BenchArgs;
+use crate::config::DuplicateMode;
 use crate::data::decode::decode_rgb;
-use crate::data::{Dataset, Preprocess, Sample};
+use crate::data::{Dataset, Preprocess, Sample, SplitOptions};
 use crate::model::{build_backbone, Head, ModelConfig, Params, TrainingPass};
 use crate::train::metrics::cross_entropy;
 use crate::train::optim::AdamW;
@@ -72,7 +73,12 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         .join("config.json");
     let model_config = ModelConfig::from_file(&config_path)?;
     let prep = Preprocess::from_cfg(&model_config.pretrained_cfg, 0).map_err(anyhow::Error::msg)?;
-    let ds = Dataset::open(dataset, None, 0.25, 0)?;
+    let split = SplitOptions {
+        val_fraction: 0.25,
+        seed: 0,
+        duplicates: DuplicateMode::Off,
+    };
+    let ds = Dataset::open(dataset, None, &split, u64::MAX)?;
     let batch = args.batch;
     let reps = args.reps;
     let device = args.device.pick()?;

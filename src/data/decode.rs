@@ -1,5 +1,6 @@
 //! Reading one image file into RGB8, whatever its format, orientation or colour model.
 
+use super::fingerprint::Fingerprint;
 use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
 use std::io::Cursor;
 use std::path::Path;
@@ -11,12 +12,31 @@ const MAX_DECODE_ALLOC: u64 = 1 << 30;
 /// and CMYK images are converted; animations give their first frame. Images over `max_pixels`
 /// are refused before their pixels are decoded. The error is a reason fit for a skip report.
 pub fn decode_rgb(path: &Path, max_pixels: u64) -> Result<RgbImage, String> {
+    decode_read(&read_file(path)?, max_pixels)
+}
+
+/// [`decode_rgb`], and the image's [`Fingerprint`] from the same read of the file.
+pub fn decode_fingerprinted(
+    path: &Path,
+    max_pixels: u64,
+) -> Result<(RgbImage, Fingerprint), String> {
+    let bytes = read_file(path)?;
+    let image = decode_read(&bytes, max_pixels)?;
+    let fingerprint = Fingerprint::new(&bytes, &image);
+    Ok((image, fingerprint))
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read file: {e}"))?;
     if bytes.is_empty() {
         return Err("empty file (0 bytes)".into());
     }
+    Ok(bytes)
+}
+
+fn decode_read(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, String> {
     // Decoders are third-party code fed untrusted bytes: a panic there skips the file.
-    std::panic::catch_unwind(|| decode_bytes(&bytes, max_pixels))
+    std::panic::catch_unwind(|| decode_bytes(bytes, max_pixels))
         .unwrap_or_else(|_| Err("the image decoder crashed on this file".into()))
 }
 

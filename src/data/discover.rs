@@ -2,19 +2,32 @@
 //!
 //! A *class root* is a directory with at least two sub-directories that hold image files directly;
 //! those sub-directories are the classes. When several class roots exist (a clone of a project
-//! often carries layer visualisations or sample outputs beside the training data), they are ranked:
+//! often carries layer visualisations, augmented copies or sample outputs beside the training
+//! data), they are ranked, each rule deciding only between roots the rules above it tie:
 //! 1. a root whose path has a part that looks like generated output (`output`, `layer`, `feature`,
-//!    `visual`, `checkpoint`, `log`, `result`, `sample`) loses to one that has none;
-//! 2. a root whose path has a part named like training data (`train`, `data`, `image`, `dataset`)
+//!    `visual`, `checkpoint`, `log`, `result`, `sample`) loses, and so does the validation half of
+//!    a split layout (it is used with its `train` folder, never alone);
+//! 2. a *derived copy* loses: a root whose own folder name says so (`augmented`, `aug`, `resized`,
+//!    `processed`, `preview`, `thumb`, `thumbs`, `thumbnails`, `copy`, `backup`, `old`, `tmp`, as the
+//!    whole name or a `_`/`-`/space-separated part: `train_augmented`, `images-resized`), or one
+//!    whose file stems are mostly another root's stems plus a derivation suffix
+//!    ([`super::groups::strip_derivation`]);
+//! 3. a *split layout* wins: a root named `train` or `training` with a sibling named `val`,
+//!    `valid`, `validation` or `test` that is a class root with the same class names (or some of
+//!    them); the dataset's own split is then used;
+//! 4. a root whose path has a part named like training data (`train`, `data`, `image`, `dataset`)
 //!    wins over one that has none;
-//! 3. a shallower root wins;
-//! 4. a root with more images wins; then the path, alphabetically.
+//! 5. a shallower root wins;
+//! 6. a root with more images wins; then the path, alphabetically.
 //!
-//! A root named `train` with a sibling named `val`, `valid`, `validation` or `test` that is a class
-//! root too is a *split layout*: the dataset's own split is used.
+//! Symbolic links are followed, but a directory is walked at most once per real path: a link to
+//! the dataset root, to one of its parents or to a folder already walked is not followed and is
+//! reported in `skipped`; a file reached twice through links counts once.
 
+use super::groups::strip_derivation;
 use super::{is_image_name, Skipped};
-use std::collections::{BTreeMap, HashSet};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 
 /// Directory levels searched below the dataset for a class root.
@@ -31,7 +44,25 @@ const OUTPUT_WORDS: &[&str] = &[
     "sample",
 ];
 const DATA_WORDS: &[&str] = &["train", "data", "image", "dataset"];
+const TRAIN_NAMES: &[&str] = &["train", "training"];
 const VAL_NAMES: &[&str] = &["val", "valid", "validation", "test"];
+const DERIVED_WORDS: &[&str] = &[
+    "augmented",
+    "aug",
+    "resized",
+    "processed",
+    "preview",
+    "thumb",
+    "thumbs",
+    "thumbnails",
+    "copy",
+    "backup",
+    "old",
+    "tmp",
+];
+/// Share of a root's files whose stems are another root's stems plus a suffix that makes it a
+/// derived copy of that root.
+const DERIVED_SHARE: f64 = 0.5;
 
 /// The images of one class, with their paths sorted.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,6 +84,30 @@ pub struct Discovery {
     pub skipped: Vec<Skipped>,
     /// Files ignored because they are hidden or not images.
     pub ignored: usize,
+    /// Every class root considered, the chosen one first, each with why it ranks where it does.
+    pub candidates: Vec<CandidateReport>,
+}
+
+impl Discovery {
+    /// Every file found, training classes first.
+    pub fn files(&self) -> Vec<PathBuf> {
+        self.classes
+            .iter()
+            .chain(self.given_val.iter().flatten())
+            .flat_map(|c| c.files.iter().cloned())
+            .collect()
+    }
+}
+
+/// A class root that discovery considered.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CandidateReport {
+    /// Relative to the dataset folder (`.` for the folder itself).
+    #[serde(serialize_with = "super::lossy_path")]
+    pub path: PathBuf,
+    pub images: usize,
+    pub chosen: bool,
+    pub reason: String,
 }
 
 /// A dataset directory that cannot be used.
@@ -77,19 +132,54 @@ pub fn discover(dataset: &Path, classes_dir: Option<&Path>) -> Result<Discovery,
     if let Some(dir) = classes_dir {
         check_dir(dir)?;
         let classes = scan.classes_of(dir);
-        return finish(dir.to_owned(), classes, None, scan, dataset);
+        let candidates = vec![CandidateReport {
+            path: relative_to(dataset, dir),
+            images: classes.iter().map(|c| c.files.len()).sum(),
+            chosen: true,
+            reason: "given with --classes-dir".into(),
+        }];
+        return finish(dir.to_owned(), classes, None, scan, dataset, candidates);
     }
     let mut roots = Vec::new();
-    scan.find_roots(dataset, 0, &mut roots);
-    let best = roots.iter().min_by_key(|r| r.rank(dataset));
-    let Some(best) = best else {
+    scan.find_roots(dataset, &mut roots);
+    if roots.is_empty() {
         return Err(nothing_usable(dataset, &mut scan));
-    };
-    let best = best.path.clone();
-    let given_val = split_sibling(&best, &roots);
-    let classes = scan.classes_of(&best);
-    let val = given_val.map(|v| scan.classes_of(&v));
-    finish(best, classes, val, scan, dataset)
+    }
+    let judged: Vec<Judgement> = (0..roots.len())
+        .map(|i| judge(i, &roots, dataset))
+        .collect();
+    let mut order: Vec<usize> = (0..roots.len()).collect();
+    order.sort_by_key(|&i| judged[i].key(&roots[i]));
+    let best = order[0];
+    let candidates = order
+        .iter()
+        .map(|&i| CandidateReport {
+            path: relative_to(dataset, &roots[i].path),
+            images: roots[i].images,
+            chosen: i == best,
+            reason: if i == best {
+                judged[i].why_chosen(&roots[i], roots.len())
+            } else {
+                judged[i].why_not(&roots[i], &judged[best], &roots[best], dataset)
+            },
+        })
+        .collect();
+    let best_path = roots[best].path.clone();
+    let classes = scan.classes_of(&best_path);
+    let val = judged[best]
+        .split_sibling
+        .clone()
+        .map(|v| scan.classes_of(&v));
+    finish(best_path, classes, val, scan, dataset, candidates)
+}
+
+/// `path` relative to `dataset`, `.` for the dataset folder itself.
+pub fn relative_to(dataset: &Path, path: &Path) -> PathBuf {
+    match path.strip_prefix(dataset) {
+        Ok(rel) if rel.as_os_str().is_empty() => PathBuf::from("."),
+        Ok(rel) => rel.to_path_buf(),
+        Err(_) => path.to_path_buf(),
+    }
 }
 
 fn check_dir(path: &Path) -> Result<(), DiscoveryError> {
@@ -121,6 +211,7 @@ fn finish(
     mut given_val: Option<Vec<ClassFiles>>,
     scan: Scan,
     dataset: &Path,
+    candidates: Vec<CandidateReport>,
 ) -> Result<Discovery, DiscoveryError> {
     if let Some(val) = &mut given_val {
         // Keep the classes of both splits aligned: the union of names, in sorted order.
@@ -159,31 +250,8 @@ fn finish(
         given_val,
         skipped: scan.skipped,
         ignored: scan.ignored,
+        candidates,
     })
-}
-
-/// The `val`-like sibling of a root named `train`, when it is a class root too.
-fn split_sibling(root: &Path, roots: &[Candidate]) -> Option<PathBuf> {
-    let name = root.file_name()?.to_string_lossy().to_lowercase();
-    if name != "train" {
-        return None;
-    }
-    let parent = root.parent()?;
-    roots
-        .iter()
-        .filter(|r| r.path.parent() == Some(parent))
-        .filter(|r| {
-            let n = r
-                .path
-                .file_name()
-                .map(|n| n.to_string_lossy().to_lowercase());
-            n.is_some_and(|n| VAL_NAMES.contains(&n.as_str()))
-        })
-        .min_by_key(|r| {
-            let n = r.path.file_name().unwrap().to_string_lossy().to_lowercase();
-            VAL_NAMES.iter().position(|v| *v == n)
-        })
-        .map(|r| r.path.clone())
 }
 
 /// A directory that qualifies as a class root.
@@ -191,28 +259,195 @@ struct Candidate {
     path: PathBuf,
     depth: usize,
     images: usize,
+    /// Names of its class folders, lower-cased.
+    classes: BTreeSet<String>,
+    /// Stems of the images directly in its class folders.
+    stems: HashSet<String>,
 }
 
 impl Candidate {
+    fn name(&self) -> String {
+        self.path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_lowercase())
+            .unwrap_or_default()
+    }
+}
+
+/// What the ranking rules make of one candidate.
+struct Judgement {
+    /// Rule 1: a path part that looks like generated output, or `val` for a validation folder.
+    output_word: Option<String>,
+    /// Rule 2: why it is a derived copy.
+    derived: Option<String>,
+    /// Rule 3: its validation sibling, when it is the `train` half of a split layout.
+    split_sibling: Option<PathBuf>,
+    /// Rule 4.
+    data_named: bool,
+}
+
+/// Applies the ranking rules to `roots[i]`.
+fn judge(i: usize, roots: &[Candidate], dataset: &Path) -> Judgement {
+    let c = &roots[i];
+    let parts: Vec<String> = c
+        .path
+        .strip_prefix(dataset)
+        .unwrap_or(&c.path)
+        .components()
+        .map(|p| p.as_os_str().to_string_lossy().to_lowercase())
+        .collect();
+    let find = |words: &[&str]| {
+        parts
+            .iter()
+            .find_map(|p| words.iter().find(|w| p.contains(*w)).map(|w| w.to_string()))
+    };
+    let name = c.name();
+    let output_word = find(OUTPUT_WORDS).or_else(|| {
+        VAL_NAMES
+            .contains(&name.as_str())
+            .then(|| "val".to_string())
+    });
+    let derived_by_name = name
+        .split(['_', '-', ' '])
+        .find(|part| DERIVED_WORDS.contains(part))
+        .map(|w| format!("derived copy: its folder name says `{w}`"));
+    let derived = derived_by_name.or_else(|| {
+        roots
+            .iter()
+            .filter(|other| other.path != c.path)
+            .find_map(|other| {
+                let share = derived_share(&c.stems, &other.stems);
+                (share > DERIVED_SHARE).then(|| {
+                    format!(
+                        "derived copy of {}: {:.0}% of its file names are that folder's names plus a suffix",
+                        other.path.display(),
+                        share * 100.0
+                    )
+                })
+            })
+    });
+    let split_sibling = split_sibling(c, roots);
+    Judgement {
+        output_word,
+        derived,
+        split_sibling,
+        data_named: find(DATA_WORDS).is_some(),
+    }
+}
+
+/// Share of `stems` that are a stem of `of` plus a derivation suffix.
+fn derived_share(stems: &HashSet<String>, of: &HashSet<String>) -> f64 {
+    if stems.is_empty() {
+        return 0.0;
+    }
+    let derived = stems
+        .iter()
+        .filter(|s| {
+            let source = strip_derivation(s);
+            source.len() < s.len() && of.contains(source)
+        })
+        .count();
+    derived as f64 / stems.len() as f64
+}
+
+/// The validation sibling of a root named `train`/`training`: a class root named like a
+/// validation folder whose classes are among the root's.
+fn split_sibling(root: &Candidate, roots: &[Candidate]) -> Option<PathBuf> {
+    if !TRAIN_NAMES.contains(&root.name().as_str()) {
+        return None;
+    }
+    let parent = root.path.parent()?;
+    roots
+        .iter()
+        .filter(|r| r.path.parent() == Some(parent))
+        .filter(|r| r.classes.is_subset(&root.classes))
+        .filter_map(|r| {
+            let n = r.name();
+            VAL_NAMES.iter().position(|v| *v == n).map(|rank| (rank, r))
+        })
+        .min_by_key(|(rank, _)| *rank)
+        .map(|(_, r)| r.path.clone())
+}
+
+type RankKey = (
+    bool,
+    bool,
+    bool,
+    bool,
+    usize,
+    std::cmp::Reverse<usize>,
+    PathBuf,
+);
+
+impl Judgement {
     /// Smaller is better; see the module documentation for the order.
-    fn rank(&self, dataset: &Path) -> (bool, bool, usize, std::cmp::Reverse<usize>, PathBuf) {
-        let rel = self.path.strip_prefix(dataset).unwrap_or(&self.path);
-        let parts: Vec<String> = rel
-            .components()
-            .map(|c| c.as_os_str().to_string_lossy().to_lowercase())
-            .collect();
-        let has = |words: &[&str]| parts.iter().any(|p| words.iter().any(|w| p.contains(w)));
-        // A split layout's `val` folder ranks with its `train` folder, never on its own.
-        let is_val = parts
-            .last()
-            .is_some_and(|p| VAL_NAMES.contains(&p.as_str()));
+    fn key(&self, c: &Candidate) -> RankKey {
         (
-            has(OUTPUT_WORDS) || is_val,
-            !has(DATA_WORDS),
-            self.depth,
-            std::cmp::Reverse(self.images),
-            self.path.clone(),
+            self.output_word.is_some(),
+            self.derived.is_some(),
+            self.split_sibling.is_none(),
+            !self.data_named,
+            c.depth,
+            std::cmp::Reverse(c.images),
+            c.path.clone(),
         )
+    }
+
+    fn why_chosen(&self, c: &Candidate, candidates: usize) -> String {
+        if let Some(val) = &self.split_sibling {
+            let val = val.file_name().unwrap_or_default().to_string_lossy();
+            return format!(
+                "split layout: {}/ beside {val}/ with the same classes; the dataset's own split is used",
+                c.name()
+            );
+        }
+        if candidates == 1 {
+            return "the only folder of class folders".into();
+        }
+        let mut traits = vec![];
+        if self.data_named {
+            traits.push("named like training data".to_string());
+        }
+        traits.push(format!("depth {}", c.depth));
+        traits.push(format!("{} images", c.images));
+        format!("ranked first: {}", traits.join(", "))
+    }
+
+    /// Why `c` lost to the chosen root: the first rule that ranks it lower.
+    fn why_not(&self, c: &Candidate, best: &Judgement, b: &Candidate, dataset: &Path) -> String {
+        let (mine, theirs) = (self.key(c), best.key(b));
+        if mine.0 != theirs.0 {
+            return match self.output_word.as_deref() {
+                Some("val") if best.split_sibling.as_deref() == Some(c.path.as_path()) => {
+                    format!(
+                        "validation half of the split layout with {}",
+                        relative_to(dataset, &b.path).display()
+                    )
+                }
+                Some("val") => "a validation folder: used only beside a train folder".into(),
+                Some(word) => format!("looks like generated output (`{word}`)"),
+                None => "ranked lower".into(),
+            };
+        }
+        if mine.1 != theirs.1 {
+            return self.derived.clone().unwrap_or_default();
+        }
+        if mine.2 != theirs.2 {
+            return "no train/val split beside it; the chosen root has one".into();
+        }
+        if mine.3 != theirs.3 {
+            return "not named like training data".into();
+        }
+        if mine.4 != theirs.4 {
+            return format!(
+                "deeper (depth {}) than the chosen root ({})",
+                c.depth, b.depth
+            );
+        }
+        if mine.5 != theirs.5 {
+            return format!("fewer images ({} against {})", c.images, b.images);
+        }
+        "same rank; the chosen root comes first alphabetically".into()
     }
 }
 
@@ -222,6 +457,12 @@ struct Scan {
     skipped: Vec<Skipped>,
     ignored: usize,
     skipped_seen: HashSet<PathBuf>,
+    /// Real paths of the class roots and the folders above them.
+    above_classes: HashSet<PathBuf>,
+    /// Real paths of the directories walked for class files.
+    walked: HashSet<PathBuf>,
+    /// Real paths of the image files counted.
+    counted: HashSet<PathBuf>,
 }
 
 /// A directory's entries, split into sub-directories and image files.
@@ -230,6 +471,11 @@ struct Listing {
     dirs: Vec<PathBuf>,
     images: Vec<PathBuf>,
     ignored: usize,
+}
+
+/// `path` and every folder above it.
+fn with_ancestors(path: &Path) -> impl Iterator<Item = PathBuf> + '_ {
+    path.ancestors().map(Path::to_path_buf)
 }
 
 impl Scan {
@@ -277,9 +523,12 @@ impl Scan {
     }
 
     /// Collects every directory under `dir` (to `MAX_DEPTH`) that is a class root.
-    fn find_roots(&mut self, dir: &Path, depth: usize, out: &mut Vec<Candidate>) {
-        let mut visited = HashSet::new();
-        self.find_roots_inner(dir, depth, out, &mut visited);
+    fn find_roots(&mut self, dir: &Path, out: &mut Vec<Candidate>) {
+        let mut visited: HashSet<PathBuf> = match dir.canonicalize() {
+            Ok(real) => with_ancestors(&real).skip(1).collect(),
+            Err(_) => return,
+        };
+        self.find_roots_inner(dir, 0, out, &mut visited);
     }
 
     fn find_roots_inner(
@@ -296,20 +545,29 @@ impl Scan {
             return;
         }
         let listing = self.list(dir, false);
-        let mut image_children = 0;
+        let mut classes = BTreeSet::new();
+        let mut stems = HashSet::new();
         let mut images = 0;
         for child in &listing.dirs {
-            let n = self.list(child, false).images.len();
-            if n > 0 {
-                image_children += 1;
-                images += n;
+            let files = self.list(child, false).images;
+            if !files.is_empty() {
+                let name = child.file_name().unwrap_or_default();
+                classes.insert(name.to_string_lossy().to_lowercase());
+                images += files.len();
+                stems.extend(
+                    files
+                        .iter()
+                        .filter_map(|f| f.file_stem().map(|s| s.to_string_lossy().into_owned())),
+                );
             }
         }
-        if image_children >= 2 {
+        if classes.len() >= 2 {
             out.push(Candidate {
                 path: dir.to_owned(),
                 depth,
                 images,
+                classes,
+                stems,
             });
         }
         for child in &listing.dirs {
@@ -334,6 +592,9 @@ impl Scan {
 
     /// Every sub-folder of `root` as a class, with the images anywhere below it.
     fn classes_of(&mut self, root: &Path) -> Vec<ClassFiles> {
+        if let Ok(real) = root.canonicalize() {
+            self.above_classes.extend(with_ancestors(&real));
+        }
         let listing = self.list(root, true);
         self.ignored += listing.ignored;
         listing
@@ -341,8 +602,7 @@ impl Scan {
             .iter()
             .map(|dir| {
                 let mut files = Vec::new();
-                let mut visited = HashSet::new();
-                self.collect_images(dir, 0, &mut files, &mut visited);
+                self.collect_images(dir, 0, &mut files);
                 files.sort();
                 ClassFiles {
                     name: dir
@@ -355,13 +615,7 @@ impl Scan {
             .collect()
     }
 
-    fn collect_images(
-        &mut self,
-        dir: &Path,
-        depth: usize,
-        out: &mut Vec<PathBuf>,
-        visited: &mut HashSet<PathBuf>,
-    ) {
+    fn collect_images(&mut self, dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
         let canonical = match dir.canonicalize() {
             Ok(c) => c,
             Err(e) => {
@@ -369,14 +623,41 @@ impl Scan {
                 return;
             }
         };
-        if depth > MAX_DEPTH || !visited.insert(canonical) {
+        if depth > MAX_DEPTH {
             return;
         }
+        let above = self.above_classes.contains(&canonical);
+        if above || self.walked.contains(&canonical) {
+            if dir.is_symlink() {
+                let what = if above {
+                    "the class root or a folder above it"
+                } else {
+                    "a folder already walked"
+                };
+                self.skip(
+                    dir.to_owned(),
+                    format!(
+                        "symbolic link to {} ({what}); not followed",
+                        canonical.display()
+                    ),
+                );
+            }
+            return;
+        }
+        self.walked.insert(canonical);
         let listing = self.list(dir, true);
         self.ignored += listing.ignored;
-        out.extend(listing.images);
+        for image in listing.images {
+            match image.canonicalize() {
+                Ok(real) if !self.counted.insert(real.clone()) => self.skip(
+                    image,
+                    format!("the same file as {}, counted once", real.display()),
+                ),
+                _ => out.push(image),
+            }
+        }
         for child in &listing.dirs {
-            self.collect_images(child, depth + 1, out, visited);
+            self.collect_images(child, depth + 1, out);
         }
     }
 }

@@ -4,14 +4,20 @@
 pub mod augment;
 pub mod decode;
 pub mod discover;
+pub mod fingerprint;
+pub mod groups;
 pub mod preprocess;
 pub mod split;
 pub mod store;
 
+use crate::config::DuplicateMode;
+use fingerprint::Fingerprint;
+use groups::{Components, DuplicateGroup, Leakage, LeakedPair};
 use serde::Serialize;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-pub use discover::DiscoveryError;
+pub use discover::{CandidateReport, Discovery, DiscoveryError};
 pub use preprocess::{Preprocess, PretrainedCfg};
 pub use store::ImageStore;
 
@@ -53,6 +59,37 @@ pub struct ClassCount {
     pub val: usize,
 }
 
+/// How a dataset is split (`data.val_fraction`, `data.seed`, `data.duplicates`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SplitOptions {
+    pub val_fraction: f64,
+    pub seed: u64,
+    pub duplicates: DuplicateMode,
+}
+
+impl SplitOptions {
+    /// The options of a configuration's `[data]` table.
+    pub fn of(data: &crate::config::DataConfig) -> Self {
+        Self {
+            val_fraction: data.val_fraction,
+            seed: data.seed,
+            duplicates: data.duplicates,
+        }
+    }
+}
+
+/// What the data checks found: how the class root was chosen, copies among the images, and
+/// validation images with a twin in training.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct DataReport {
+    /// Class roots considered, the chosen one first.
+    pub candidates: Vec<CandidateReport>,
+    /// Groups of exact or near copies (empty with `data.duplicates = "off"`).
+    pub duplicates: Vec<DuplicateGroup>,
+    /// Zero by construction when tltui splits with `data.duplicates = "group"`.
+    pub leakage: Leakage,
+}
+
 /// A dataset split into labelled training and validation samples.
 #[derive(Debug, Clone)]
 pub struct Dataset {
@@ -67,22 +104,103 @@ pub struct Dataset {
     pub ignored: usize,
     /// Whether the validation split came from the dataset's own folders.
     pub given_split: bool,
+    /// The group of every file: files derived from one source, or copies of one picture.
+    pub groups: HashMap<PathBuf, usize>,
+    pub report: DataReport,
+    /// What the user should know: classes left out, images filed under two classes, leakage.
+    pub warnings: Vec<String>,
 }
 
 impl Dataset {
-    /// Discovers the classes under `path` and splits them (stratified, seeded) unless the dataset
-    /// has its own validation folder.
+    /// Discovers the classes under `path`, decodes every image once to fingerprint it and to
+    /// find unusable files, then groups and splits ([`Dataset::build`]).
     pub fn open(
         path: &Path,
         classes_dir: Option<&Path>,
-        val_fraction: f64,
-        seed: u64,
+        options: &SplitOptions,
+        max_pixels: u64,
     ) -> Result<Self, DiscoveryError> {
         let found = discover::discover(path, classes_dir)?;
+        let (fingerprints, bad) = fingerprint_all(
+            &found.files(),
+            max_pixels,
+            options.duplicates != DuplicateMode::Off,
+        );
+        Self::build(found, &fingerprints, bad, options)
+    }
+
+    /// Groups the discovered files (derived names, and with `duplicates = "group"` exact and
+    /// near copies), splits them unless the dataset has its own validation folder, removes the
+    /// `bad` files and measures leakage.
+    pub fn build(
+        found: Discovery,
+        fingerprints: &HashMap<PathBuf, Fingerprint>,
+        bad: Vec<Skipped>,
+        options: &SplitOptions,
+    ) -> Result<Self, DiscoveryError> {
+        let labelled: Vec<(&Path, usize)> = found
+            .classes
+            .iter()
+            .chain(found.given_val.iter().flatten())
+            .enumerate()
+            .flat_map(|(i, c)| {
+                let label = i % found.classes.len();
+                c.files.iter().map(move |f| (f.as_path(), label))
+            })
+            .collect();
+        let fingerprinted: Vec<usize> = (0..labelled.len())
+            .filter(|&i| fingerprints.contains_key(labelled[i].0))
+            .collect();
+        let prints: Vec<Fingerprint> = fingerprinted
+            .iter()
+            .map(|&i| fingerprints[labelled[i].0])
+            .collect();
+        let twins: Vec<groups::Twin> = groups::twins(&prints)
+            .into_iter()
+            .map(|t| groups::Twin {
+                a: fingerprinted[t.a],
+                b: fingerprinted[t.b],
+                ..t
+            })
+            .collect();
+        let paths: Vec<&Path> = labelled.iter().map(|(p, _)| *p).collect();
+        let duplicates = groups::duplicate_groups(&paths, &twins);
+
+        let mut sets = Components::new(labelled.len());
+        if options.duplicates == DuplicateMode::Group {
+            let mut first = 0;
+            for c in found.classes.iter().chain(found.given_val.iter().flatten()) {
+                let stems = groups::source_stems(&c.files);
+                let mut by_stem: HashMap<&str, usize> = HashMap::new();
+                for (k, stem) in stems.iter().enumerate() {
+                    let at = *by_stem.entry(stem).or_insert(first + k);
+                    sets.join(at, first + k);
+                }
+                first += c.files.len();
+            }
+            for t in &twins {
+                sets.join(t.a, t.b);
+            }
+        }
+        let ids = sets.ids();
+        let mut sizes: HashMap<usize, usize> = HashMap::new();
+        for id in &ids {
+            *sizes.entry(*id).or_default() += 1;
+        }
+        let groups: HashMap<PathBuf, usize> = paths
+            .iter()
+            .zip(&ids)
+            .map(|(p, id)| (p.to_path_buf(), *id))
+            .collect();
+
         let files: Vec<Vec<PathBuf>> = found.classes.iter().map(|c| c.files.clone()).collect();
         let (train, val) = match &found.given_val {
             Some(val) => (files, val.iter().map(|c| c.files.clone()).collect()),
-            None => split::stratified_split(&files, val_fraction, seed),
+            None => {
+                split::stratified_split(&files, options.val_fraction, options.seed, |p: &Path| {
+                    groups.get(p).copied().filter(|id| sizes[id] > 1)
+                })
+            }
         };
         let label = |lists: Vec<Vec<PathBuf>>| -> Vec<Sample> {
             lists
@@ -93,15 +211,99 @@ impl Dataset {
                 })
                 .collect()
         };
-        Ok(Self {
+        let class_names: Vec<String> = found.classes.iter().map(|c| c.name.clone()).collect();
+        let labels: HashMap<&Path, usize> = labelled.iter().copied().collect();
+        let mut warnings: Vec<String> = duplicates
+            .iter()
+            .filter_map(|g| {
+                let first = labels[g.files[0].as_path()];
+                g.files
+                    .iter()
+                    .any(|f| labels[f.as_path()] != first)
+                    .then(|| {
+                        let places: Vec<String> = g
+                            .files
+                            .iter()
+                            .map(|f| {
+                                format!("{} ({})", f.display(), class_names[labels[f.as_path()]])
+                            })
+                            .collect();
+                        format!(
+                            "the same image is in more than one class: {}",
+                            places.join(", ")
+                        )
+                    })
+            })
+            .collect();
+        let mut ds = Self {
             class_root: found.class_root,
-            class_names: found.classes.into_iter().map(|c| c.name).collect(),
+            class_names,
             train: label(train),
             val: label(val),
             skipped: found.skipped,
             ignored: found.ignored,
             given_split: found.given_val.is_some(),
-        })
+            groups,
+            report: DataReport {
+                candidates: found.candidates,
+                duplicates,
+                leakage: Leakage::default(),
+            },
+            warnings: Vec::new(),
+        };
+        warnings.extend(ds.remove_unusable(bad)?);
+        if options.duplicates != DuplicateMode::Off {
+            ds.report.leakage = ds.leakage(&twins, &paths);
+            let leaked = ds.report.leakage.val_images_with_train_twin;
+            if leaked > 0 {
+                warnings.push(format!(
+                    "{leaked} of {} validation images have an exact or near copy in training: their accuracy is not a test of generalisation (accuracy_clean leaves them out)",
+                    ds.val.len()
+                ));
+            }
+        }
+        ds.warnings = warnings;
+        Ok(ds)
+    }
+
+    /// Validation images with a twin among the training images, from the twin pairs over `paths`.
+    fn leakage(&self, twins: &[groups::Twin], paths: &[&Path]) -> Leakage {
+        let train: HashSet<&Path> = self.train.iter().map(|s| s.path.as_path()).collect();
+        let val: HashSet<&Path> = self.val.iter().map(|s| s.path.as_path()).collect();
+        let mut pairs: Vec<LeakedPair> = twins
+            .iter()
+            .filter_map(|t| {
+                let (a, b) = (paths[t.a], paths[t.b]);
+                let (tr, va) = if train.contains(a) && val.contains(b) {
+                    (a, b)
+                } else if train.contains(b) && val.contains(a) {
+                    (b, a)
+                } else {
+                    return None;
+                };
+                Some(LeakedPair {
+                    train: tr.to_path_buf(),
+                    val: va.to_path_buf(),
+                    distance: t.distance,
+                })
+            })
+            .collect();
+        pairs.sort_by(|x, y| (&x.val, &x.train).cmp(&(&y.val, &y.train)));
+        let leaked: HashSet<&PathBuf> = pairs.iter().map(|p| &p.val).collect();
+        Leakage {
+            val_images_with_train_twin: leaked.len(),
+            pairs,
+        }
+    }
+
+    /// Validation images that have a twin in training (see [`DataReport::leakage`]).
+    pub fn leaked_val_paths(&self) -> HashSet<&Path> {
+        self.report
+            .leakage
+            .pairs
+            .iter()
+            .map(|p| p.val.as_path())
+            .collect()
     }
 
     /// Training and validation counts per class.
@@ -127,7 +329,7 @@ impl Dataset {
     /// Removes the samples at `bad` (paths found unusable while decoding) and records why, then
     /// drops classes left without training images. Returns a warning per dropped class, or an
     /// error when fewer than two classes remain.
-    pub fn remove_unusable(&mut self, bad: Vec<Skipped>) -> Result<Vec<String>, DiscoveryError> {
+    fn remove_unusable(&mut self, bad: Vec<Skipped>) -> Result<Vec<String>, DiscoveryError> {
         let paths: std::collections::HashSet<&PathBuf> = bad.iter().map(|s| &s.path).collect();
         self.train.retain(|s| !paths.contains(&s.path));
         self.val.retain(|s| !paths.contains(&s.path));
@@ -168,68 +370,37 @@ impl Dataset {
     }
 }
 
-impl Dataset {
-    /// Warnings for identical files filed under different classes (a labelling mistake that
-    /// also leaks validation images into training). Only files of equal size are hashed.
-    pub fn duplicates_across_classes(&self) -> Vec<String> {
-        use rayon::prelude::*;
-        use sha2::Digest;
-        let mut by_size: std::collections::HashMap<u64, Vec<&Sample>> =
-            std::collections::HashMap::new();
-        for s in self.train.iter().chain(&self.val) {
-            if let Ok(m) = std::fs::metadata(&s.path) {
-                by_size.entry(m.len()).or_default().push(s);
-            }
-        }
-        let candidates: Vec<&Sample> = by_size
-            .into_values()
-            .filter(|v| v.len() > 1)
-            .flatten()
-            .collect();
-        let hashed: Vec<([u8; 32], &Sample)> = candidates
-            .par_iter()
-            .filter_map(|s| {
-                std::fs::read(&s.path)
-                    .ok()
-                    .map(|b| (sha2::Sha256::digest(&b).into(), *s))
-            })
-            .collect();
-        let mut by_hash: std::collections::BTreeMap<[u8; 32], Vec<&Sample>> =
-            std::collections::BTreeMap::new();
-        for (h, s) in hashed {
-            by_hash.entry(h).or_default().push(s);
-        }
-        by_hash
-            .into_values()
-            .filter(|group| group.iter().any(|s| s.label != group[0].label))
-            .map(|group| {
-                let places: Vec<String> = group
-                    .iter()
-                    .map(|s| format!("{} ({})", s.path.display(), self.class_names[s.label]))
-                    .collect();
-                format!(
-                    "the same image is in more than one class: {}",
-                    places.join(", ")
-                )
-            })
-            .collect()
-    }
-}
-
-/// Decodes every file in parallel (and drops the pixels), reporting those that are unusable.
-pub fn check_images(paths: &[PathBuf], max_pixels: u64) -> Vec<Skipped> {
+/// Decodes every file in parallel (and drops the pixels): the fingerprints of the usable ones
+/// (when `fingerprint` is set) and the unusable ones with reasons.
+pub fn fingerprint_all(
+    paths: &[PathBuf],
+    max_pixels: u64,
+    fingerprint: bool,
+) -> (HashMap<PathBuf, Fingerprint>, Vec<Skipped>) {
     use rayon::prelude::*;
-    paths
+    let results: Vec<(PathBuf, Result<Option<Fingerprint>, String>)> = paths
         .par_iter()
-        .filter_map(|p| {
-            decode::decode_rgb(p, max_pixels)
-                .err()
-                .map(|reason| Skipped {
-                    path: p.clone(),
-                    reason,
-                })
+        .map(|p| {
+            let result = if fingerprint {
+                decode::decode_fingerprinted(p, max_pixels).map(|(_, f)| Some(f))
+            } else {
+                decode::decode_rgb(p, max_pixels).map(|_| None)
+            };
+            (p.clone(), result)
         })
-        .collect()
+        .collect();
+    let mut prints = HashMap::new();
+    let mut bad = Vec::new();
+    for (path, result) in results {
+        match result {
+            Ok(Some(f)) => {
+                prints.insert(path, f);
+            }
+            Ok(None) => {}
+            Err(reason) => bad.push(Skipped { path, reason }),
+        }
+    }
+    (prints, bad)
 }
 
 #[cfg(test)]
@@ -247,19 +418,29 @@ mod tests {
     #[test]
     fn unusable_files_and_empty_classes_drop_out() {
         let t = tempfile::tempdir().unwrap();
-        for (class, n) in [("a", 3), ("b", 3), ("c", 1)] {
+        for (class, n) in [("a", 3), ("b", 3)] {
             std::fs::create_dir_all(t.path().join(class)).unwrap();
             for i in 0..n {
-                std::fs::write(t.path().join(format!("{class}/{i}.jpg")), b"x").unwrap();
+                decode::tests::gradient(8 + i, 8)
+                    .save(t.path().join(format!("{class}/{i}.png")))
+                    .unwrap();
             }
         }
-        let mut d = Dataset::open(t.path(), None, 0.0, 0).unwrap();
-        let bad = vec![Skipped {
-            path: t.path().join("c/0.jpg"),
-            reason: "corrupt".into(),
-        }];
-        let warnings = d.remove_unusable(bad).unwrap();
-        assert_eq!(warnings.len(), 1);
+        std::fs::create_dir_all(t.path().join("c")).unwrap();
+        std::fs::write(t.path().join("c/0.jpg"), b"x").unwrap();
+        let options = SplitOptions {
+            val_fraction: 0.0,
+            seed: 0,
+            duplicates: DuplicateMode::Group,
+        };
+        let d = Dataset::open(t.path(), None, &options, u64::MAX).unwrap();
+        assert!(
+            d.warnings
+                .iter()
+                .any(|w| w.contains("class \"c\" has no usable")),
+            "{:?}",
+            d.warnings
+        );
         assert_eq!(d.class_names, vec!["a", "b"]);
         assert_eq!(d.skipped.len(), 1);
         assert!(d.train.iter().all(|s| s.label < 2));

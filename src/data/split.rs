@@ -1,7 +1,8 @@
 //! Stratified, seeded train/validation split, drawn exactly as Python's `random` module draws it.
 
 use rand_mt::Mt;
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
 /// Number of validation images taken from a class of `n`: `round(n * fraction)` (halves to
 /// even, as Python rounds), at least one when the fraction is positive and the class has two or
@@ -44,12 +45,19 @@ fn python_shuffle<T>(items: &mut [T], rng: &mut Mt) {
 /// [`val_count`] go to validation — the split that Python's `random.seed(seed)` followed by
 /// `random.shuffle(sorted(files))` per class gives, so a Python script can reproduce it
 /// (`../shared/tools/peer_torch.py` does).
+///
+/// Files that `group_of` puts in one group go to one side: walking the shuffled files, a group
+/// seen for the first time goes to validation whole if it fits in what is left of the class's
+/// [`val_count`], to training otherwise, and its later files (in this class or another) follow
+/// it. Without groups this is the plain split above, file for file.
 pub fn stratified_split(
     classes: &[Vec<PathBuf>],
     fraction: f64,
     seed: u64,
+    group_of: impl Fn(&Path) -> Option<usize>,
 ) -> (Vec<Vec<PathBuf>>, Vec<Vec<PathBuf>>) {
     let mut rng = python_random(seed);
+    let mut to_val: HashMap<usize, bool> = HashMap::new();
     classes
         .iter()
         .map(|files| {
@@ -57,8 +65,40 @@ pub fn stratified_split(
             files.sort_by(|a, b| a.as_os_str().cmp(b.as_os_str()));
             python_shuffle(&mut files, &mut rng);
             let k = val_count(files.len(), fraction);
-            let train = files.split_off(k);
-            (train, files)
+            let mut sizes: HashMap<usize, usize> = HashMap::new();
+            for g in files.iter().filter_map(|f| group_of(f)) {
+                *sizes.entry(g).or_default() += 1;
+            }
+            // Validation files of this class so far, counting whole groups when they are placed.
+            let mut planned = 0;
+            let mut placed: HashMap<usize, bool> = HashMap::new();
+            let (mut train, mut val) = (Vec::new(), Vec::new());
+            for file in files {
+                let group = group_of(&file);
+                let side = match group {
+                    None => planned < k,
+                    Some(g) => match placed.get(&g) {
+                        Some(&side) => side,
+                        None => {
+                            let side = *to_val.entry(g).or_insert(planned + sizes[&g] <= k);
+                            placed.insert(g, side);
+                            if side {
+                                planned += sizes[&g];
+                            }
+                            side
+                        }
+                    },
+                };
+                if side {
+                    if group.is_none() {
+                        planned += 1;
+                    }
+                    val.push(file);
+                } else {
+                    train.push(file);
+                }
+            }
+            (train, val)
         })
         .unzip()
 }
@@ -105,7 +145,7 @@ mod tests {
     #[test]
     fn stratified_and_disjoint() {
         let classes = vec![class("a", 100), class("b", 40)];
-        let (train, val) = stratified_split(&classes, 0.25, 7);
+        let (train, val) = stratified_split(&classes, 0.25, 7, |_| None);
         assert_eq!((train[0].len(), val[0].len()), (75, 25));
         assert_eq!((train[1].len(), val[1].len()), (30, 10));
         for c in 0..2 {
@@ -122,8 +162,50 @@ mod tests {
         let classes = vec![class("a", 50), class("b", 50)];
         let mut reversed = classes.clone();
         reversed[0].reverse();
-        let one = stratified_split(&classes, 0.2, 3);
-        assert_eq!(one, stratified_split(&reversed, 0.2, 3));
-        assert_ne!(one.1, stratified_split(&classes, 0.2, 4).1);
+        let one = stratified_split(&classes, 0.2, 3, |_| None);
+        assert_eq!(one, stratified_split(&reversed, 0.2, 3, |_| None));
+        assert_ne!(one.1, stratified_split(&classes, 0.2, 4, |_| None).1);
+    }
+
+    #[test]
+    fn groups_stay_on_one_side_and_move_only_what_they_must() {
+        let classes = vec![class("a", 40), class("b", 40)];
+        let plain = stratified_split(&classes, 0.25, 0, |_| None);
+        // Pair a file that went to validation with one that went to training.
+        let (v, t) = (plain.1[0][0].clone(), plain.0[0][0].clone());
+        let grouped = stratified_split(&classes, 0.25, 0, |p: &Path| {
+            (p == v.as_path() || p == t.as_path()).then_some(0)
+        });
+        let side =
+            |split: &(Vec<Vec<PathBuf>>, Vec<Vec<PathBuf>>), p: &PathBuf| split.1[0].contains(p);
+        assert_eq!(
+            side(&grouped, &v),
+            side(&grouped, &t),
+            "the pair is on one side"
+        );
+        let moved: Vec<&PathBuf> = classes[0]
+            .iter()
+            .filter(|p| side(&plain, p) != side(&grouped, p))
+            .collect();
+        assert_eq!(
+            moved.len(),
+            2,
+            "one file joins its twin, one makes room: {moved:?}"
+        );
+        assert_eq!(grouped.1[0].len(), plain.1[0].len());
+        assert_eq!(grouped.1[1], plain.1[1], "the other class is untouched");
+    }
+
+    #[test]
+    fn a_group_spanning_classes_follows_its_first_side() {
+        let classes = vec![class("a", 20), class("b", 20)];
+        let twin_a = PathBuf::from("a/3.jpg");
+        let twin_b = PathBuf::from("b/7.jpg");
+        let (train, val) = stratified_split(&classes, 0.3, 5, |p: &Path| {
+            (p == twin_a.as_path() || p == twin_b.as_path()).then_some(9)
+        });
+        let in_val = |p: &PathBuf| val.iter().any(|v| v.contains(p));
+        assert_eq!(in_val(&twin_a), in_val(&twin_b));
+        assert_eq!(train.iter().chain(&val).map(Vec::len).sum::<usize>(), 40);
     }
 }

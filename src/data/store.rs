@@ -1,7 +1,8 @@
 //! Decoded images at working resolution, kept in memory within a budget, and batch assembly.
 
 use super::augment::{self, AugmentParams};
-use super::decode::decode_rgb;
+use super::decode::{decode_fingerprinted, decode_rgb};
+use super::fingerprint::Fingerprint;
 use super::preprocess::Preprocess;
 use super::{Sample, Skipped};
 use crate::config::AugmentConfig;
@@ -15,8 +16,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-/// A decoded image (`None` when left on disk beyond the budget), or why it is unusable.
-type Decoded = Result<Option<Arc<RgbImage>>, String>;
+/// A decoded image (`None` when left on disk beyond the budget) and its fingerprint, or why it is
+/// unusable.
+type Decoded = Result<(Option<Arc<RgbImage>>, Fingerprint), String>;
 
 /// How a batch's images are turned into network input.
 #[derive(Debug, Clone, Copy)]
@@ -34,11 +36,12 @@ pub struct ImageStore {
     seed: u64,
     max_pixels: u64,
     images: HashMap<PathBuf, Option<Arc<RgbImage>>>,
+    fingerprints: HashMap<PathBuf, Fingerprint>,
 }
 
 impl ImageStore {
-    /// Decodes every path in parallel, keeping images in memory until `budget_bytes` is spent.
-    /// Returns the store and the files that could not be used. `progress(done, total)` is called
+    /// Decodes every path in parallel, fingerprinting each image and keeping images in memory
+    /// until `budget_bytes` is spent. Returns the store and the files that could not be used. `progress(done, total)` is called
     /// as images finish.
     pub fn load(
         paths: &[PathBuf],
@@ -54,26 +57,29 @@ impl ImageStore {
         let results: Vec<(PathBuf, Decoded)> = paths
             .par_iter()
             .map(|path| {
-                let decoded = decode_rgb(path, max_pixels).map(|img| {
+                let decoded = decode_fingerprinted(path, max_pixels).map(|(img, fingerprint)| {
                     let working = prep.to_working(&img);
                     let bytes = working.as_raw().len() as u64;
                     let before = used.fetch_add(bytes, Ordering::Relaxed);
-                    if before + bytes <= budget_bytes {
+                    let kept = if before + bytes <= budget_bytes {
                         Some(Arc::new(working))
                     } else {
                         used.fetch_sub(bytes, Ordering::Relaxed);
                         None
-                    }
+                    };
+                    (kept, fingerprint)
                 });
                 progress(done.fetch_add(1, Ordering::Relaxed) + 1, paths.len());
                 (path.clone(), decoded)
             })
             .collect();
         let mut images = HashMap::with_capacity(results.len());
+        let mut fingerprints = HashMap::with_capacity(results.len());
         let mut skipped = Vec::new();
         for (path, result) in results {
             match result {
-                Ok(img) => {
+                Ok((img, fingerprint)) => {
+                    fingerprints.insert(path.clone(), fingerprint);
                     images.insert(path, img);
                 }
                 Err(reason) => skipped.push(Skipped { path, reason }),
@@ -85,8 +91,14 @@ impl ImageStore {
             seed,
             max_pixels,
             images,
+            fingerprints,
         };
         (store, skipped)
+    }
+
+    /// The fingerprint of every usable image.
+    pub fn fingerprints(&self) -> &HashMap<PathBuf, Fingerprint> {
+        &self.fingerprints
     }
 
     /// The eval transform this store applies.

@@ -7,8 +7,9 @@ use super::metrics::{balanced_weights, cross_entropy, predictions, top_losses, C
 use super::optim::{cosine_with_ramp, AdamW};
 use super::{Command, Event, FeatureStatus, Phase, Picture, Summary};
 use crate::config::{ClassWeights, Config};
+use crate::data::discover::discover;
 use crate::data::store::BatchMode;
-use crate::data::{Dataset, ImageStore, Preprocess, Sample};
+use crate::data::{Dataset, ImageStore, Preprocess, Sample, SplitOptions};
 use crate::hub::{self, HubOptions, RepoId};
 use crate::model::{build_backbone, Backbone, Head, ModelConfig, Params, TrainingPass};
 use anyhow::Context;
@@ -200,12 +201,7 @@ impl Trainer {
         let emit = |e: Event| {
             let _ = events.send(e);
         };
-        let mut dataset = Dataset::open(
-            &setup.dataset,
-            setup.classes_dir.as_deref(),
-            config.data.val_fraction,
-            config.data.seed,
-        )?;
+        let found = discover(&setup.dataset, setup.classes_dir.as_deref())?;
 
         let (config_path, weights_path, backbone_name) = match &setup.weights {
             WeightsSource::Local { weights } => {
@@ -239,12 +235,7 @@ impl Trainer {
         let prep = Preprocess::from_cfg(&model_config.pretrained_cfg, config.data.image_size)
             .map_err(anyhow::Error::msg)?;
 
-        let paths: Vec<PathBuf> = dataset
-            .train
-            .iter()
-            .chain(&dataset.val)
-            .map(|s| s.path.clone())
-            .collect();
+        let paths = found.files();
         let progress = |done: usize, total: usize| {
             if done.is_multiple_of(64) || done == total {
                 let _ = events.send(Event::Decoding { done, total });
@@ -255,13 +246,17 @@ impl Trainer {
             prep,
             config.augment.clone(),
             config.data.seed,
-            (config.data.max_megapixels * 1e6) as u64,
+            config.data.max_pixels(),
             config.data.cache_memory_mb * 1024 * 1024,
             &progress,
         );
-        let mut warnings = dataset.remove_unusable(bad)?;
-        warnings.extend(dataset.duplicates_across_classes());
-        for message in warnings {
+        let dataset = Dataset::build(
+            found,
+            store.fingerprints(),
+            bad,
+            &SplitOptions::of(&config.data),
+        )?;
+        for message in dataset.warnings.clone() {
             emit(Event::Warning { message });
         }
         if !dataset.skipped.is_empty() {
@@ -278,6 +273,7 @@ impl Trainer {
             skipped: dataset.skipped.clone(),
             ignored: dataset.ignored,
             cached_images: store.cached(),
+            report: dataset.report.clone(),
         });
 
         let device = setup.device.clone();
@@ -339,6 +335,10 @@ impl Trainer {
             head_params: head.weight.elem_count() + head.bias.elem_count(),
         });
         let preview_rng = ChaCha8Rng::seed_from_u64(config.data.seed ^ PREVIEW_SEED);
+        let summary = Summary {
+            leaked_val_images: dataset.report.leakage.val_images_with_train_twin,
+            ..Summary::default()
+        };
         let trainer = Self {
             config,
             events,
@@ -362,7 +362,7 @@ impl Trainer {
             last_phase: None,
             epochs_done: 0,
             trained_since_save: false,
-            summary: Summary::default(),
+            summary,
             started,
         };
         trainer.emit_freeze();
@@ -778,9 +778,11 @@ impl Trainer {
         let labels: Vec<u32> = self.dataset.val.iter().map(|s| s.label as u32).collect();
         let y = Tensor::new(labels.as_slice(), &self.device)?;
         let loss = cross_entropy(&logits, &y, None)?.to_scalar::<f32>()?;
+        let predicted = predictions(&logits)?;
         let mut confusion = Confusion::new(self.dataset.class_names.len());
-        confusion.add(&labels, &predictions(&logits)?);
+        confusion.add(&labels, &predicted);
         let accuracy = confusion.accuracy();
+        let accuracy_clean = self.clean_accuracy(&labels, &predicted);
         let probabilities = candle_nn::ops::softmax(&logits, D::Minus1)?.to_vec2::<f32>()?;
         let samples = self.dataset.val.iter().zip(&probabilities);
         let top_losses = top_losses(
@@ -793,12 +795,31 @@ impl Trainer {
             epoch: run.map(|r| r.epoch + 1).unwrap_or(0),
             loss,
             accuracy,
+            accuracy_clean,
             per_class_accuracy: confusion.per_class_accuracy(),
             confusion: confusion.matrix,
             top_losses,
             seconds: t.elapsed().as_secs_f64(),
         });
         Ok(Some(accuracy))
+    }
+
+    /// Accuracy over the validation images without a twin in training, when some have one.
+    fn clean_accuracy(&self, labels: &[u32], predicted: &[u32]) -> Option<f32> {
+        let leaked = self.dataset.leaked_val_paths();
+        if leaked.is_empty() {
+            return None;
+        }
+        let (right, total) = self
+            .dataset
+            .val
+            .iter()
+            .zip(labels.iter().zip(predicted))
+            .filter(|(s, _)| !leaked.contains(s.path.as_path()))
+            .fold((0usize, 0usize), |(r, n), (_, (l, p))| {
+                (r + usize::from(l == p), n + 1)
+            });
+        (total > 0).then(|| right as f32 / total as f32)
     }
 
     /// Writes checkpoint `name`; a failure is reported and training goes on.

@@ -7,7 +7,7 @@ pub mod features;
 pub mod metrics;
 pub mod optim;
 
-use crate::data::{ClassCount, Skipped};
+use crate::data::{ClassCount, DataReport, Skipped};
 use crate::hub::DownloadProgress;
 use crate::model::LayerGroup;
 use serde::{Deserialize, Serialize};
@@ -115,6 +115,8 @@ pub enum Event {
         skipped: Vec<Skipped>,
         ignored: usize,
         cached_images: usize,
+        /// The class-root choice, copies and leakage.
+        report: DataReport,
     },
     /// Images decoded so far.
     Decoding {
@@ -164,6 +166,9 @@ pub enum Event {
         epoch: usize,
         loss: f32,
         accuracy: f32,
+        /// Accuracy over the validation images that have no exact or near copy in training;
+        /// present only when some have one.
+        accuracy_clean: Option<f32>,
         per_class_accuracy: Vec<f32>,
         confusion: Vec<Vec<usize>>,
         /// The highest-loss validation images, worst first.
@@ -208,6 +213,8 @@ pub struct Summary {
     pub warmup_val_accuracy: Option<f32>,
     pub finetune_val_accuracy: Option<f32>,
     pub best_val_accuracy: Option<f32>,
+    /// Validation images with an exact or near copy in training.
+    pub leaked_val_images: usize,
     pub checkpoint: Option<PathBuf>,
     pub seconds: f64,
     /// Set when the engine stopped on an error it could not survive.

@@ -1,7 +1,7 @@
 //! Dashboard state: built only from engine events and keys, so it can be tested without a
 //! terminal.
 
-use crate::data::ClassCount;
+use crate::data::{ClassCount, DataReport};
 use crate::hub::DownloadProgress;
 use crate::model::LayerGroup;
 use crate::train::metrics::TopLoss;
@@ -111,6 +111,8 @@ pub enum Action {
 pub struct App {
     pub dataset: String,
     pub class_root: Option<String>,
+    /// How the class root was chosen, copies and leakage.
+    pub data_report: Option<DataReport>,
     pub backbone: String,
     pub architecture: String,
     pub device: String,
@@ -167,6 +169,7 @@ impl App {
         Self {
             dataset,
             class_root: None,
+            data_report: None,
             backbone,
             architecture: String::new(),
             device: String::new(),
@@ -224,11 +227,13 @@ impl App {
                 class_root,
                 classes,
                 skipped,
+                report,
                 ..
             } => {
                 self.class_root = Some(class_root.display().to_string());
                 self.classes = classes;
                 self.skipped = skipped.len();
+                self.data_report = Some(report);
                 for s in skipped {
                     self.log(
                         Level::Warning,
@@ -300,6 +305,7 @@ impl App {
                 epoch,
                 loss,
                 accuracy,
+                accuracy_clean,
                 seconds,
                 confusion,
                 top_losses,
@@ -317,9 +323,12 @@ impl App {
                     accuracy,
                 });
                 let label = crate::train::validation_label(phase, epoch);
+                let clean = accuracy_clean
+                    .map(|a| format!(" ({a:.4} without leaked images)"))
+                    .unwrap_or_default();
                 self.log(
                     Level::Info,
-                    format!("{label}: val loss {loss:.4}, accuracy {accuracy:.4}"),
+                    format!("{label}: val loss {loss:.4}, accuracy {accuracy:.4}{clean}"),
                 );
             }
             Event::AugmentationPreview {

@@ -1,6 +1,7 @@
 //! One function per panel; each draws a part of [`App`] into its area.
 
 use super::app::{App, Level, Status, AUGMENTATION_PICTURES, TOP_LOSS_PICTURES};
+use crate::data::DataReport;
 use crate::train::{FeatureStatus, Phase};
 use ratatui::layout::{Alignment, Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
@@ -178,7 +179,8 @@ pub fn download(f: &mut Frame, app: &App, area: Rect) {
     }
 }
 
-/// Class counts as horizontal bars, train and validation per class.
+/// Class counts as horizontal bars, train and validation per class, beside the data checks:
+/// which class root was chosen and why, copies, and leakage.
 pub fn dataset(f: &mut Frame, app: &App, area: Rect) {
     let title = format!("Dataset — {} skipped", app.skipped);
     let outer = block(&title);
@@ -188,6 +190,46 @@ pub fn dataset(f: &mut Frame, app: &App, area: Rect) {
         f.render_widget(Paragraph::new("finding classes…"), inner);
         return;
     }
+    let [bars_area, checks_area] =
+        Layout::horizontal([Constraint::Percentage(45), Constraint::Percentage(55)]).areas(inner);
+    if let Some(report) = &app.data_report {
+        f.render_widget(
+            Paragraph::new(data_checks(app, report)).wrap(Wrap { trim: true }),
+            checks_area,
+        );
+    }
+    class_bars(f, app, bars_area);
+}
+
+/// The data checks as lines: chosen root, runners-up, copies, leakage.
+fn data_checks(app: &App, report: &DataReport) -> Vec<Line<'static>> {
+    let mut lines = Vec::new();
+    let leaked = report.leakage.val_images_with_train_twin;
+    let leak_style = if leaked > 0 {
+        fg(app, Color::Yellow).add_modifier(Modifier::BOLD)
+    } else {
+        fg(app, Color::Green)
+    };
+    lines.push(Line::styled(
+        format!("leaked val images: {leaked}"),
+        leak_style,
+    ));
+    lines.push(Line::from(format!(
+        "copies: {} group(s)",
+        report.duplicates.len()
+    )));
+    for c in &report.candidates {
+        let text = if c.chosen {
+            format!("root {}: {}", c.path.display(), c.reason)
+        } else {
+            format!("not {}: {}", c.path.display(), c.reason)
+        };
+        lines.push(Line::from(text));
+    }
+    lines
+}
+
+fn class_bars(f: &mut Frame, app: &App, inner: Rect) {
     let name_width = app
         .classes
         .iter()
