@@ -5,11 +5,13 @@
 
 use super::layers::{depthwise_weight_nhwc, global_pool_nhwc, weight};
 use super::ops::depthwise::{depthwise_conv2d, DwGeometry};
+use super::ops::gelu::bias_gelu;
+use super::ops::layer_norm::layer_norm;
 use super::{Backbone, BackboneParts, GroupMode, Params};
-use candle_core::{Result, Tensor, D};
+use candle_core::{Result, Tensor};
 
 /// timm's LayerNorm / LayerNorm2d epsilon in ConvNeXt.
-const NORM_EPS: f64 = 1e-6;
+const NORM_EPS: f32 = 1e-6;
 
 /// Depths and widths of one ConvNeXt, as timm's model table gives them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,7 +130,7 @@ impl ConvNeXt {
         let p = &self.parts.params;
         let w = weight(p, &format!("{prefix}.weight"), mode);
         let b = weight(p, &format!("{prefix}.bias"), mode);
-        layer_norm_last(x, &w, &b, NORM_EPS)
+        layer_norm(x, &w, &b, NORM_EPS)
     }
 
     /// Non-overlapping `k`x`k` stride-`k` convolution (stem, downsample) under `prefix`.
@@ -148,30 +150,18 @@ impl ConvNeXt {
         let y = depthwise_conv2d(x, &dw, DwGeometry::symmetric(h, wd, k, 1, k / 2))?
             .broadcast_add(&w("conv_dw.bias"))?;
         let y = self.norm(&y, &format!("{}.norm", b.prefix), mode)?;
-        let linear = |y: &Tensor, name: &str| -> Result<Tensor> {
+        // fc1 and fc2: Linear `[Co, Ci]` or 1x1 conv `[Co, Ci, 1, 1]` weights, one matrix product.
+        let matmul = |y: &Tensor, name: &str| -> Result<Tensor> {
             let wt = w(&format!("mlp.{name}.weight"));
-            let wt = wt.reshape((wt.dim(0)?, wt.dim(1)?))?;
-            y.matmul(&wt.t()?)?
-                .broadcast_add(&w(&format!("mlp.{name}.bias")))
+            y.matmul(&wt.reshape((wt.dim(0)?, wt.dim(1)?))?.t()?)
         };
-        let y = linear(&y.reshape((n * h * wd, c))?, "fc1")?.gelu_erf()?;
-        let y = linear(&y, "fc2")?.broadcast_mul(&w("gamma"))?;
+        let y = matmul(&y.reshape((n * h * wd, c))?, "fc1")?;
+        let y = bias_gelu(&y, &w("mlp.fc1.bias"))?;
+        let y = matmul(&y, "fc2")?
+            .broadcast_add(&w("mlp.fc2.bias"))?
+            .broadcast_mul(&w("gamma"))?;
         y.reshape((n, h, wd, c))? + x
     }
-}
-
-/// LayerNorm of channels-last `x` over its last dimension. Without any gradient to record it
-/// runs candle's fused kernel; otherwise a composition of candle operations, which has a backward.
-pub fn layer_norm_last(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor> {
-    if !(x.track_op() || w.track_op() || b.track_op()) {
-        return candle_nn::ops::layer_norm(&x.contiguous()?, w, b, eps as f32);
-    }
-    let centred = x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)?;
-    let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
-    centred
-        .broadcast_div(&(var + eps)?.sqrt()?)?
-        .broadcast_mul(w)?
-        .broadcast_add(b)
 }
 
 /// Convolution of channels-last `x` `[N, H, W, Ci]` with a timm weight `[Co, Ci, K, K]` of stride
@@ -235,7 +225,7 @@ impl Backbone for ConvNeXt {
 mod tests {
     use super::*;
     use crate::model::ops::testing::max_abs_diff;
-    use candle_core::{Device, Var};
+    use candle_core::Device;
 
     fn randn(shape: &[usize]) -> Result<Tensor> {
         Tensor::randn(0f32, 1.0, shape, &Device::Cpu)
@@ -255,18 +245,6 @@ mod tests {
             assert_eq!(got.dims(), want.dims());
             assert!(max_abs_diff(&got, &want)? < 1e-4);
         }
-        Ok(())
-    }
-
-    #[test]
-    fn layer_norm_paths_agree() -> Result<()> {
-        let x = randn(&[2, 3, 4, 6])?;
-        let (w, b) = (randn(&[6])?, randn(&[6])?);
-        let fused = layer_norm_last(&x, &w, &b, NORM_EPS)?;
-        let tracked = Var::from_tensor(&x)?;
-        let composed = layer_norm_last(tracked.as_tensor(), &w, &b, NORM_EPS)?;
-        assert!(composed.track_op() && !fused.track_op());
-        assert!(max_abs_diff(&fused, &composed)? < 1e-4);
         Ok(())
     }
 }

@@ -171,10 +171,7 @@ mod tests {
         let x = ((Tensor::randn(0f32, 1.0, (3, 5, 7, 24), &Device::Cpu)? * 3.0)? + 1.0)?;
         let w = Tensor::randn(0f32, 1.0, 24, &Device::Cpu)?;
         let b = Tensor::randn(0f32, 1.0, 24, &Device::Cpu)?;
-        let diff = max_abs_diff(
-            &layer_norm(&x, &w, &b, 1e-6)?,
-            &composed(&x, &w, &b, 1e-6)?,
-        )?;
+        let diff = max_abs_diff(&layer_norm(&x, &w, &b, 1e-6)?, &composed(&x, &w, &b, 1e-6)?)?;
         assert!(diff < 1e-4, "{diff}");
         Ok(())
     }
