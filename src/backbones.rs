@@ -89,6 +89,9 @@ struct Row<'a> {
 
 /// `tltui backbones`: a table, or a JSON array.
 pub fn run(args: &BackbonesArgs) -> anyhow::Result<()> {
+    use std::io::Write;
+    // Written, not printed: a closed pipe (`| head`) is an error, not a panic.
+    let mut out = std::io::stdout().lock();
     let catalog = parse(BACKBONES_TOML)?;
     let rows: Vec<Row> = crate::model::SUPPORTED
         .iter()
@@ -98,17 +101,19 @@ pub fn run(args: &BackbonesArgs) -> anyhow::Result<()> {
         })
         .collect();
     if args.json {
-        println!("{}", serde_json::to_string(&rows)?);
+        writeln!(out, "{}", serde_json::to_string(&rows)?)?;
         return Ok(());
     }
     let opt = |v: Option<f64>| v.map(|v| format!("{v:.1}")).unwrap_or_default();
-    println!(
+    writeln!(
+        out,
         "{:<22} {:<38} {:>8} {:>6} {:>10} {:>10}",
         "architecture", "default Hub repository", "params", "input", "forward/s", "train/s"
-    );
+    )?;
     for r in &rows {
         let i = &r.info;
-        println!(
+        writeln!(
+            out,
             "{:<22} {:<38} {:>8} {:>6} {:>10} {:>10}",
             r.architecture,
             i.hub,
@@ -118,18 +123,19 @@ pub fn run(args: &BackbonesArgs) -> anyhow::Result<()> {
             i.input.map(|n| n.to_string()).unwrap_or_default(),
             opt(i.forward_img_per_s),
             opt(i.train_img_per_s),
-        );
+        )?;
     }
-    println!(
+    writeln!(
+        out,
         "\nparams: timm's count with its 1000-class classifier. forward/s, train/s: images per second \
          measured on this machine by `tltui bench` (blank: not measured)."
-    );
+    )?;
     let measured: std::collections::BTreeSet<&str> = rows
         .iter()
         .filter_map(|r| r.info.measured.as_deref())
         .collect();
     for m in measured {
-        println!("measured: {m}");
+        writeln!(out, "measured: {m}")?;
     }
     Ok(())
 }

@@ -2,6 +2,9 @@
 //! patchify stem (4x4 stride-4 convolution + LayerNorm), four stages of blocks (7x7 depthwise
 //! convolution, LayerNorm over channels, Linear-GELU-Linear, layer scale, residual), a
 //! LayerNorm + 2x2 stride-2 convolution between stages, and `head.norm` after the global pool.
+//!
+//! Depths and widths come from timm's table for the architecture name, as timm builds the model,
+//! and every tensor of the checkpoint is checked against them (a mismatch names the tensor).
 
 use super::layers::{depthwise_weight_nhwc, global_pool_nhwc, weight};
 use super::ops::depthwise::{depthwise_conv2d, DwGeometry};
