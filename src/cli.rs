@@ -27,6 +27,59 @@ pub enum Command {
     Eval(EvalArgs),
     /// Write a checkpoint as a timm model: model.safetensors and config.json.
     Export(ExportArgs),
+    /// Pooled backbone features of images, after the backbone's own eval transform.
+    Embed(EmbedArgs),
+    /// The supported architectures: default Hub repository, size, input, measured speed.
+    Backbones(BackbonesArgs),
+}
+
+/// Which backbone: a Hub repository (downloaded through the Hugging Face cache) or a local file.
+#[derive(Debug, Clone, Args)]
+#[group(required = true, multiple = false)]
+pub struct BackboneArgs {
+    /// Pretrained backbone on the Hugging Face Hub, ORG/NAME[@REVISION].
+    #[arg(long, value_name = "ID")]
+    pub backbone: Option<String>,
+    /// Local model.safetensors (with config.json beside it).
+    #[arg(long, value_name = "PATH")]
+    pub weights: Option<PathBuf>,
+}
+
+impl BackboneArgs {
+    /// The local weights file, `config.json` beside it; a Hub repository is fetched first.
+    pub fn weights_path(&self) -> anyhow::Result<PathBuf> {
+        match (&self.weights, &self.backbone) {
+            (Some(path), _) => Ok(path.clone()),
+            (None, Some(id)) => crate::hub::fetch_backbone_blocking(id),
+            (None, None) => anyhow::bail!("name a backbone with --backbone ID or --weights PATH"),
+        }
+    }
+}
+
+/// `tltui embed`.
+#[derive(Debug, Args)]
+pub struct EmbedArgs {
+    #[command(flatten)]
+    pub model: BackboneArgs,
+    /// Image files or directories (walked recursively).
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
+    /// Network input side in pixels instead of the backbone's own (the resize keeps crop_pct).
+    #[arg(long, value_name = "N")]
+    pub image_size: Option<u32>,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+    /// Print one JSON object per image: {"path", "features"}.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `tltui backbones`.
+#[derive(Debug, Args)]
+pub struct BackbonesArgs {
+    /// Print one JSON array.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `tltui predict`.
@@ -88,9 +141,8 @@ pub struct BenchArgs {
     /// The dataset folder to read images from (not needed with --scaling).
     #[arg(required_unless_present_any = ["scaling", "scaling_run"])]
     pub dataset: Option<PathBuf>,
-    /// Local model.safetensors (with config.json beside it).
-    #[arg(long, value_name = "PATH")]
-    pub weights: PathBuf,
+    #[command(flatten)]
+    pub model: BackboneArgs,
     /// Images per batch for the forward and train-step measurements.
     #[arg(long, default_value_t = 32)]
     pub batch: usize,
@@ -104,6 +156,10 @@ pub struct BenchArgs {
     /// own process (e.g. 1000,5000,20000).
     #[arg(long, value_delimiter = ',', value_name = "N,N,...")]
     pub scaling: Vec<usize>,
+    /// Also write the forward and train-step figures into this backbone catalog
+    /// (config/backbones.toml), under the backbone's architecture.
+    #[arg(long, value_name = "FILE")]
+    pub record: Option<PathBuf>,
     /// Memory budget for decoded images in --scaling runs, in MiB (data.cache_memory_mb).
     #[arg(long, default_value_t = 256, value_name = "MIB")]
     pub cache_mb: usize,

@@ -164,6 +164,32 @@ pub async fn fetch_backbone(
     })
 }
 
+/// [`fetch_backbone`] for a one-shot command: the Hub settings of the default configuration and
+/// the environment, a line on stderr per file; returns the local weights path (`config.json`
+/// beside it).
+pub fn fetch_backbone_blocking(id: &str) -> anyhow::Result<PathBuf> {
+    let repo: RepoId = id.parse().map_err(anyhow::Error::msg)?;
+    let options = HubOptions::from_config(&crate::config::Config::default().hub);
+    let progress = Arc::new(|p: DownloadProgress| match p {
+        DownloadProgress::Bytes { .. } => {}
+        DownloadProgress::Cached { file, bytes } => eprintln!("{file}: cached ({bytes} bytes)"),
+        DownloadProgress::Done { file, bytes } => eprintln!("{file}: downloaded ({bytes} bytes)"),
+        DownloadProgress::Retry {
+            file,
+            attempt,
+            reason,
+        } => eprintln!("{file}: attempt {attempt} failed ({reason}); retrying"),
+    });
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let files = runtime.block_on(fetch_backbone(&repo, &options, progress))?;
+    if files.offline_fallback {
+        eprintln!("the Hub is unreachable; using the cached snapshot of {repo}");
+    }
+    Ok(files.weights)
+}
+
 fn build_client(options: &HubOptions) -> Result<HFClient, HubError> {
     let http = reqwest::Client::builder()
         .connect_timeout(options.stall_timeout)

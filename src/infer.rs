@@ -90,7 +90,7 @@ impl Classifier {
 }
 
 /// Image files named by `args`: files as given, directories walked.
-fn collect_images(inputs: &[PathBuf]) -> Vec<PathBuf> {
+pub fn collect_images(inputs: &[PathBuf]) -> Vec<PathBuf> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>, depth: usize) {
         let Ok(entries) = std::fs::read_dir(dir) else {
             return;
@@ -327,11 +327,11 @@ pub fn export(args: &ExportArgs) -> anyhow::Result<()> {
     let ckpt = Checkpoint::load(&args.checkpoint, &Device::Cpu)?;
     std::fs::create_dir_all(&args.out_dir)
         .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", args.out_dir.display()))?;
-    // timm names the classifier `fc` in ResNets and `classifier` elsewhere.
-    let classifier = if ckpt.meta.architecture.starts_with("resnet") {
-        "fc"
-    } else {
-        "classifier"
+    // timm names the classifier `fc` in ResNets, `head.fc` in ConvNeXts, `classifier` elsewhere.
+    let classifier = match ckpt.meta.architecture.as_str() {
+        a if a.starts_with("resnet") => "fc",
+        a if a.starts_with("convnext") => "head.fc",
+        _ => "classifier",
     };
     let tensors: Vec<(String, Tensor)> = ckpt
         .params

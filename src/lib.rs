@@ -2,10 +2,12 @@
 //!
 //! The pieces, one concern each: [`config`] (settings), [`data`] (folders of images to batches).
 
+pub mod backbones;
 pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod data;
+pub mod embed;
 pub mod fault;
 pub mod headless;
 pub mod hub;

@@ -237,3 +237,9 @@ fn lite_training_gradients_on_cuda_match_the_cpu() {
         );
     }
 }
+
+#[test]
+fn convnext_conv_mlp_and_linear_mlp() {
+    check("convnext_atto", 320 * 1000 + 1000, 3_695_520);
+    check("convnext_tiny", 768 * 1000 + 1000, 28_589_128);
+}

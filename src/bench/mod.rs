@@ -56,17 +56,17 @@ pub fn peak_rss_mb() -> f64 {
 
 /// Runs every measurement and prints a table or one JSON object.
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    let weights = &args.model.weights_path()?;
     if let Some(n) = args.scaling_run {
-        return scaling::run_one(args, n);
+        return scaling::run_one(args, weights, n);
     }
     if !args.scaling.is_empty() {
-        return scaling::run(args, &args.scaling);
+        return scaling::run(args, weights, &args.scaling);
     }
     let dataset = args
         .dataset
         .as_deref()
         .ok_or_else(|| anyhow::anyhow!("bench needs a DATASET folder"))?;
-    let weights = &args.weights;
     let config_path = weights
         .parent()
         .unwrap_or(std::path::Path::new("."))
@@ -164,8 +164,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
 
     say("launch to first validation (cold, then with the feature cache)");
     let cache = tempfile::tempdir()?;
-    let cold = first_validation(args, dataset, cache.path(), &device)?;
-    let cached = first_validation(args, dataset, cache.path(), &device)?;
+    let cold = first_validation(weights, dataset, cache.path(), &device)?;
+    let cached = first_validation(weights, dataset, cache.path(), &device)?;
 
     let n = x.dim(0)? as f64;
     let report = BenchReport {
@@ -180,6 +180,23 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         threads: rayon::current_num_threads(),
         batch,
     };
+    if let Some(path) = &args.record {
+        let build = if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        };
+        crate::backbones::record(
+            path,
+            &model_config.architecture,
+            report.forward_img_per_s,
+            report.train_img_per_s,
+            format!(
+                "tltui bench ({build} build) on {}, {} threads, batch {batch}",
+                report.device, report.threads
+            ),
+        )?;
+    }
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
@@ -214,7 +231,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
 
 /// Seconds from starting the engine (warm-up requested at once) to its first validation result.
 fn first_validation(
-    args: &BenchArgs,
+    weights: &std::path::Path,
     dataset: &std::path::Path,
     cache: &std::path::Path,
     device: &candle_core::Device,
@@ -227,7 +244,7 @@ fn first_validation(
         classes_dir: None,
         config,
         weights: crate::train::WeightsSource::Local {
-            weights: args.weights.clone(),
+            weights: weights.to_path_buf(),
         },
         checkpoint_dir: cache.join("checkpoints"),
         resume: None,

@@ -37,7 +37,7 @@ pub struct ScalingRun {
 }
 
 /// Runs each size in a child process and prints a table (or one JSON object per size).
-pub fn run(args: &BenchArgs, sizes: &[usize]) -> anyhow::Result<()> {
+pub fn run(args: &BenchArgs, weights: &Path, sizes: &[usize]) -> anyhow::Result<()> {
     let exe = std::env::current_exe()?;
     if !args.json {
         println!(
@@ -48,7 +48,7 @@ pub fn run(args: &BenchArgs, sizes: &[usize]) -> anyhow::Result<()> {
     for &n in sizes {
         let out = std::process::Command::new(&exe)
             .args(["bench", "--weights"])
-            .arg(&args.weights)
+            .arg(weights)
             .args(["--scaling-run", &n.to_string(), "--cache-mb"])
             .arg(args.cache_mb.to_string())
             .args(
@@ -84,7 +84,7 @@ pub fn run(args: &BenchArgs, sizes: &[usize]) -> anyhow::Result<()> {
 
 /// One size, in this process: generates the images in a temporary folder, runs one epoch and
 /// prints one JSON object.
-pub fn run_one(args: &BenchArgs, images: usize) -> anyhow::Result<()> {
+pub fn run_one(args: &BenchArgs, weights: &Path, images: usize) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let dataset = dir.path().join("generated");
     eprintln!("generating {images} images…");
@@ -99,7 +99,7 @@ pub fn run_one(args: &BenchArgs, images: usize) -> anyhow::Result<()> {
         classes_dir: None,
         config,
         weights: WeightsSource::Local {
-            weights: args.weights.clone(),
+            weights: weights.to_path_buf(),
         },
         checkpoint_dir: dir.path().join("checkpoints"),
         resume: None,

@@ -1,7 +1,8 @@
 //! EfficientNet-Lite0..4 and EfficientNet-B0, as timm builds them, channels-last internally.
 
 use super::layers::{
-    conv1x1_nhwc, global_pool_nhwc, input_conv_nhwc, same_padding, stem_patches, weight, BatchNorm,
+    conv1x1_nhwc, depthwise_weight_nhwc, global_pool_nhwc, input_conv_nhwc, same_padding,
+    stem_patches, weight, BatchNorm,
 };
 use super::ops::bn_act::{backward as bn_backward, bn_act, Activation, ChannelDim};
 use super::ops::depthwise::{
@@ -75,11 +76,6 @@ fn make_divisible(v: f64) -> usize {
         r += d;
     }
     r as usize
-}
-
-/// A timm depthwise weight `[C, 1, K, K]` as the channels-last kernel `[K, K, C]`.
-fn depthwise_weight_nhwc(w: &Tensor, c: usize, k: usize) -> Result<Tensor> {
-    w.reshape((c, k * k))?.t()?.reshape((k, k, c))
 }
 
 /// One block: depthwise-separable (`ds`) or inverted residual.

@@ -183,6 +183,11 @@ pub fn stem_patches(
     Ok((y, patches))
 }
 
+/// A timm depthwise weight `[C, 1, K, K]` as the channels-last kernel `[K, K, C]`.
+pub fn depthwise_weight_nhwc(w: &Tensor, c: usize, k: usize) -> Result<Tensor> {
+    w.reshape((c, k * k))?.t()?.reshape((k, k, c))
+}
+
 /// TensorFlow "SAME" padding (before, after) of one axis.
 pub fn same_padding(n: usize, kernel: usize, stride: usize) -> (usize, usize) {
     let out = n.div_ceil(stride);

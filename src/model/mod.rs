@@ -1,6 +1,7 @@
 //! Backbones in candle with timm's key names, their layer groups, the new classification head,
 //! and the custom ops they use.
 
+pub mod convnext;
 pub mod efficientnet;
 pub mod head;
 pub mod layers;
@@ -8,7 +9,7 @@ pub mod ops;
 pub mod params;
 pub mod resnet;
 
-use crate::data::PretrainedCfg;
+use crate::data::{Preprocess, PretrainedCfg};
 use candle_core::{Result, Tensor, Var};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -28,6 +29,13 @@ pub const SUPPORTED: &[&str] = &[
     "resnet18",
     "resnet34",
     "resnet50",
+    "convnext_atto",
+    "convnext_femto",
+    "convnext_pico",
+    "convnext_nano",
+    "convnext_tiny",
+    "convnext_small",
+    "convnext_base",
 ];
 
 /// The fields of a timm `config.json` that tltui reads.
@@ -47,6 +55,18 @@ impl ModelConfig {
         serde_json::from_str(&text).map_err(|e| {
             anyhow::anyhow!("{} is not a usable timm config.json: {e}", path.display())
         })
+    }
+
+    /// This config at an input side of `image_size` pixels (0 keeps the backbone's own), with
+    /// the eval transform for it: the one place a size override reaches both the preprocessing
+    /// and the model, which reads `pretrained_cfg.input_size`.
+    pub fn at_image_size(mut self, image_size: u32) -> anyhow::Result<(Self, Preprocess)> {
+        if image_size > 0 {
+            let n = image_size as usize;
+            self.pretrained_cfg.input_size = [3, n, n];
+        }
+        let prep = Preprocess::from_cfg(&self.pretrained_cfg, 0).map_err(anyhow::Error::msg)?;
+        Ok((self, prep))
     }
 }
 
@@ -228,6 +248,9 @@ pub fn build_backbone(config: &ModelConfig, params: Params) -> anyhow::Result<Bo
     }
     if let Some(spec) = resnet::ResNetSpec::for_arch(arch) {
         return Ok(Box::new(resnet::ResNet::new(arch, spec, params)?));
+    }
+    if let Some(spec) = convnext::ConvNeXtSpec::for_arch(arch) {
+        return Ok(Box::new(convnext::ConvNeXt::new(arch, spec, params)?));
     }
     anyhow::bail!(
         "unsupported architecture {arch:?}; supported: {}",

@@ -1,0 +1,150 @@
+//! `y = gelu(x + bias)` (the exact, erf-based GELU) of rows `[..., C]` with a bias `[C]`, with
+//! one backward pass for input and bias. candle's GELU runs on one thread and its backward
+//! records ten elementwise operations.
+
+use super::{contiguous_f32, sum_in_order};
+use candle_core::cpu::erf::erf_f32;
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+use std::f32::consts::FRAC_1_SQRT_2;
+
+/// Rows per parallel task (a task's partial sums of the bias gradient are summed in order).
+const ROWS_PER_TASK: usize = 64;
+
+/// `gelu(x + bias)` with `bias` broadcast over the last dimension of `x`.
+pub fn bias_gelu(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    if !x.device().is_cpu() {
+        return x.broadcast_add(bias)?.gelu_erf();
+    }
+    x.contiguous()?.apply_op2(&bias.contiguous()?, BiasGelu)
+}
+
+#[inline]
+fn gelu(z: f32) -> f32 {
+    0.5 * z * (1.0 + erf_f32(z * FRAC_1_SQRT_2))
+}
+
+/// `d gelu / dz = Phi(z) + z * phi(z)`.
+#[inline]
+fn gelu_grad(z: f32) -> f32 {
+    const INV_SQRT_2PI: f32 = 0.398_942_3;
+    0.5 * (1.0 + erf_f32(z * FRAC_1_SQRT_2)) + z * INV_SQRT_2PI * (-0.5 * z * z).exp()
+}
+
+struct BiasGelu;
+
+impl CustomOp2 for BiasGelu {
+    fn name(&self) -> &'static str {
+        "bias-gelu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(s1, l1)?;
+        let b = contiguous_f32(s2, l2)?;
+        let c = b.len();
+        let mut y = vec![0f32; x.len()];
+        y.par_chunks_mut(c * ROWS_PER_TASK)
+            .zip(x.par_chunks(c * ROWS_PER_TASK))
+            .for_each(|(y, x)| {
+                for (y, x) in y.chunks_mut(c).zip(x.chunks(c)) {
+                    for ((y, &x), &b) in y.iter_mut().zip(x).zip(b) {
+                        *y = gelu(x + b);
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (n, c) = (x.elem_count(), b.elem_count());
+        let packed = x.contiguous()?.apply_op3_no_bwd(
+            &b.contiguous()?,
+            &grad.contiguous()?,
+            &BiasGeluGrad,
+        )?;
+        let gx = packed.narrow(0, 0, n)?.reshape(x.shape())?;
+        Ok((Some(gx), Some(packed.narrow(0, n, c)?)))
+    }
+}
+
+/// (x, bias, grad) to `[gx (numel), gbias (C)]` in one pass.
+struct BiasGeluGrad;
+
+impl candle_core::CustomOp3 for BiasGeluGrad {
+    fn name(&self) -> &'static str {
+        "bias-gelu-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(s1, l1)?;
+        let b = contiguous_f32(s2, l2)?;
+        let g = contiguous_f32(s3, l3)?;
+        let c = b.len();
+        let n = x.len();
+        let mut gx = vec![0f32; n];
+        let partials: Vec<Vec<f32>> = gx
+            .par_chunks_mut(c * ROWS_PER_TASK)
+            .zip(x.par_chunks(c * ROWS_PER_TASK))
+            .zip(g.par_chunks(c * ROWS_PER_TASK))
+            .map(|((gx, x), g)| {
+                let mut sb = vec![0f32; c];
+                for ((gx, x), g) in gx.chunks_mut(c).zip(x.chunks(c)).zip(g.chunks(c)) {
+                    for ((((gx, &x), &g), &b), s) in
+                        gx.iter_mut().zip(x).zip(g).zip(b).zip(sb.iter_mut())
+                    {
+                        *gx = g * gelu_grad(x + b);
+                        *s += *gx;
+                    }
+                }
+                sb
+            })
+            .collect();
+        gx.extend_from_slice(&sum_in_order(partials, c));
+        Ok((CpuStorage::F32(gx), Shape::from(n + c)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ops::testing::{check_gradients, max_abs_diff};
+    use candle_core::{Device, Var};
+
+    #[test]
+    fn forward_matches_candle() -> Result<()> {
+        let x = (Tensor::randn(0f32, 1.0, (37, 40), &Device::Cpu)? * 3.0)?;
+        let b = Tensor::randn(0f32, 1.0, 40, &Device::Cpu)?;
+        let want = x.broadcast_add(&b)?.gelu_erf()?;
+        assert!(max_abs_diff(&bias_gelu(&x, &b)?, &want)? < 1e-5);
+        Ok(())
+    }
+
+    #[test]
+    fn gradients_match_finite_differences() -> Result<()> {
+        let dev = Device::Cpu;
+        // More rows than one task holds, so that partial bias sums are combined.
+        let x = Var::from_tensor(&(Tensor::randn(0f32, 1.0, (130, 8), &dev)? * 2.0)?)?;
+        let b = Var::from_tensor(&Tensor::randn(0f32, 1.0, 8, &dev)?)?;
+        check_gradients(&[&x, &b], |t| bias_gelu(t[0], t[1]))
+    }
+}
