@@ -400,7 +400,20 @@ fn a_given_split_with_copies_reports_clean_accuracy() {
     let dataset = dir.path().join("given");
     common::shapes_dataset(&dataset.join("train"), &["red", "blue"], 16);
     // The same generator draws the same first red images: exact copies across the split.
-    common::shapes_dataset(&dataset.join("test"), &["red", "blue"], 4);
+    common::shapes_dataset(&dataset.join("test"), &["red"], 4);
+    // Blue validation images unlike any training image: gradients in four directions.
+    std::fs::create_dir_all(dataset.join("test/blue")).unwrap();
+    for (i, (ax, ay)) in [(1i32, 0i32), (0, 1), (1, 1), (-1, 1)]
+        .into_iter()
+        .enumerate()
+    {
+        image::RgbImage::from_fn(64, 64, |x, y| {
+            let v = (ax * x as i32 + ay * y as i32 + 64).clamp(0, 127) as u8 * 2;
+            image::Rgb([40, 60, v])
+        })
+        .save(dataset.join(format!("test/blue/{i}.png")))
+        .unwrap();
+    }
     let f = Fixture {
         weights: common::write_random_model(&dir.path().join("model"), "tf_efficientnet_lite0", 64),
         checkpoints: dir.path().join("checkpoints"),
