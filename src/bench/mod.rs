@@ -71,11 +71,16 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         .unwrap_or(std::path::Path::new("."))
         .join("config.json");
     let model_config = ModelConfig::from_file(&config_path)?;
-    let prep = Preprocess::from_cfg(&model_config.pretrained_cfg, 0).map_err(anyhow::Error::msg)?;
+    let device = args.device.pick()?;
+    let (image_size, note) = model_config.image_size(0, &device);
+    if let Some(note) = note.filter(|_| !args.json) {
+        eprintln!("{note}");
+    }
+    let prep = Preprocess::from_cfg(&model_config.pretrained_cfg, image_size)
+        .map_err(anyhow::Error::msg)?;
     let ds = Dataset::open(dataset, None, 0.25, 0)?;
     let batch = args.batch;
     let reps = args.reps;
-    let device = args.device.pick()?;
     let say = |what: &str| {
         if !args.json {
             eprintln!("measuring {what}…");

@@ -3,8 +3,10 @@
 
 pub mod bn_act;
 pub mod depthwise;
+pub mod layer_norm;
 pub mod maxpool;
 pub mod portable;
+pub mod softmax;
 
 use candle_core::{bail, CpuStorage, Layout, Result};
 
