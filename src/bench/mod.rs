@@ -163,8 +163,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
 
     say("launch to first validation (cold, then with the feature cache)");
     let cache = tempfile::tempdir()?;
-    let cold = first_validation(args, dataset, cache.path(), &device)?;
-    let cached = first_validation(args, dataset, cache.path(), &device)?;
+    let cold = first_validation(args, dataset, cache.path(), &device, image_size)?;
+    let cached = first_validation(args, dataset, cache.path(), &device, image_size)?;
 
     let n = x.dim(0)? as f64;
     let report = BenchReport {
@@ -217,8 +217,10 @@ fn first_validation(
     dataset: &std::path::Path,
     cache: &std::path::Path,
     device: &candle_core::Device,
+    image_size: u32,
 ) -> anyhow::Result<f64> {
     let mut config = crate::config::Config::default();
+    config.data.image_size = image_size;
     config.data.val_fraction = 0.25;
     config.data.seed = 0;
     let setup = EngineSetup {

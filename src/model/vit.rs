@@ -9,6 +9,7 @@
 //! fine-tuning trains the stored embeddings.
 
 use super::layers::{input_conv_nhwc, weight};
+use super::ops::gelu::gelu;
 use super::ops::layer_norm::layer_norm;
 use super::ops::softmax::softmax_last_dim;
 use super::{Backbone, BackboneParts, GroupMode, Params};
@@ -230,7 +231,7 @@ impl VisionTransformer {
         let h = self.attention(&h, n, t, &p, mode)?;
         let x = (x + self.scaled(h, &p, "ls1", mode)?)?;
         let h = self.norm(&x, &format!("{p}.norm2"), mode)?;
-        let h = self.linear(&h, &format!("{p}.mlp.fc1"), mode)?.gelu_erf()?;
+        let h = gelu(&self.linear(&h, &format!("{p}.mlp.fc1"), mode)?)?;
         let h = self.linear(&h, &format!("{p}.mlp.fc2"), mode)?;
         x + self.scaled(h, &p, "ls2", mode)?
     }

@@ -3,6 +3,7 @@
 
 pub mod bn_act;
 pub mod depthwise;
+pub mod gelu;
 pub mod layer_norm;
 pub mod maxpool;
 pub mod portable;
