@@ -192,6 +192,10 @@ pub struct DataArgs {
     /// (overrides data.duplicates).
     #[arg(long, value_name = "MODE")]
     pub duplicates: Option<DuplicateMode>,
+    /// Input side in pixels instead of the backbone's own (overrides data.image_size; ViTs
+    /// resample their position embeddings).
+    #[arg(long, value_name = "N")]
+    pub image_size: Option<u32>,
 }
 
 /// `tltui inspect`.
@@ -372,6 +376,9 @@ impl DataArgs {
         }
         if let Some(v) = self.batch_size {
             c.data.batch_size = v;
+        }
+        if let Some(v) = self.image_size {
+            c.data.image_size = v;
         }
         c.validate()?;
         Ok(c)

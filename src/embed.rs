@@ -39,7 +39,9 @@ impl Embedder {
             .parent()
             .unwrap_or(Path::new("."))
             .join("config.json");
-        let (config, prep) = ModelConfig::from_file(&config_path)?.at_image_size(image_size)?;
+        let config = ModelConfig::from_file(&config_path)?;
+        let (image_size, _) = config.image_size(image_size, &device);
+        let (config, prep) = config.at_image_size(image_size)?;
         let backbone = build_backbone(&config, Params::load(weights, &device)?)?;
         Ok(Self {
             backbone,

@@ -74,7 +74,7 @@ fn efficientnet_lite_family() {
 
 #[test]
 fn unsupported_architecture_lists_the_supported_ones() {
-    let err = build_backbone(&config("vit_base_patch16_224"), Params::default())
+    let err = build_backbone(&config("swin_tiny_patch4_window7_224"), Params::default())
         .err()
         .unwrap()
         .to_string();

@@ -72,7 +72,13 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         .unwrap_or(std::path::Path::new("."))
         .join("config.json");
     let model_config = ModelConfig::from_file(&config_path)?;
-    let prep = Preprocess::from_cfg(&model_config.pretrained_cfg, 0).map_err(anyhow::Error::msg)?;
+    let device = args.device.pick()?;
+    let (image_size, note) = model_config.image_size(0, &device);
+    if let Some(note) = note.filter(|_| !args.json) {
+        eprintln!("{note}");
+    }
+    let prep = Preprocess::from_cfg(&model_config.pretrained_cfg, image_size)
+        .map_err(anyhow::Error::msg)?;
     let split = SplitOptions {
         val_fraction: 0.25,
         seed: 0,
@@ -81,7 +87,6 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let ds = Dataset::open(dataset, None, &split, u64::MAX)?;
     let batch = args.batch;
     let reps = args.reps;
-    let device = args.device.pick()?;
     let say = |what: &str| {
         if !args.json {
             eprintln!("measuring {what}…");
@@ -164,8 +169,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
 
     say("launch to first validation (cold, then with the feature cache)");
     let cache = tempfile::tempdir()?;
-    let cold = first_validation(weights, dataset, cache.path(), &device)?;
-    let cached = first_validation(weights, dataset, cache.path(), &device)?;
+    let cold = first_validation(weights, dataset, cache.path(), &device, image_size)?;
+    let cached = first_validation(weights, dataset, cache.path(), &device, image_size)?;
 
     let n = x.dim(0)? as f64;
     let report = BenchReport {
@@ -235,8 +240,10 @@ fn first_validation(
     dataset: &std::path::Path,
     cache: &std::path::Path,
     device: &candle_core::Device,
+    image_size: u32,
 ) -> anyhow::Result<f64> {
     let mut config = crate::config::Config::default();
+    config.data.image_size = image_size;
     config.data.val_fraction = 0.25;
     config.data.seed = 0;
     let setup = EngineSetup {

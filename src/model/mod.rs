@@ -8,9 +8,10 @@ pub mod layers;
 pub mod ops;
 pub mod params;
 pub mod resnet;
+pub mod vit;
 
 use crate::data::{Preprocess, PretrainedCfg};
-use candle_core::{Result, Tensor, Var};
+use candle_core::{Device, Result, Tensor, Var};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -36,6 +37,18 @@ pub const SUPPORTED: &[&str] = &[
     "convnext_tiny",
     "convnext_small",
     "convnext_base",
+    "vit_tiny_patch16_224",
+    "vit_small_patch16_224",
+    "vit_base_patch16_224",
+    "vit_tiny_patch16_384",
+    "vit_small_patch16_384",
+    "vit_base_patch16_384",
+    "deit_tiny_patch16_224",
+    "deit_small_patch16_224",
+    "deit_base_patch16_224",
+    "vit_small_patch14_dinov2",
+    "vit_base_patch14_dinov2",
+    "vit_large_patch14_dinov2",
 ];
 
 /// The fields of a timm `config.json` that tltui reads.
@@ -67,6 +80,23 @@ impl ModelConfig {
         }
         let prep = Preprocess::from_cfg(&self.pretrained_cfg, 0).map_err(anyhow::Error::msg)?;
         Ok((self, prep))
+    }
+
+    /// The input side a run on `device` uses, for [`crate::data::Preprocess::from_cfg`]:
+    /// `requested` (`data.image_size`, `--image-size`) when non-zero, otherwise 0 for the native
+    /// size, except DINOv2 on the CPU, which defaults to 224 px (its native 518 px costs about
+    /// six times as much); the message says so when that default applies.
+    pub fn image_size(&self, requested: u32, device: &Device) -> (u32, Option<String>) {
+        if requested == 0 && device.is_cpu() && vit::is_dinov2(&self.architecture) {
+            let native = self.pretrained_cfg.input_size[1];
+            let note = format!(
+                "{} runs at 224 px on the CPU (native {native} px; set data.image_size or \
+                 --image-size to change it)",
+                self.architecture
+            );
+            return (224, Some(note));
+        }
+        (requested, None)
     }
 }
 
@@ -251,6 +281,9 @@ pub fn build_backbone(config: &ModelConfig, params: Params) -> anyhow::Result<Bo
     }
     if let Some(spec) = convnext::ConvNeXtSpec::for_arch(arch) {
         return Ok(Box::new(convnext::ConvNeXt::new(arch, spec, params)?));
+    }
+    if let Some(spec) = vit::VitSpec::for_arch(arch) {
+        return Ok(Box::new(vit::VisionTransformer::new(arch, spec, params)?));
     }
     anyhow::bail!(
         "unsupported architecture {arch:?}; supported: {}",

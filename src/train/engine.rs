@@ -232,7 +232,11 @@ impl Trainer {
             }
         };
         let model_config = ModelConfig::from_file(&config_path)?;
-        let prep = Preprocess::from_cfg(&model_config.pretrained_cfg, config.data.image_size)
+        let (image_size, note) = model_config.image_size(config.data.image_size, &setup.device);
+        if let Some(message) = note {
+            emit(Event::Warning { message });
+        }
+        let prep = Preprocess::from_cfg(&model_config.pretrained_cfg, image_size)
             .map_err(anyhow::Error::msg)?;
 
         let paths = found.files();

@@ -1,10 +1,10 @@
-//! `y = gelu(x + bias)` (the exact, erf-based GELU) of rows `[..., C]` with a bias `[C]`, with
-//! one backward pass for input and bias. candle's GELU runs on one thread and its backward
-//! records ten elementwise operations.
+//! The exact, erf-based GELU (`nn.GELU()`), in parallel, with its backward in one pass: alone
+//! ([`gelu`], ViT's MLP) and fused with the bias before it ([`bias_gelu`], ConvNeXt's MLP).
+//! candle's GELU runs on one thread and its backward records ten elementwise operations.
 
 use super::{contiguous_f32, sum_in_order};
 use candle_core::cpu::erf::erf_f32;
-use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::f32::consts::FRAC_1_SQRT_2;
 
@@ -19,8 +19,68 @@ pub fn bias_gelu(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
     x.contiguous()?.apply_op2(&bias.contiguous()?, BiasGelu)
 }
 
+/// `x * Phi(x)`, Phi the standard normal distribution function.
+pub fn gelu(x: &Tensor) -> Result<Tensor> {
+    if !x.device().is_cpu() {
+        return x.gelu_erf();
+    }
+    x.contiguous()?.apply_op1(Gelu)
+}
+
+/// Elements per parallel task of [`gelu`].
+const CHUNK: usize = 8192;
+
+struct Gelu;
+
+impl CustomOp1 for Gelu {
+    fn name(&self) -> &'static str {
+        "gelu-erf"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(s, l)?;
+        let mut y = x.to_vec();
+        y.par_chunks_mut(CHUNK)
+            .for_each(|c| c.iter_mut().for_each(|v| *v = gelu_f32(*v)));
+        Ok((CpuStorage::F32(y), l.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(x.apply_op2(&grad.contiguous()?, GeluBackward)?))
+    }
+}
+
+/// `dy * gelu'(x)` from the input `x` and the gradient `dy`.
+struct GeluBackward;
+
+impl CustomOp2 for GeluBackward {
+    fn name(&self) -> &'static str {
+        "gelu-erf-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(s1, l1)?;
+        let dy = contiguous_f32(s2, l2)?;
+        let mut dx = dy.to_vec();
+        dx.par_chunks_mut(CHUNK)
+            .zip(x.par_chunks(CHUNK))
+            .for_each(|(d, x)| {
+                for (d, &x) in d.iter_mut().zip(x) {
+                    *d *= gelu_grad(x);
+                }
+            });
+        Ok((CpuStorage::F32(dx), l1.shape().clone()))
+    }
+}
+
 #[inline]
-fn gelu(z: f32) -> f32 {
+fn gelu_f32(z: f32) -> f32 {
     0.5 * z * (1.0 + erf_f32(z * FRAC_1_SQRT_2))
 }
 
@@ -54,7 +114,7 @@ impl CustomOp2 for BiasGelu {
             .for_each(|(y, x)| {
                 for (y, x) in y.chunks_mut(c).zip(x.chunks(c)) {
                     for ((y, &x), &b) in y.iter_mut().zip(x).zip(b) {
-                        *y = gelu(x + b);
+                        *y = gelu_f32(x + b);
                     }
                 }
             });
@@ -129,6 +189,13 @@ mod tests {
     use super::*;
     use crate::model::ops::testing::{check_gradients, max_abs_diff};
     use candle_core::{Device, Var};
+
+    #[test]
+    fn gelu_matches_candle_and_finite_differences() -> Result<()> {
+        let x = Var::from_tensor(&(Tensor::randn(0f32, 1.0, (4, 50), &Device::Cpu)? * 2.0)?)?;
+        assert!(max_abs_diff(&gelu(x.as_tensor())?, &x.as_tensor().gelu_erf()?)? < 1e-6);
+        check_gradients(&[&x], |t| gelu(t[0]))
+    }
 
     #[test]
     fn forward_matches_candle() -> Result<()> {

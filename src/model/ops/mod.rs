@@ -7,6 +7,7 @@ pub mod gelu;
 pub mod layer_norm;
 pub mod maxpool;
 pub mod portable;
+pub mod softmax;
 
 use candle_core::{bail, CpuStorage, Layout, Result};
 

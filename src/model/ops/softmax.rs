@@ -1,0 +1,98 @@
+//! Softmax over the last dimension (attention weights), with its backward
+//! `dx = y * (dy - sum(dy * y))` computed from the result. candle's fast `softmax_last_dim` has
+//! no backward; its differentiable `softmax` runs on other devices.
+
+use super::contiguous_f32;
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, D};
+use rayon::prelude::*;
+
+/// Softmax of `x` over its last dimension.
+pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    if !x.device().is_cpu() {
+        return candle_nn::ops::softmax(x, D::Minus1);
+    }
+    x.contiguous()?.apply_op1(Softmax)
+}
+
+/// Rows per parallel task.
+const ROWS: usize = 32;
+
+struct Softmax;
+
+impl CustomOp1 for Softmax {
+    fn name(&self) -> &'static str {
+        "softmax-last-dim"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(s, l)?;
+        let c = l.shape().dims().last().copied().unwrap_or(1).max(1);
+        let mut y = x.to_vec();
+        y.par_chunks_mut(c * ROWS).for_each(|rows| {
+            for row in rows.chunks_mut(c) {
+                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let mut sum = 0f32;
+                for v in row.iter_mut() {
+                    *v = (*v - max).exp();
+                    sum += *v;
+                }
+                let inv = 1.0 / sum;
+                row.iter_mut().for_each(|v| *v *= inv);
+            }
+        });
+        Ok((CpuStorage::F32(y), l.shape().clone()))
+    }
+
+    fn bwd(&self, _x: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(res.apply_op2(&grad.contiguous()?, SoftmaxBackward)?))
+    }
+}
+
+/// `y * (dy - sum(dy * y))` per row, from the softmax result `y` and its gradient `dy`.
+struct SoftmaxBackward;
+
+impl CustomOp2 for SoftmaxBackward {
+    fn name(&self) -> &'static str {
+        "softmax-last-dim-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let y = contiguous_f32(s1, l1)?;
+        let dy = contiguous_f32(s2, l2)?;
+        let c = l1.shape().dims().last().copied().unwrap_or(1).max(1);
+        let mut dx = vec![0f32; y.len()];
+        dx.par_chunks_mut(c * ROWS)
+            .zip(y.par_chunks(c * ROWS).zip(dy.par_chunks(c * ROWS)))
+            .for_each(|(dxs, (ys, dys))| {
+                for ((dxr, yr), dyr) in dxs.chunks_mut(c).zip(ys.chunks(c)).zip(dys.chunks(c)) {
+                    let dot: f32 = yr.iter().zip(dyr).map(|(a, b)| a * b).sum();
+                    for ((d, yv), dyv) in dxr.iter_mut().zip(yr).zip(dyr) {
+                        *d = yv * (dyv - dot);
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(dx), l1.shape().clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ops::testing::{check_gradients, max_abs_diff};
+    use candle_core::{Device, Var};
+
+    #[test]
+    fn matches_candle_and_finite_differences() -> Result<()> {
+        let x = Var::from_tensor(&(Tensor::randn(0f32, 1.0, (2, 3, 7, 9), &Device::Cpu)? * 3.0)?)?;
+        let ours = softmax_last_dim(x.as_tensor())?;
+        let want = candle_nn::ops::softmax(x.as_tensor(), D::Minus1)?;
+        assert!(max_abs_diff(&ours, &want)? < 1e-6);
+        check_gradients(&[&x], |t| softmax_last_dim(t[0]))
+    }
+}

@@ -1,0 +1,394 @@
+//! Vision Transformers as timm builds them (`timm/models/vision_transformer.py`): ViT, DeiT and
+//! DINOv2. Patch embedding, class token, absolute position embeddings, pre-norm blocks
+//! (attention and GELU MLP, with layer scale in DINOv2), the final `norm`; the pooled features are
+//! the class token after `norm` (timm's `global_pool="token"`).
+//!
+//! The model runs at any input size: when the patch grid differs from the one the position
+//! embeddings were trained for, they are resampled as timm's `resample_abs_pos_embed` does
+//! (antialiased bicubic on the grid, the class token's embedding kept), inside the graph, so that
+//! fine-tuning trains the stored embeddings.
+
+use super::layers::{input_conv_nhwc, weight};
+use super::ops::gelu::gelu;
+use super::ops::layer_norm::layer_norm;
+use super::ops::softmax::softmax_last_dim;
+use super::{Backbone, BackboneParts, GroupMode, Params};
+use candle_core::{Device, Result, Tensor};
+
+/// LayerNorm epsilon of every timm ViT.
+const LN_EPS: f32 = 1e-6;
+
+/// Block groups for freezing and partial unfreezing.
+const BLOCK_GROUPS: usize = 6;
+
+/// Width, depth and heads of a timm ViT, its patch size and its native input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VitSpec {
+    pub embed_dim: usize,
+    pub depth: usize,
+    pub num_heads: usize,
+    pub patch_size: usize,
+    pub img_size: usize,
+    /// Blocks scale their branches by `ls1.gamma` / `ls2.gamma` (DINOv2).
+    pub layer_scale: bool,
+}
+
+impl VitSpec {
+    /// The spec of a timm architecture name, if it is a supported ViT.
+    pub fn for_arch(arch: &str) -> Option<Self> {
+        let (width, patch_size, img_size) = match arch {
+            "vit_tiny_patch16_224" | "deit_tiny_patch16_224" => ("tiny", 16, 224),
+            "vit_small_patch16_224" | "deit_small_patch16_224" => ("small", 16, 224),
+            "vit_base_patch16_224" | "deit_base_patch16_224" => ("base", 16, 224),
+            "vit_tiny_patch16_384" => ("tiny", 16, 384),
+            "vit_small_patch16_384" => ("small", 16, 384),
+            "vit_base_patch16_384" => ("base", 16, 384),
+            "vit_small_patch14_dinov2" => ("small", 14, 518),
+            "vit_base_patch14_dinov2" => ("base", 14, 518),
+            "vit_large_patch14_dinov2" => ("large", 14, 518),
+            _ => return None,
+        };
+        let (embed_dim, depth, num_heads) = match width {
+            "tiny" => (192, 12, 3),
+            "small" => (384, 12, 6),
+            "base" => (768, 12, 12),
+            _ => (1024, 24, 16),
+        };
+        Some(Self {
+            embed_dim,
+            depth,
+            num_heads,
+            patch_size,
+            img_size,
+            layer_scale: is_dinov2(arch),
+        })
+    }
+}
+
+/// Whether `arch` is a DINOv2 model (native input 518 px).
+pub fn is_dinov2(arch: &str) -> bool {
+    arch.ends_with("_dinov2")
+}
+
+/// A ViT backbone.
+pub struct VisionTransformer {
+    parts: BackboneParts,
+    spec: VitSpec,
+    /// Side of the patch grid the stored position embeddings cover.
+    pos_grid: usize,
+    /// Blocks per layer group.
+    per_group: usize,
+}
+
+/// The dims of tensor `name`, if `params` has it.
+fn dims_of<'a>(params: &'a Params, name: &str) -> Option<&'a [usize]> {
+    params
+        .iter()
+        .find(|(k, _)| k.as_str() == name)
+        .map(|(_, v)| v.dims())
+}
+
+impl VisionTransformer {
+    /// Builds `arch` from `params`, checking every tensor it needs. The patch size is read from
+    /// the patch embedding and the position grid from `pos_embed` when present; the classifier
+    /// (`head.*`) and DINOv2's `mask_token` are dropped.
+    pub fn new(arch: &str, spec: VitSpec, params: Params) -> anyhow::Result<Self> {
+        let mut spec = spec;
+        let d = spec.embed_dim;
+        if let Some(&[_, _, kh, kw]) = dims_of(&params, "patch_embed.proj.weight") {
+            if kh == kw {
+                spec.patch_size = kh;
+            }
+        }
+        let p = spec.patch_size;
+        params.get("patch_embed.proj.weight", &[d, 3, p, p])?;
+        params.get("patch_embed.proj.bias", &[d])?;
+        params.get("cls_token", &[1, 1, d])?;
+        let pos_grid = match dims_of(&params, "pos_embed") {
+            Some(&[1, t, _]) if t > 1 => {
+                let g = ((t - 1) as f64).sqrt().round() as usize;
+                if g * g + 1 != t {
+                    anyhow::bail!(
+                        "pos_embed has {t} tokens: not a class token and a square patch grid"
+                    );
+                }
+                g
+            }
+            _ => spec.img_size / p,
+        };
+        params.get("pos_embed", &[1, pos_grid * pos_grid + 1, d])?;
+        let hidden = 4 * d;
+        for i in 0..spec.depth {
+            let b = format!("blocks.{i}");
+            for (name, shape) in [
+                ("norm1.weight", vec![d]),
+                ("norm1.bias", vec![d]),
+                ("attn.qkv.weight", vec![3 * d, d]),
+                ("attn.qkv.bias", vec![3 * d]),
+                ("attn.proj.weight", vec![d, d]),
+                ("attn.proj.bias", vec![d]),
+                ("norm2.weight", vec![d]),
+                ("norm2.bias", vec![d]),
+                ("mlp.fc1.weight", vec![hidden, d]),
+                ("mlp.fc1.bias", vec![hidden]),
+                ("mlp.fc2.weight", vec![d, hidden]),
+                ("mlp.fc2.bias", vec![d]),
+            ] {
+                params.get(&format!("{b}.{name}"), &shape)?;
+            }
+            if spec.layer_scale {
+                params.get(&format!("{b}.ls1.gamma"), &[d])?;
+                params.get(&format!("{b}.ls2.gamma"), &[d])?;
+            }
+        }
+        params.get("norm.weight", &[d])?;
+        params.get("norm.bias", &[d])?;
+
+        let mut groups = vec![(
+            "patch_embed".to_string(),
+            vec![
+                "patch_embed.".to_string(),
+                "cls_token".to_string(),
+                "pos_embed".to_string(),
+            ],
+        )];
+        let per_group = spec.depth.div_ceil(BLOCK_GROUPS);
+        for start in (0..spec.depth).step_by(per_group) {
+            let end = (start + per_group).min(spec.depth);
+            groups.push((
+                format!("blocks.{start}-{}", end - 1),
+                (start..end).map(|i| format!("blocks.{i}.")).collect(),
+            ));
+        }
+        groups.push(("norm".to_string(), vec!["norm.".to_string()]));
+        let mut params = params;
+        params.retain(|k| !k.starts_with("head.") && k != "mask_token");
+        Ok(Self {
+            parts: BackboneParts::new(arch, params, groups, d),
+            spec,
+            pos_grid,
+            per_group,
+        })
+    }
+
+    fn w(&self, name: &str, mode: GroupMode) -> Tensor {
+        weight(&self.parts.params, name, mode)
+    }
+
+    /// `x @ weight^T + bias` of rows `x` `[M, In]` with the `nn.Linear` at `prefix`.
+    fn linear(&self, x: &Tensor, prefix: &str, mode: GroupMode) -> Result<Tensor> {
+        let w = self.w(&format!("{prefix}.weight"), mode);
+        let b = self.w(&format!("{prefix}.bias"), mode);
+        x.matmul(&w.t()?)?.broadcast_add(&b)
+    }
+
+    fn norm(&self, x: &Tensor, prefix: &str, mode: GroupMode) -> Result<Tensor> {
+        let w = self.w(&format!("{prefix}.weight"), mode);
+        let b = self.w(&format!("{prefix}.bias"), mode);
+        layer_norm(x, &w, &b, LN_EPS)
+    }
+
+    /// The block branch `h` scaled by layer scale `ls` (DINOv2), or unchanged.
+    fn scaled(&self, h: Tensor, prefix: &str, ls: &str, mode: GroupMode) -> Result<Tensor> {
+        if self.spec.layer_scale {
+            h.broadcast_mul(&self.w(&format!("{prefix}.{ls}.gamma"), mode))
+        } else {
+            Ok(h)
+        }
+    }
+
+    /// Multi-head self-attention of `x` `[N*T, D]` (`n` images of `t` tokens).
+    fn attention(
+        &self,
+        x: &Tensor,
+        n: usize,
+        t: usize,
+        prefix: &str,
+        mode: GroupMode,
+    ) -> Result<Tensor> {
+        let (d, heads) = (self.spec.embed_dim, self.spec.num_heads);
+        let hd = d / heads;
+        let qkv = self
+            .linear(x, &format!("{prefix}.attn.qkv"), mode)?
+            .reshape((n, t, 3, heads, hd))?
+            .permute((2, 0, 3, 1, 4))?;
+        let q = (qkv.get(0)?.contiguous()? * (hd as f64).powf(-0.5))?;
+        let k = qkv.get(1)?.contiguous()?;
+        let v = qkv.get(2)?.contiguous()?;
+        let attn = softmax_last_dim(&q.matmul(&k.t()?)?)?;
+        let o = attn
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((n * t, d))?;
+        self.linear(&o, &format!("{prefix}.attn.proj"), mode)
+    }
+
+    /// One pre-norm block on `x` `[N*T, D]`.
+    fn block(&self, x: &Tensor, n: usize, t: usize, i: usize, mode: GroupMode) -> Result<Tensor> {
+        let p = format!("blocks.{i}");
+        let h = self.norm(x, &format!("{p}.norm1"), mode)?;
+        let h = self.attention(&h, n, t, &p, mode)?;
+        let x = (x + self.scaled(h, &p, "ls1", mode)?)?;
+        let h = self.norm(&x, &format!("{p}.norm2"), mode)?;
+        let h = gelu(&self.linear(&h, &format!("{p}.mlp.fc1"), mode)?)?;
+        let h = self.linear(&h, &format!("{p}.mlp.fc2"), mode)?;
+        x + self.scaled(h, &p, "ls2", mode)?
+    }
+
+    /// Position embeddings `[1, 1 + gh*gw, D]` for a `gh` x `gw` patch grid.
+    fn pos_embed(&self, gh: usize, gw: usize, mode: GroupMode) -> Result<Tensor> {
+        let pos = self.w("pos_embed", mode);
+        let g = self.pos_grid;
+        if (gh, gw) == (g, g) {
+            return Ok(pos);
+        }
+        resample_abs_pos_embed(&pos, g, (gh, gw))
+    }
+}
+
+impl Backbone for VisionTransformer {
+    fn parts(&self) -> &BackboneParts {
+        &self.parts
+    }
+
+    fn parts_mut(&mut self) -> &mut BackboneParts {
+        &mut self.parts
+    }
+
+    fn forward(&self, x: &Tensor, training: bool) -> Result<Tensor> {
+        let (n, d, p) = (x.dim(0)?, self.spec.embed_dim, self.spec.patch_size);
+        let mode = self.parts.mode(0, training);
+        let patches = input_conv_nhwc(x, &self.w("patch_embed.proj.weight", mode), p, [0; 4])?
+            .broadcast_add(&self.w("patch_embed.proj.bias", mode))?;
+        let (_, gh, gw, _) = patches.dims4()?;
+        let t = 1 + gh * gw;
+        let cls = self.w("cls_token", mode).broadcast_as((n, 1, d))?;
+        let mut h = Tensor::cat(&[&cls, &patches.reshape((n, gh * gw, d))?], 1)?
+            .broadcast_add(&self.pos_embed(gh, gw, mode)?)?
+            .reshape((n * t, d))?;
+        for i in 0..self.spec.depth {
+            let mode = self.parts.mode(1 + i / self.per_group, training);
+            h = self.block(&h, n, t, i, mode)?;
+        }
+        let last = self.parts.groups.len() - 1;
+        let cls = h.reshape((n, t, d))?.narrow(1, 0, 1)?.squeeze(1)?;
+        self.norm(&cls, "norm", self.parts.mode(last, training))
+    }
+}
+
+/// timm's `resample_abs_pos_embed`: the grid part of `pos` `[1, 1 + g*g, D]` resampled to
+/// `gh` x `gw` as `F.interpolate(mode="bicubic", antialias=True, align_corners=False)` does, the
+/// class token's embedding kept. Built from candle operations, so gradients reach `pos`.
+pub fn resample_abs_pos_embed(pos: &Tensor, g: usize, (gh, gw): (usize, usize)) -> Result<Tensor> {
+    let d = pos.dim(2)?;
+    let dev = pos.device();
+    let prefix = pos.narrow(1, 0, 1)?;
+    let grid = pos.narrow(1, 1, g * g)?.reshape((g, g * d))?;
+    // Rows, then columns (with the axes swapped so each pass is one matrix product).
+    let rows = aa_bicubic_matrix(g, gh, dev)?
+        .matmul(&grid)?
+        .reshape((gh, g, d))?
+        .transpose(0, 1)?
+        .contiguous()?
+        .reshape((g, gh * d))?;
+    let both = aa_bicubic_matrix(g, gw, dev)?
+        .matmul(&rows)?
+        .reshape((gw, gh, d))?
+        .transpose(0, 1)?
+        .reshape((1, gh * gw, d))?;
+    Tensor::cat(&[&prefix, &both], 1)
+}
+
+/// PIL's and PyTorch's antialiased bicubic kernel (`a = -0.5`).
+fn aa_cubic(x: f64) -> f64 {
+    const A: f64 = -0.5;
+    let x = x.abs();
+    if x < 1.0 {
+        ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0
+    } else if x < 2.0 {
+        ((A * x - 5.0 * A) * x + 8.0 * A) * x - 4.0 * A
+    } else {
+        0.0
+    }
+}
+
+/// The `[out, in]` matrix of PyTorch's antialiased bicubic resampling of one axis
+/// (`_compute_indices_weights_aa`): output `i` is centred at `scale * (i + 0.5)` with
+/// `scale = in / out`; when shrinking, the kernel is widened by `scale` (its support is
+/// `2 * scale` input samples), and each row's weights are normalised to sum to one.
+fn aa_bicubic_matrix(input: usize, output: usize, dev: &Device) -> Result<Tensor> {
+    let scale = input as f64 / output as f64;
+    let (support, invscale) = if scale >= 1.0 {
+        (2.0 * scale, 1.0 / scale)
+    } else {
+        (2.0, 1.0)
+    };
+    let mut m = vec![0f32; output * input];
+    for i in 0..output {
+        let center = scale * (i as f64 + 0.5);
+        // Truncation toward zero, as PyTorch's integer cast.
+        let xmin = ((center - support + 0.5) as i64).max(0) as usize;
+        let xmax = ((center + support + 0.5) as i64).min(input as i64) as usize;
+        let w: Vec<f64> = (xmin..xmax)
+            .map(|j| aa_cubic((j as f64 - center + 0.5) * invscale))
+            .collect();
+        let total: f64 = w.iter().sum();
+        for (j, wj) in (xmin..xmax).zip(w) {
+            m[i * input + j] = if total != 0.0 { wj / total } else { 0.0 } as f32;
+        }
+    }
+    Tensor::from_vec(m, (output, input), dev)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn matrix(input: usize, output: usize) -> Vec<Vec<f32>> {
+        aa_bicubic_matrix(input, output, &Device::Cpu)
+            .unwrap()
+            .to_vec2()
+            .unwrap()
+    }
+
+    #[test]
+    fn halving_widens_the_kernel() {
+        // Output 0 of 4 -> 2 is centred at 1.0 with support 4: taps at -0.25, 0.25, 0.75, 1.25
+        // of the widened kernel, cubic(.) = 0.8671875, 0.8671875, 0.2265625, -0.0703125, over
+        // their sum 1.890625.
+        let m = matrix(4, 2);
+        let want = [0.458_677_7, 0.458_677_7, 0.119_834_7, -0.037_190_08];
+        for (got, want) in m[0].iter().zip(want) {
+            assert!((got - want).abs() < 1e-6, "{:?}", m[0]);
+        }
+        let mirrored: Vec<f32> = m[1].iter().rev().copied().collect();
+        assert_eq!(m[0], mirrored);
+    }
+
+    #[test]
+    fn same_size_is_the_identity_and_rows_sum_to_one() {
+        let m = matrix(5, 5);
+        for (i, row) in m.iter().enumerate() {
+            for (j, v) in row.iter().enumerate() {
+                assert!((v - if i == j { 1.0 } else { 0.0 }).abs() < 1e-6);
+            }
+        }
+        for row in matrix(37, 16).iter().chain(&matrix(14, 24)) {
+            assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+        }
+    }
+
+    #[test]
+    fn resampling_keeps_the_class_token_and_a_constant_grid() {
+        let d = 3;
+        let mut v = vec![7f32; d];
+        v.extend(std::iter::repeat_n(2f32, 4 * 4 * d));
+        let pos = Tensor::from_vec(v, (1, 17, d), &Device::Cpu).unwrap();
+        let out = resample_abs_pos_embed(&pos, 4, (3, 5)).unwrap();
+        assert_eq!(out.dims(), &[1, 16, d]);
+        let out: Vec<f32> = out.flatten_all().unwrap().to_vec1().unwrap();
+        assert!(out[..d].iter().all(|&x| x == 7.0));
+        assert!(out[d..].iter().all(|x| (x - 2.0).abs() < 1e-5));
+    }
+}
