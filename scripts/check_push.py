@@ -20,7 +20,8 @@ with socket.socket() as s:
 endpoint = f"http://127.0.0.1:{port}"
 token, wrong = "hf_" + secrets.token_hex(16), "hf_" + secrets.token_hex(16)
 server = subprocess.Popen([sys.executable, f"{here}/hub_stand_in.py", f"{work}/empty", "--port", str(port),
-                           "--upload-dir", f"{work}/hub", "--user", f"{token}:tester"], stdout=subprocess.DEVNULL)
+                           "--upload-dir", f"{work}/hub", "--user", f"{token}:tester"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 for _ in range(100):
     try:
         socket.create_connection(("127.0.0.1", port)).close()

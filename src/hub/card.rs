@@ -249,18 +249,24 @@ fn recipe(out: &mut String, meta: &CheckpointMeta) {
     );
     let _ = writeln!(
         out,
-        "- class weights: {}; batch norm statistics {} while fine-tuning",
+        "- class weights: {}",
         match t.class_weights {
             crate::config::ClassWeights::Auto =>
                 "inverse class frequency when the classes are imbalanced (over 1.5×)",
             crate::config::ClassWeights::Off => "off",
-        },
-        if t.train_batchnorm {
-            "updated"
-        } else {
-            "frozen"
         }
     );
+    if finetuned {
+        let _ = writeln!(
+            out,
+            "- batch norm statistics {} while fine-tuning",
+            if t.train_batchnorm {
+                "updated"
+            } else {
+                "frozen"
+            }
+        );
+    }
     let mut aug = Vec::new();
     if a.random_resized_crop {
         aug.push(format!(
@@ -285,7 +291,7 @@ fn recipe(out: &mut String, meta: &CheckpointMeta) {
     }
     let _ = writeln!(
         out,
-        "- augmentation (in the phases marked on): {}",
+        "- augmentation (in the phases marked on above): {}",
         if aug.is_empty() {
             "none".to_string()
         } else {

@@ -156,6 +156,10 @@ impl Printer {
             return;
         }
         let mb = |b: u64| b as f64 / 1e6;
+        let size = |b: u64| match b {
+            0..1_000_000 => format!("{:.1} kB", b as f64 / 1e3),
+            _ => format!("{:.1} MB", mb(b)),
+        };
         match event {
             PushEvent::Start {
                 repo,
@@ -166,12 +170,12 @@ impl Printer {
             } => {
                 let list: Vec<String> = files
                     .iter()
-                    .map(|f| format!("{} ({:.2} MB)", f.path, mb(f.bytes)))
+                    .map(|f| format!("{} ({})", f.path, size(f.bytes)))
                     .collect();
                 println!(
-                    "pushing to {repo} (branch {revision}) at {endpoint}: {}, {:.1} MB in all",
+                    "pushing to {repo} (branch {revision}) at {endpoint}: {}; {} in all",
                     list.join(", "),
-                    mb(*bytes)
+                    size(*bytes)
                 );
             }
             PushEvent::Progress { done, total } if self.bar => {
