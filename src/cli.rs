@@ -31,6 +31,8 @@ pub enum Command {
     Embed(EmbedArgs),
     /// The supported architectures: default Hub repository, size, input, measured speed.
     Backbones(BackbonesArgs),
+    /// Upload a checkpoint to the Hugging Face Hub as a timm model with a model card.
+    Push(PushArgs),
 }
 
 /// Which backbone: a Hub repository (downloaded through the Hugging Face cache) or a local file.
@@ -85,7 +87,8 @@ pub struct BackbonesArgs {
 /// `tltui predict`.
 #[derive(Debug, Args)]
 pub struct PredictArgs {
-    /// A checkpoint written by tltui.
+    /// A checkpoint written by tltui, a directory written by `tltui export`, or
+    /// hf-hub:ORG/NAME[@REVISION] (a pushed model, downloaded into the Hugging Face cache).
     pub checkpoint: PathBuf,
     /// Image files or directories (walked recursively).
     #[arg(required = true)]
@@ -133,6 +136,30 @@ pub struct ExportArgs {
     pub checkpoint: PathBuf,
     /// Directory for model.safetensors and config.json.
     pub out_dir: PathBuf,
+}
+
+/// `tltui push`.
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// A checkpoint written by tltui.
+    pub checkpoint: PathBuf,
+    /// The model repository, ORG/NAME; created if it does not exist, else updated by a commit.
+    pub repo: String,
+    /// Create the repository private (an existing one keeps its visibility).
+    #[arg(long)]
+    pub private: bool,
+    /// Commit message.
+    #[arg(long, value_name = "TEXT")]
+    pub message: Option<String>,
+    /// Branch to commit to (created if missing; default main).
+    #[arg(long, value_name = "BRANCH")]
+    pub revision: Option<String>,
+    /// The Hub dataset the model was trained on, for the card's `datasets`.
+    #[arg(long, value_name = "NAME")]
+    pub dataset: Option<String>,
+    /// Print one JSON object per line, each with an "event" field.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `tltui bench`.

@@ -5,6 +5,9 @@
 //! no timeouts, races two downloads of one file on a lock, and ignores `HF_HUB_OFFLINE`; each is
 //! handled here.
 
+pub mod card;
+pub mod push;
+
 use hf_hub::progress::{DownloadEvent, ProgressEvent, ProgressHandler};
 use hf_hub::{HFClient, HFError};
 use sha2::Digest;
@@ -147,7 +150,7 @@ pub async fn fetch_backbone(
     options: &HubOptions,
     progress: Arc<dyn Fn(DownloadProgress) + Send + Sync>,
 ) -> Result<BackboneFiles, HubError> {
-    let client = build_client(options)?;
+    let client = build_client(options, None)?;
     let handle = client.model(repo.owner.clone(), repo.name.clone());
     let mut paths = Vec::new();
     let mut offline_fallback = false;
@@ -190,7 +193,12 @@ pub fn fetch_backbone_blocking(id: &str) -> anyhow::Result<PathBuf> {
     Ok(files.weights)
 }
 
-fn build_client(options: &HubOptions) -> Result<HFClient, HubError> {
+/// A client for `options`; `token` replaces the one hf-hub finds itself (`HF_TOKEN`, the token
+/// file).
+pub(crate) fn build_client(
+    options: &HubOptions,
+    token: Option<&str>,
+) -> Result<HFClient, HubError> {
     let http = reqwest::Client::builder()
         .connect_timeout(options.stall_timeout)
         .read_timeout(options.stall_timeout)
@@ -202,6 +210,9 @@ fn build_client(options: &HubOptions) -> Result<HFClient, HubError> {
     }
     if let Some(dir) = &options.cache_dir {
         builder = builder.cache_dir(dir.clone());
+    }
+    if let Some(token) = token {
+        builder = builder.token(token);
     }
     builder.build().map_err(|e| HubError::Client(e.to_string()))
 }
@@ -379,7 +390,7 @@ async fn with_stall_watch<F: std::future::Future>(
 }
 
 /// An error's chain as one line; the token never appears in hf-hub's messages.
-fn describe(e: &HFError) -> String {
+pub(crate) fn describe(e: &HFError) -> String {
     let mut s = e.to_string();
     let mut source = std::error::Error::source(e);
     while let Some(inner) = source {

@@ -2,14 +2,16 @@
 
 use crate::cli::{EvalArgs, ExportArgs, PredictArgs};
 use crate::data::decode::decode_rgb;
-use crate::data::{is_image_name, Dataset, Preprocess, Skipped, SplitOptions};
-use crate::model::{build_backbone, Backbone, Head, ModelConfig};
-use crate::train::checkpoint::{Checkpoint, CheckpointMeta};
+use crate::data::{is_image_name, Dataset, Preprocess, PretrainedCfg, Skipped, SplitOptions};
+use crate::hub::{fetch_backbone, DownloadProgress, HubOptions, RepoId};
+use crate::model::{build_backbone, Backbone, Head, ModelConfig, Params};
+use crate::train::checkpoint::Checkpoint;
 use crate::train::metrics::{top_losses, Confusion};
 use candle_core::{Device, Tensor, D};
 use rayon::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Images per forward pass.
 const BATCH: usize = 32;
@@ -17,35 +19,119 @@ const BATCH: usize = 32;
 /// An image and its class probabilities.
 pub type Classified = (PathBuf, Vec<f32>);
 
-/// A checkpoint ready to classify images.
+/// A trained model ready to classify images.
 pub struct Classifier {
     device: Device,
     backbone: Box<dyn Backbone>,
     head: Head,
-    pub meta: CheckpointMeta,
+    /// Class names in the order of the head's outputs.
+    pub classes: Vec<String>,
+    preprocess: Preprocess,
+}
+
+/// The fields of an exported `config.json` a classifier needs.
+#[derive(Deserialize)]
+struct TimmConfig {
+    architecture: String,
+    num_features: usize,
+    #[serde(default)]
+    label_names: Vec<String>,
+    pretrained_cfg: PretrainedCfg,
 }
 
 impl Classifier {
-    /// Loads a checkpoint written by tltui onto `device`.
-    pub fn load(path: &Path, device: Device) -> anyhow::Result<Self> {
-        let ckpt = Checkpoint::load(path, &device)?;
+    /// A tltui checkpoint file, a directory written by `tltui export`, or `hf-hub:ORG/NAME[@REV]`
+    /// (a pushed model, fetched into the Hugging Face cache), loaded onto `device`.
+    pub fn open(spec: &Path, device: Device) -> anyhow::Result<Self> {
+        if let Some(id) = spec.to_str().and_then(|s| s.strip_prefix("hf-hub:")) {
+            let repo: RepoId = id.parse().map_err(anyhow::Error::msg)?;
+            let options = HubOptions::from_config(&crate::config::Config::default().hub);
+            let progress = Arc::new(|p: DownloadProgress| {
+                if let DownloadProgress::Done { file, bytes } = p {
+                    eprintln!("downloaded {file} ({:.1} MB)", bytes as f64 / 1e6);
+                }
+            });
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let files = runtime.block_on(fetch_backbone(&repo, &options, progress))?;
+            return Self::from_timm(&files.config, &files.weights, device);
+        }
+        if spec.is_dir() {
+            let (config, weights) = (spec.join("config.json"), spec.join("model.safetensors"));
+            return Self::from_timm(&config, &weights, device);
+        }
+        Self::from_checkpoint(Checkpoint::load(spec, &device)?, device)
+    }
+
+    /// A checkpoint read by [`Checkpoint::load`] onto `device`.
+    pub fn from_checkpoint(ckpt: Checkpoint, device: Device) -> anyhow::Result<Self> {
         let head = ckpt.head(0.0)?;
         let config = ModelConfig {
-            architecture: ckpt.meta.architecture.clone(),
+            architecture: ckpt.meta.architecture,
             num_features: None,
-            pretrained_cfg: ckpt.meta.pretrained_cfg.clone(),
+            pretrained_cfg: ckpt.meta.pretrained_cfg,
         };
         let backbone = build_backbone(&config, ckpt.params)?;
         Ok(Self {
             device,
             backbone,
             head,
-            meta: ckpt.meta,
+            classes: ckpt.meta.classes,
+            preprocess: ckpt.meta.preprocess,
+        })
+    }
+
+    /// What [`timm_files`] wrote: timm's `config.json` (with `label_names`) and
+    /// `model.safetensors`.
+    pub fn from_timm(config: &Path, weights: &Path, device: Device) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(config)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", config.display()))?;
+        let cfg: TimmConfig = serde_json::from_str(&text).map_err(|e| {
+            anyhow::anyhow!(
+                "{} is not a timm classifier's config: {e}",
+                config.display()
+            )
+        })?;
+        if cfg.label_names.is_empty() {
+            anyhow::bail!(
+                "{} names no classes (label_names); it is not a classifier exported by tltui",
+                config.display()
+            );
+        }
+        let prefix = format!("{}.", timm_classifier(&cfg.architecture));
+        let loaded = Params::load(weights, &device)?;
+        let params = Params::from_tensors(loaded.iter().map(|(k, v)| {
+            let name = match k.strip_prefix(&prefix) {
+                Some(rest) => format!("classifier.{rest}"),
+                None => k.clone(),
+            };
+            (name, v.as_tensor().clone())
+        }))?;
+        let k = cfg.label_names.len();
+        let weight = params.get("classifier.weight", &[k, cfg.num_features])?;
+        let bias = params.get("classifier.bias", &[k])?;
+        let head = Head::from_tensors(weight.as_tensor(), bias.as_tensor(), 0.0)?;
+        let preprocess =
+            Preprocess::from_cfg(&cfg.pretrained_cfg, 0).map_err(anyhow::Error::msg)?;
+        let config = ModelConfig {
+            architecture: cfg.architecture,
+            num_features: None,
+            pretrained_cfg: cfg.pretrained_cfg,
+        };
+        let backbone = build_backbone(&config, params)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", weights.display()))?;
+        Ok(Self {
+            device,
+            backbone,
+            head,
+            classes: cfg.label_names,
+            preprocess,
         })
     }
 
     fn preprocess(&self) -> &Preprocess {
-        &self.meta.preprocess
+        &self.preprocess
     }
 
     /// Class probabilities `[N, K]` of decoded-and-preprocessed inputs.
@@ -132,7 +218,7 @@ pub struct ClassProbability {
 
 /// `tltui predict`.
 pub fn predict(args: &PredictArgs) -> anyhow::Result<()> {
-    let model = Classifier::load(&args.checkpoint, args.device.pick()?)?;
+    let model = Classifier::open(&args.checkpoint, args.device.pick()?)?;
     let paths = collect_images(&args.images);
     let (results, skipped) = model.classify(&paths)?;
     let predictions: Vec<Prediction> = results
@@ -144,7 +230,7 @@ pub fn predict(args: &PredictArgs) -> anyhow::Result<()> {
                 .into_iter()
                 .take(args.top.max(1))
                 .map(|i| ClassProbability {
-                    class: model.meta.classes[i].clone(),
+                    class: model.classes[i].clone(),
                     probability: probs[i],
                 })
                 .collect();
@@ -184,25 +270,28 @@ pub struct ClassMetrics {
 
 /// `tltui eval`.
 pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
-    let model = Classifier::load(&args.checkpoint, args.device.pick()?)?;
-    let val_fraction = args.val_fraction.unwrap_or(model.meta.val_fraction);
-    let seed = args.seed.unwrap_or(model.meta.seed);
-    let data = &model.meta.config.data;
+    let device = args.device.pick()?;
+    let ckpt = Checkpoint::load(&args.checkpoint, &device)?;
+    let val_fraction = args.val_fraction.unwrap_or(ckpt.meta.val_fraction);
+    let seed = args.seed.unwrap_or(ckpt.meta.seed);
+    let data = &ckpt.meta.config.data;
     let split = SplitOptions {
         val_fraction,
         seed,
         duplicates: data.duplicates,
     };
+    let max_pixels = data.max_pixels();
+    let model = Classifier::from_checkpoint(ckpt, device)?;
     let ds = Dataset::open(
         &args.dataset,
         args.classes_dir.as_deref(),
         &split,
-        data.max_pixels(),
+        max_pixels,
     )?;
-    if ds.class_names != model.meta.classes {
+    if ds.class_names != model.classes {
         anyhow::bail!(
             "the checkpoint was trained on classes {:?}, but {} has {:?}",
-            model.meta.classes,
+            model.classes,
             args.dataset.display(),
             ds.class_names
         );
@@ -239,13 +328,12 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
         })
         .collect();
     let m = &confusion.matrix;
-    let per_class: Vec<ClassMetrics> = (0..m.len())
-        .map(|c| {
-            let tp = m[c][c] as f32;
-            let predicted: usize = m.iter().map(|row| row[c]).sum();
+    let per_class: Vec<ClassMetrics> = confusion
+        .precision_recall()
+        .into_iter()
+        .enumerate()
+        .map(|(c, (precision, recall))| {
             let support: usize = m[c].iter().sum();
-            let precision = tp / predicted.max(1) as f32;
-            let recall = tp / support.max(1) as f32;
             let f1 = if precision + recall > 0.0 {
                 2.0 * precision * recall / (precision + recall)
             } else {
@@ -322,17 +410,28 @@ struct Mistake {
     probability: f32,
 }
 
-/// `tltui export`: `model.safetensors` with timm's keys and a timm `config.json`.
-pub fn export(args: &ExportArgs) -> anyhow::Result<()> {
-    let ckpt = Checkpoint::load(&args.checkpoint, &Device::Cpu)?;
-    std::fs::create_dir_all(&args.out_dir)
-        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", args.out_dir.display()))?;
-    // timm names the classifier `fc` in ResNets, `head.fc` in ConvNeXts, `classifier` elsewhere.
-    let classifier = match ckpt.meta.architecture.as_str() {
+/// timm names the classifier `fc` in ResNets, `head.fc` in ConvNeXts, `head` in ViTs and
+/// `classifier` elsewhere.
+fn timm_classifier(architecture: &str) -> &'static str {
+    match architecture {
         a if a.starts_with("resnet") => "fc",
         a if a.starts_with("convnext") => "head.fc",
+        a if a.starts_with("vit_") || a.starts_with("deit_") => "head",
         _ => "classifier",
-    };
+    }
+}
+
+/// A checkpoint as a timm model: `model.safetensors` in timm's key names and a `config.json`
+/// with `architecture`, `num_classes`, `label_names` and `pretrained_cfg` (whose input size is
+/// the one the model was trained at).
+pub struct TimmFiles {
+    pub weights: Vec<u8>,
+    pub config: Vec<u8>,
+}
+
+/// The files [`export`] writes and `tltui push` uploads.
+pub fn timm_files(ckpt: &Checkpoint) -> anyhow::Result<TimmFiles> {
+    let classifier = timm_classifier(&ckpt.meta.architecture);
     let tensors: Vec<(String, Tensor)> = ckpt
         .params
         .iter()
@@ -345,10 +444,11 @@ pub fn export(args: &ExportArgs) -> anyhow::Result<()> {
         })
         .collect();
     let info = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
-    let bytes = safetensors::serialize(tensors, Some(info))?;
-    crate::train::checkpoint::atomic_write(&args.out_dir.join("model.safetensors"), &bytes)?;
+    let weights = safetensors::serialize(tensors, Some(info))?;
     let num_features = ckpt.params.var("classifier.weight").dim(1)?;
+    let size = ckpt.meta.preprocess.size as usize;
     let mut pretrained_cfg = serde_json::to_value(&ckpt.meta.pretrained_cfg)?;
+    pretrained_cfg["input_size"] = serde_json::json!([3, size, size]);
     pretrained_cfg["num_classes"] = ckpt.meta.classes.len().into();
     pretrained_cfg["classifier"] = classifier.into();
     let config = serde_json::json!({
@@ -358,10 +458,23 @@ pub fn export(args: &ExportArgs) -> anyhow::Result<()> {
         "label_names": ckpt.meta.classes,
         "pretrained_cfg": pretrained_cfg,
     });
+    Ok(TimmFiles {
+        weights,
+        config: serde_json::to_vec_pretty(&config)?,
+    })
+}
+
+/// `tltui export`: [`timm_files`] written to a directory.
+pub fn export(args: &ExportArgs) -> anyhow::Result<()> {
+    let ckpt = Checkpoint::load(&args.checkpoint, &Device::Cpu)?;
+    std::fs::create_dir_all(&args.out_dir)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", args.out_dir.display()))?;
+    let files = timm_files(&ckpt)?;
     crate::train::checkpoint::atomic_write(
-        &args.out_dir.join("config.json"),
-        serde_json::to_string_pretty(&config)?.as_bytes(),
+        &args.out_dir.join("model.safetensors"),
+        &files.weights,
     )?;
+    crate::train::checkpoint::atomic_write(&args.out_dir.join("config.json"), &files.config)?;
     println!(
         "exported {} to {}",
         ckpt.meta.architecture,

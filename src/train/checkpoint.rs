@@ -35,6 +35,47 @@ pub struct CheckpointMeta {
     pub val_fraction: f64,
     pub seed: u64,
     pub config: Config,
+    /// What the run did and measured (empty in checkpoints written before it was recorded).
+    #[serde(default)]
+    pub record: RunRecord,
+}
+
+/// A run's history as the model card tells it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// Training and validation images per class, in the order of `classes`.
+    pub train_counts: Vec<usize>,
+    pub val_counts: Vec<usize>,
+    /// The phases trained, in order.
+    pub phases: Vec<PhaseRecord>,
+    /// The last validation before the checkpoint was written.
+    pub validation: Option<ValidationRecord>,
+}
+
+/// One phase as it ran.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PhaseRecord {
+    pub phase: Phase,
+    /// Epochs completed.
+    pub epochs: usize,
+    /// Peak learning rate of the schedule.
+    pub lr: f64,
+    /// Backbone layer groups that trained, of `groups`.
+    pub unfrozen_groups: usize,
+    pub groups: usize,
+    /// Whether training images were augmented.
+    pub augmented: bool,
+}
+
+/// A validation's results.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ValidationRecord {
+    pub phase: Option<Phase>,
+    pub epoch: usize,
+    pub loss: f32,
+    pub accuracy: f32,
+    /// `confusion[true][predicted]`.
+    pub confusion: Vec<Vec<usize>>,
 }
 
 /// A checkpoint read back: all tensors (backbone and `classifier.*`) and the metadata.

@@ -1,7 +1,9 @@
 //! The engine: owns data, model and optimiser on its own thread, takes [`Command`]s and emits
 //! [`Event`]s.
 
-use super::checkpoint::{self, Checkpoint, CheckpointMeta};
+use super::checkpoint::{
+    self, Checkpoint, CheckpointMeta, PhaseRecord, RunRecord, ValidationRecord,
+};
 use super::features;
 use super::metrics::{balanced_weights, cross_entropy, predictions, top_losses, Confusion};
 use super::optim::{cosine_with_ramp, AdamW};
@@ -185,6 +187,8 @@ struct Trainer {
     last_phase: Option<Phase>,
     epochs_done: usize,
     trained_since_save: bool,
+    /// Counts, phases and the last validation, for checkpoints.
+    record: RunRecord,
     summary: Summary,
     started: Instant,
 }
@@ -294,6 +298,7 @@ impl Trainer {
             &device,
         )?;
 
+        let mut phases_before = Vec::new();
         if let Some(path) = &setup.resume {
             let ckpt = Checkpoint::load(path, &device)?;
             if ckpt.meta.architecture != model_config.architecture {
@@ -316,6 +321,7 @@ impl Trainer {
                 var.set(ckpt.params.get(name, var.dims())?.as_tensor())?;
             }
             head = ckpt.head(config.train.dropout)?;
+            phases_before = ckpt.meta.record.phases;
         }
 
         let counts: Vec<usize> = dataset.class_counts().iter().map(|c| c.train).collect();
@@ -331,6 +337,12 @@ impl Trainer {
             _ => None,
         };
 
+        let record = RunRecord {
+            train_counts: counts,
+            val_counts: dataset.class_counts().iter().map(|c| c.val).collect(),
+            phases: phases_before,
+            validation: None,
+        };
         emit(Event::ModelReady {
             backbone: backbone_name.clone(),
             architecture: model_config.architecture.clone(),
@@ -366,6 +378,7 @@ impl Trainer {
             last_phase: None,
             epochs_done: 0,
             trained_since_save: false,
+            record,
             summary,
             started,
         };
@@ -525,6 +538,14 @@ impl Trainer {
             Phase::Warmup => 0,
             Phase::Finetune => (total_steps as f64 * t.finetune_ramp_fraction).ceil() as usize,
         };
+        self.record.phases.push(PhaseRecord {
+            phase,
+            epochs: 0,
+            lr: base_lr,
+            unfrozen_groups: unfrozen,
+            groups: n_groups,
+            augmented: augment,
+        });
         self.run = Some(Run {
             phase,
             epochs,
@@ -730,6 +751,9 @@ impl Trainer {
         let phase = run.phase;
         run.epoch += 1;
         run.step = 0;
+        if let Some(record) = self.record.phases.last_mut() {
+            record.epochs += 1;
+        }
         let finished = run.epoch == run.epochs;
         let (epoch, epochs) = (run.epoch, run.epochs);
         match phase {
@@ -794,9 +818,17 @@ impl Trainer {
             TOP_LOSSES,
         );
         let run = self.run.as_ref();
+        let (phase, epoch) = (run.map(|r| r.phase), run.map(|r| r.epoch + 1).unwrap_or(0));
+        self.record.validation = Some(ValidationRecord {
+            phase,
+            epoch,
+            loss,
+            accuracy,
+            confusion: confusion.matrix.clone(),
+        });
         self.emit(Event::Validation {
-            phase: run.map(|r| r.phase),
-            epoch: run.map(|r| r.epoch + 1).unwrap_or(0),
+            phase,
+            epoch,
             loss,
             accuracy,
             accuracy_clean,
@@ -847,6 +879,7 @@ impl Trainer {
             val_fraction: self.config.data.val_fraction,
             seed: self.config.data.seed,
             config: self.config.clone(),
+            record: self.record.clone(),
         };
         match checkpoint::save(&path, &self.backbone.parts().params, &self.head, &meta)
             .with_context(|| format!("{name} checkpoint not saved"))

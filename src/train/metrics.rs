@@ -76,6 +76,19 @@ impl Confusion {
             .map(|(i, row)| row[i] as f32 / row.iter().sum::<usize>().max(1) as f32)
             .collect()
     }
+
+    /// Precision and recall of each class (0 where nothing was predicted or present).
+    pub fn precision_recall(&self) -> Vec<(f32, f32)> {
+        let m = &self.matrix;
+        (0..m.len())
+            .map(|c| {
+                let predicted: usize = m.iter().map(|row| row[c]).sum();
+                let present: usize = m[c].iter().sum();
+                let tp = m[c][c] as f32;
+                (tp / predicted.max(1) as f32, tp / present.max(1) as f32)
+            })
+            .collect()
+    }
 }
 
 /// One image the model got wrong, or nearly: its cross-entropy loss and what it predicted.
@@ -154,6 +167,8 @@ mod tests {
         assert_eq!(c.matrix, vec![vec![1, 1], vec![0, 2]]);
         assert_eq!(c.accuracy(), 0.75);
         assert_eq!(c.per_class_accuracy(), vec![0.5, 1.0]);
+        // class 0: 1 of 1 predicted right, 1 of 2 found; class 1: 2 of 3, 2 of 2.
+        assert_eq!(c.precision_recall(), vec![(1.0, 0.5), (2.0 / 3.0, 1.0)]);
     }
 
     #[test]
