@@ -73,6 +73,75 @@ fn efficientnet_lite_family() {
 }
 
 #[test]
+fn mobilenet_families() {
+    check("mobilenetv1_100", 1024 * 1000 + 1000, 4_231_976);
+    check("mobilenetv2_100", 1280 * 1000 + 1000, 3_504_872);
+    check("mobilenetv3_large_100", 1280 * 1000 + 1000, 5_483_032);
+    check("tf_mobilenetv3_large_100", 1280 * 1000 + 1000, 5_483_032);
+    check("mobilenetv3_small_100", 1024 * 1000 + 1000, 2_542_856);
+}
+
+/// A checkpoint deeper or wider than the arch definition sizes the model: here MobileNetV2 with
+/// a fifth block in stage 3 and its stem and first block 8 channels wider.
+#[test]
+fn the_checkpoint_sizes_the_model() {
+    let mut weights: std::collections::BTreeMap<String, Tensor> =
+        common::random_weights("mobilenetv2_100")
+            .into_iter()
+            .collect();
+    let extra: Vec<(String, Tensor)> = weights
+        .iter()
+        .filter_map(|(k, t)| {
+            k.strip_prefix("blocks.3.3.")
+                .map(|rest| (format!("blocks.3.4.{rest}"), t.clone()))
+        })
+        .collect();
+    let extra_params: usize = extra
+        .iter()
+        .filter(|(k, _)| !k.contains("running"))
+        .map(|(_, t)| t.elem_count())
+        .sum();
+    weights.extend(extra);
+    let widen = |t: &Tensor, dim: usize| {
+        let pad = Tensor::ones_like(&t.narrow(dim, 0, 8).unwrap()).unwrap();
+        Tensor::cat(&[t, &pad], dim).unwrap()
+    };
+    for k in [
+        "conv_stem.weight",
+        "bn1.weight",
+        "bn1.bias",
+        "bn1.running_mean",
+        "bn1.running_var",
+    ] {
+        weights.insert(k.into(), widen(&weights[k], 0));
+    }
+    for k in [
+        "blocks.0.0.conv_dw.weight",
+        "blocks.0.0.bn1.weight",
+        "blocks.0.0.bn1.bias",
+    ] {
+        weights.insert(k.into(), widen(&weights[k], 0));
+    }
+    for k in ["blocks.0.0.bn1.running_mean", "blocks.0.0.bn1.running_var"] {
+        weights.insert(k.into(), widen(&weights[k], 0));
+    }
+    weights.insert(
+        "blocks.0.0.conv_pw.weight".into(),
+        widen(&weights["blocks.0.0.conv_pw.weight"], 1),
+    );
+    let b = build_backbone(
+        &config("mobilenetv2_100"),
+        Params::from_tensors(weights).unwrap(),
+    )
+    .unwrap();
+    let total: usize = b.parts().groups.iter().map(|g| g.params).sum();
+    let widened = 8 * 3 * 3 * 3 + 2 * 8 + 8 * 9 + 2 * 8 + 16 * 8;
+    assert_eq!(total, 3_504_872 - 1_281_000 + extra_params + widened);
+    let x = Tensor::randn(0f32, 1.0, (1, 3, 64, 64), &Device::Cpu).unwrap();
+    assert_eq!(b.forward(&x, false).unwrap().dims(), &[1, 1280]);
+}
+
+#[test]
 fn unsupported_architecture_lists_the_supported_ones() {
     let err = build_backbone(&config("swin_tiny_patch4_window7_224"), Params::default())
         .err()
@@ -112,22 +181,30 @@ fn relative_error(want: &Tensor, got: &Tensor) -> f32 {
     max(&(want - got).unwrap()) / max(want).max(1e-6)
 }
 
-/// The hand-written backward of EfficientNet-Lite agrees with candle's autograd, for every
-/// trainable tensor, with all groups trainable and with only the last three.
-#[test]
-fn lite_taped_backward_matches_autograd() {
-    let weights = common::random_weights("tf_efficientnet_lite0");
+/// The hand-written backward of the ReLU6 EfficientNet-class models agrees with candle's autograd,
+/// for every trainable tensor, with all groups trainable and with only the last three.
+fn taped_backward_matches_autograd(arch: &str) {
+    let weights = common::random_weights(arch);
     let x = Tensor::randn(0f32, 1.0, (2, 3, 64, 64), &Device::Cpu).unwrap();
-    for trainable_from in [0, 6] {
+    let groups = build_backbone(
+        &config(arch),
+        Params::from_tensors(weights.clone()).unwrap(),
+    )
+    .unwrap()
+    .parts()
+    .groups
+    .len();
+    for trainable_from in [0, groups - 3] {
         let mut b = build_backbone(
-            &config("tf_efficientnet_lite0"),
+            &config(arch),
             Params::from_tensors(weights.clone()).unwrap(),
         )
         .unwrap();
         for i in 0..b.parts().groups.len() {
             b.set_trainable(i, i >= trainable_from);
         }
-        let r = Tensor::randn(0f32, 1.0, (2, 1280), &Device::Cpu).unwrap();
+        let features = b.parts().num_features;
+        let r = Tensor::randn(0f32, 1.0, (2, features), &Device::Cpu).unwrap();
         let reference = b
             .forward(&x, true)
             .unwrap()
@@ -137,7 +214,7 @@ fn lite_taped_backward_matches_autograd() {
             .unwrap()
             .backward()
             .unwrap();
-        let (features, tape) = b.forward_taped(&x).expect("lite has a taped path").unwrap();
+        let (features, tape) = b.forward_taped(&x).expect("a taped path").unwrap();
         let auto_features = b.forward(&x, false).unwrap();
         let diff = (&features - &auto_features)
             .unwrap()
@@ -172,6 +249,17 @@ fn lite_taped_backward_matches_autograd() {
             );
         }
     }
+}
+
+#[test]
+fn lite_taped_backward_matches_autograd() {
+    taped_backward_matches_autograd("tf_efficientnet_lite0");
+}
+
+#[test]
+fn mobilenet_v1_v2_taped_backward_matches_autograd() {
+    taped_backward_matches_autograd("mobilenetv1_100");
+    taped_backward_matches_autograd("mobilenetv2_100");
 }
 
 /// On CUDA a training pass goes through candle's graph and the portable ops; its gradients

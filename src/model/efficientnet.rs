@@ -1,9 +1,11 @@
-//! EfficientNet-Lite0..4 and EfficientNet-B0, as timm builds them, channels-last internally.
+//! timm's `EfficientNet` class: EfficientNet-Lite0..4, EfficientNet-B0, and the MobileNetV1 and
+//! MobileNetV2 families it also builds (as timm's `_gen_mobilenet_v1` / `_gen_mobilenet_v2` do),
+//! channels-last internally, with a hand-written backward for the ReLU6 members.
 
-use super::layers::{
-    conv1x1_nhwc, depthwise_weight_nhwc, global_pool_nhwc, input_conv_nhwc, same_padding,
-    stem_patches, weight, BatchNorm,
+use super::efficientnet_blocks::{
+    make_divisible, Act, ArchDef, BlockKind, Family, Scale, SeStyle, Trunk,
 };
+use super::layers::{conv1x1_nhwc, depthwise_weight_nhwc, global_pool_nhwc, stem_patches, weight};
 use super::ops::bn_act::{backward as bn_backward, bn_act, Activation, ChannelDim};
 use super::ops::depthwise::{
     depthwise_conv2d, grad_input as dw_grad_input, grad_weight as dw_grad_weight, DwGeometry,
@@ -12,43 +14,99 @@ use super::{Backbone, BackboneParts, GroupMode, Params};
 use candle_core::backprop::GradStore;
 use candle_core::{Result, Tensor};
 
-/// Stage definitions shared by the family: (inverted residual?, repeats, kernel, stride,
-/// expansion, channels). The first stage is a depthwise-separable block.
-const STAGES: [(bool, usize, usize, usize, usize, usize); 7] = [
-    (false, 1, 3, 1, 1, 16),
-    (true, 2, 3, 2, 6, 24),
-    (true, 2, 5, 2, 6, 40),
-    (true, 3, 3, 2, 6, 80),
-    (true, 3, 5, 1, 6, 112),
-    (true, 4, 5, 2, 6, 192),
-    (true, 1, 3, 1, 6, 320),
+/// EfficientNet-B0's arch definition; Lite is the same without squeeze-excite.
+const EFFICIENTNET_B0: ArchDef = &[
+    &["ds_r1_k3_s1_e1_c16_se0.25"],
+    &["ir_r2_k3_s2_e6_c24_se0.25"],
+    &["ir_r2_k5_s2_e6_c40_se0.25"],
+    &["ir_r3_k3_s2_e6_c80_se0.25"],
+    &["ir_r3_k5_s1_e6_c112_se0.25"],
+    &["ir_r4_k5_s2_e6_c192_se0.25"],
+    &["ir_r1_k3_s1_e6_c320_se0.25"],
 ];
 
-/// What distinguishes one family member.
+/// EfficientNet-Lite's arch definition.
+const EFFICIENTNET_LITE: ArchDef = &[
+    &["ds_r1_k3_s1_e1_c16"],
+    &["ir_r2_k3_s2_e6_c24"],
+    &["ir_r2_k5_s2_e6_c40"],
+    &["ir_r3_k3_s2_e6_c80"],
+    &["ir_r3_k5_s1_e6_c112"],
+    &["ir_r4_k5_s2_e6_c192"],
+    &["ir_r1_k3_s1_e6_c320"],
+];
+
+/// MobileNetV1's arch definition (timm's `_gen_mobilenet_v1`).
+const MOBILENET_V1: ArchDef = &[
+    &["dsa_r1_k3_s1_c64"],
+    &["dsa_r2_k3_s2_c128"],
+    &["dsa_r2_k3_s2_c256"],
+    &["dsa_r6_k3_s2_c512"],
+    &["dsa_r2_k3_s2_c1024"],
+];
+
+/// MobileNetV2's arch definition (timm's `_gen_mobilenet_v2`).
+const MOBILENET_V2: ArchDef = &[
+    &["ds_r1_k3_s1_c16"],
+    &["ir_r2_k3_s2_e6_c24"],
+    &["ir_r3_k3_s2_e6_c32"],
+    &["ir_r4_k3_s2_e6_c64"],
+    &["ir_r3_k3_s1_e6_c96"],
+    &["ir_r3_k3_s2_e6_c160"],
+    &["ir_r1_k3_s1_e6_c320"],
+];
+
+/// What distinguishes one family member. Widths and depths come from the checkpoint; `scale`,
+/// `stem` and `head` give the shapes a checkpoint lacking a tensor is checked against.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct EfficientNetSpec {
-    pub width: f64,
-    pub depth: f64,
-    /// Lite: ReLU6, no squeeze-excite, stem/head and first/last stage depth not scaled.
-    pub lite: bool,
-    /// TensorFlow "SAME" padding and BatchNorm eps 1e-3 (the `tf_` ports).
-    pub tf: bool,
+    pub arch_def: ArchDef,
+    pub scale: Scale,
+    pub family: Family,
+    /// Default stem width.
+    pub stem: usize,
+    /// Default width of `conv_head`; `None`: no head convolution unless the checkpoint has one
+    /// (MobileNetV1, whose `h` variants have one).
+    pub head: Option<usize>,
 }
 
 impl EfficientNetSpec {
-    /// The spec of a timm architecture name, if it is one of this family.
+    /// The spec of a timm architecture name, if it is one of this class's supported families
+    /// (every `mobilenetv1_*` and `mobilenetv2_*` width and depth variant).
     pub fn for_arch(arch: &str) -> Option<Self> {
-        let lite = |width, depth| Self {
-            width,
-            depth,
-            lite: true,
-            tf: true,
+        let relu6 = |tf| Family {
+            act: Act::Relu6,
+            tf,
+            se: SeStyle::EfficientNet,
+        };
+        let lite = |width: f64, depth| Self {
+            arch_def: EFFICIENTNET_LITE,
+            scale: Scale {
+                width,
+                depth,
+                fix_first_last: true,
+            },
+            family: relu6(true),
+            stem: 32,
+            head: Some(1280),
         };
         let b0 = |tf| Self {
-            width: 1.0,
-            depth: 1.0,
-            lite: false,
-            tf,
+            arch_def: EFFICIENTNET_B0,
+            scale: Scale::ONE,
+            family: Family {
+                act: Act::Silu,
+                tf,
+                se: SeStyle::EfficientNet,
+            },
+            stem: 32,
+            head: Some(1280),
+        };
+        let mobilenet = |arch_def, head| Self {
+            arch_def,
+            scale: Scale::ONE,
+            family: relu6(false),
+            stem: 32,
+            head,
         };
         Some(match arch {
             "tf_efficientnet_lite0" => lite(1.0, 1.0),
@@ -58,265 +116,68 @@ impl EfficientNetSpec {
             "tf_efficientnet_lite4" => lite(1.4, 1.8),
             "efficientnet_b0" => b0(false),
             "tf_efficientnet_b0" => b0(true),
+            a if a.starts_with("mobilenetv1_") => mobilenet(MOBILENET_V1, None),
+            a if a.starts_with("mobilenetv2_") => mobilenet(MOBILENET_V2, Some(1280)),
             _ => return None,
         })
     }
-
-    fn channels(&self, c: usize) -> usize {
-        make_divisible(c as f64 * self.width)
-    }
 }
 
-/// timm's `make_divisible(v, 8)`: nearest multiple of 8, never more than 10% below `v`.
-fn make_divisible(v: f64) -> usize {
-    let d = 8.0;
-    let mut r = ((v + d / 2.0) / d).floor() * d;
-    r = r.max(d);
-    if r < 0.9 * v {
-        r += d;
-    }
-    r as usize
-}
-
-/// One block: depthwise-separable (`ds`) or inverted residual.
-#[derive(Debug, Clone)]
-struct Block {
-    prefix: String,
-    inverted: bool,
-    kernel: usize,
-    stride: usize,
-    in_ch: usize,
-    mid_ch: usize,
-    out_ch: usize,
-    se_ch: usize,
-    skip: bool,
-}
-
-/// An EfficientNet backbone.
+/// An EfficientNet-class backbone.
 pub struct EfficientNet {
     parts: BackboneParts,
-    spec: EfficientNetSpec,
-    stem_ch: usize,
-    stages: Vec<Vec<Block>>,
-    bns: std::collections::HashMap<String, BatchNorm>,
+    trunk: Trunk,
+    /// Width of `conv_head` + `bn2`, when the model has them.
+    head_ch: Option<usize>,
 }
 
 impl EfficientNet {
     /// Builds `arch` from `params`, checking every tensor it needs.
     pub fn new(arch: &str, spec: EfficientNetSpec, params: Params) -> anyhow::Result<Self> {
-        let stem_ch = if spec.lite { 32 } else { spec.channels(32) };
-        let head_ch = if spec.lite { 1280 } else { spec.channels(1280) };
-        let mut stages: Vec<Vec<Block>> = Vec::new();
-        let mut in_ch = stem_ch;
-        for (si, &(inverted, repeats, kernel, stride, expand, ch)) in STAGES.iter().enumerate() {
-            let fixed = spec.lite && (si == 0 || si == STAGES.len() - 1);
-            let repeats = if fixed {
-                repeats
-            } else {
-                (repeats as f64 * spec.depth).ceil() as usize
-            };
-            let out_ch = spec.channels(ch);
-            let blocks = (0..repeats)
-                .map(|bi| {
-                    let stride = if bi == 0 { stride } else { 1 };
-                    let block = Block {
-                        prefix: format!("blocks.{si}.{bi}"),
-                        inverted,
-                        kernel,
-                        stride,
-                        in_ch,
-                        mid_ch: if inverted {
-                            make_divisible((in_ch * expand) as f64)
-                        } else {
-                            in_ch
-                        },
-                        out_ch,
-                        se_ch: if spec.lite {
-                            0
-                        } else {
-                            ((in_ch as f64) * 0.25).round().max(1.0) as usize
-                        },
-                        skip: stride == 1 && in_ch == out_ch,
-                    };
-                    in_ch = out_ch;
-                    block
-                })
-                .collect();
-            stages.push(blocks);
-        }
-        let eps = if spec.tf { 1e-3 } else { 1e-5 };
-        let momentum = if spec.tf { 0.01 } else { 0.1 };
-        let mut bns = std::collections::HashMap::new();
-        let mut bn = |prefix: String, ch: usize| -> anyhow::Result<()> {
-            bns.insert(
-                prefix.clone(),
-                BatchNorm::new(&params, &prefix, ch, eps, momentum)?,
-            );
-            Ok(())
+        let s = spec.scale;
+        let stem = if s.fix_first_last {
+            spec.stem
+        } else {
+            make_divisible(spec.stem as f64 * s.width)
         };
-        params.get("conv_stem.weight", &[stem_ch, 3, 3, 3])?;
-        bn("bn1".into(), stem_ch)?;
-        for b in stages.iter().flatten() {
-            let p = &b.prefix;
-            let k = b.kernel;
-            params.get(&format!("{p}.conv_dw.weight"), &[b.mid_ch, 1, k, k])?;
-            if b.inverted {
-                params.get(&format!("{p}.conv_pw.weight"), &[b.mid_ch, b.in_ch, 1, 1])?;
-                params.get(&format!("{p}.conv_pwl.weight"), &[b.out_ch, b.mid_ch, 1, 1])?;
-                bn(format!("{p}.bn1"), b.mid_ch)?;
-                bn(format!("{p}.bn2"), b.mid_ch)?;
-                bn(format!("{p}.bn3"), b.out_ch)?;
-            } else {
-                params.get(&format!("{p}.conv_pw.weight"), &[b.out_ch, b.in_ch, 1, 1])?;
-                bn(format!("{p}.bn1"), b.in_ch)?;
-                bn(format!("{p}.bn2"), b.out_ch)?;
-            }
-            if b.se_ch > 0 {
-                params.get(
-                    &format!("{p}.se.conv_reduce.weight"),
-                    &[b.se_ch, b.mid_ch, 1, 1],
-                )?;
-                params.get(&format!("{p}.se.conv_reduce.bias"), &[b.se_ch])?;
-                params.get(
-                    &format!("{p}.se.conv_expand.weight"),
-                    &[b.mid_ch, b.se_ch, 1, 1],
-                )?;
-                params.get(&format!("{p}.se.conv_expand.bias"), &[b.mid_ch])?;
-            }
+        let mut trunk = Trunk::new(&params, spec.arch_def, s, stem, spec.family)?;
+        let head_ch = match (params.dims("conv_head.weight"), spec.head) {
+            (Some(d), _) => d.first().copied(),
+            (None, Some(h)) if s.fix_first_last => Some(h),
+            (None, Some(h)) => Some(make_divisible(h as f64 * s.width).max(h)),
+            (None, None) => None,
+        };
+        let mut groups = trunk.groups();
+        if let Some(h) = head_ch {
+            params.get("conv_head.weight", &[h, trunk.out_ch(), 1, 1])?;
+            trunk.add_bn(&params, "bn2", h)?;
+            groups.push((
+                "head".to_string(),
+                vec!["conv_head.".to_string(), "bn2.".to_string()],
+            ));
         }
-        params.get("conv_head.weight", &[head_ch, in_ch, 1, 1])?;
-        bn("bn2".into(), head_ch)?;
-        let mut groups = vec![(
-            "stem".to_string(),
-            vec!["conv_stem.".to_string(), "bn1.".to_string()],
-        )];
-        for si in 0..stages.len() {
-            groups.push((format!("blocks.{si}"), vec![format!("blocks.{si}.")]));
-        }
-        groups.push((
-            "head".to_string(),
-            vec!["conv_head.".to_string(), "bn2.".to_string()],
-        ));
         let mut params = params;
         params.retain(|k| !k.starts_with("classifier."));
+        let features = head_ch.unwrap_or(trunk.out_ch());
         Ok(Self {
-            parts: BackboneParts::new(arch, params, groups, head_ch),
-            spec,
-            stem_ch,
-            stages,
-            bns,
+            parts: BackboneParts::new(arch, params, groups, features),
+            trunk,
+            head_ch,
         })
-    }
-
-    fn activation(&self) -> Activation {
-        if self.spec.lite {
-            Activation::Relu6
-        } else {
-            Activation::None
-        }
-    }
-
-    /// BatchNorm followed by the family's activation (ReLU6 fused, or SiLU) when `act` is set.
-    fn bn(&self, x: &Tensor, prefix: &str, act: bool, mode: GroupMode) -> Result<Tensor> {
-        let a = if act {
-            self.activation()
-        } else {
-            Activation::None
-        };
-        let y = self.bns[prefix].forward(&self.parts.params, x, a, ChannelDim::Last, mode)?;
-        if act && !self.spec.lite {
-            y.silu()
-        } else {
-            Ok(y)
-        }
-    }
-
-    fn depthwise(&self, x: &Tensor, b: &Block, mode: GroupMode) -> Result<Tensor> {
-        let (_, h, w, c) = x.dims4()?;
-        let k = b.kernel;
-        let geo = if self.spec.tf {
-            DwGeometry::same(h, w, k, b.stride)
-        } else {
-            DwGeometry::symmetric(h, w, k, b.stride, k / 2)
-        };
-        let wt = weight(
-            &self.parts.params,
-            &format!("{}.conv_dw.weight", b.prefix),
-            mode,
-        );
-        let wt = depthwise_weight_nhwc(&wt, c, k)?;
-        depthwise_conv2d(x, &wt, geo)
-    }
-
-    fn squeeze_excite(&self, x: &Tensor, b: &Block, mode: GroupMode) -> Result<Tensor> {
-        let p = &self.parts.params;
-        let w = |n: &str| weight(p, &format!("{}.se.{n}", b.prefix), mode);
-        let s = global_pool_nhwc(x)?;
-        let s = s
-            .matmul(&w("conv_reduce.weight").flatten_from(1)?.t()?)?
-            .broadcast_add(&w("conv_reduce.bias"))?
-            .silu()?;
-        let s = s
-            .matmul(&w("conv_expand.weight").flatten_from(1)?.t()?)?
-            .broadcast_add(&w("conv_expand.bias"))?;
-        let s = candle_nn::ops::sigmoid(&s)?;
-        let (n, c) = s.dims2()?;
-        x.broadcast_mul(&s.reshape((n, 1, 1, c))?)
-    }
-
-    fn block(&self, x: &Tensor, b: &Block, mode: GroupMode) -> Result<Tensor> {
-        let p = &self.parts.params;
-        let w = |n: &str| weight(p, &format!("{}.{n}.weight", b.prefix), mode);
-        let pre = &b.prefix;
-        let mut h = x.clone();
-        if b.inverted {
-            h = conv1x1_nhwc(&h, &w("conv_pw"))?;
-            h = self.bn(&h, &format!("{pre}.bn1"), true, mode)?;
-        }
-        h = self.depthwise(&h, b, mode)?;
-        let (dw_bn, out_bn) = if b.inverted {
-            ("bn2", "bn3")
-        } else {
-            ("bn1", "bn2")
-        };
-        h = self.bn(&h, &format!("{pre}.{dw_bn}"), true, mode)?;
-        if b.se_ch > 0 {
-            h = self.squeeze_excite(&h, b, mode)?;
-        }
-        let proj = if b.inverted { "conv_pwl" } else { "conv_pw" };
-        h = conv1x1_nhwc(&h, &w(proj))?;
-        h = self.bn(&h, &format!("{pre}.{out_bn}"), false, mode)?;
-        if b.skip {
-            h = (h + x)?;
-        }
-        Ok(h)
     }
 
     /// The feature map before pooling, channels-last `[N, H, W, C]`.
     pub fn feature_map(&self, x: &Tensor, training: bool) -> Result<Tensor> {
         let parts = &self.parts;
-        let mode = parts.mode(0, training);
-        let (_, _, h, w) = x.dims4()?;
-        let pad = if self.spec.tf {
-            let (t, b) = same_padding(h, 3, 2);
-            let (l, r) = same_padding(w, 3, 2);
-            [t, b, l, r]
-        } else {
-            [1; 4]
-        };
-        let stem = weight(&parts.params, "conv_stem.weight", mode);
-        let mut h = input_conv_nhwc(x, &stem, 2, pad)?;
-        debug_assert_eq!(h.dim(3)?, self.stem_ch);
-        h = self.bn(&h, "bn1", true, mode)?;
-        for (si, stage) in self.stages.iter().enumerate() {
-            let mode = parts.mode(si + 1, training);
-            for b in stage {
-                h = self.block(&h, b, mode)?;
-            }
+        let p = &parts.params;
+        let h = self.trunk.forward(p, x, |g| parts.mode(g, training))?;
+        if self.head_ch.is_none() {
+            return Ok(h);
         }
         let mode = parts.mode(parts.groups.len() - 1, training);
-        h = conv1x1_nhwc(&h, &weight(&parts.params, "conv_head.weight", mode))?;
-        self.bn(&h, "bn2", true, mode)
+        let h = conv1x1_nhwc(&h, &weight(p, "conv_head.weight", mode))?;
+        self.trunk
+            .bn(p, &h, "bn2", Some(self.trunk.family.act), mode)
     }
 }
 
@@ -360,9 +221,18 @@ pub struct Tape {
 }
 
 impl EfficientNet {
-    /// Whether the hand-written backward applies: Lite models with BatchNorm in inference mode.
+    /// Whether the hand-written backward applies: BatchNorm in inference mode, and only ReLU6
+    /// activations (fused into the BatchNorm op) and no squeeze-excite (Lite, MobileNetV1/V2).
     fn taped(&self) -> bool {
-        self.spec.lite && !self.parts.train_batchnorm
+        let fused = |a: Act| a == Act::Relu6;
+        !self.parts.train_batchnorm
+            && fused(self.trunk.family.act)
+            && self
+                .trunk
+                .stages
+                .iter()
+                .flatten()
+                .all(|b| fused(b.act) && b.se_ch == 0 && b.kind != BlockKind::ConvBnAct)
     }
 
     /// Pooled features without a candle graph, and the tape for [`Self::backward_taped`].
@@ -380,7 +250,7 @@ impl EfficientNet {
                   h: Tensor,
                   act: Activation|
          -> Result<Tensor> {
-            let (scale, shift, _) = self.bns[prefix].inference_affine(p)?;
+            let (scale, shift, _) = self.trunk.batchnorm(prefix).inference_affine(p)?;
             let y = bn_act(&h, &scale, &shift, act, ChannelDim::Last)?;
             rec.push((
                 g,
@@ -406,12 +276,11 @@ impl EfficientNet {
                 Ok(y)
             };
         let (_, _, hgt, wid) = x.dims4()?;
-        let (t, b) = same_padding(hgt, 3, 2);
-        let (l, r) = same_padding(wid, 3, 2);
-        let (h, patches) = stem_patches(x, &w("conv_stem.weight"), 2, [t, b, l, r])?;
+        let pad = self.trunk.stem_padding(hgt, wid);
+        let (h, patches) = stem_patches(x, &w("conv_stem.weight"), 2, pad)?;
         rec.push((0, Record::Stem { patches }));
         let mut h = bn(&mut rec, 0, "bn1", h, Activation::Relu6)?;
-        for (si, stage) in self.stages.iter().enumerate() {
+        for (si, stage) in self.trunk.stages.iter().enumerate() {
             let g = si + 1;
             for blk in stage {
                 let pre = &blk.prefix;
@@ -419,13 +288,13 @@ impl EfficientNet {
                     rec.push((g, Record::SkipStart));
                 }
                 let input = h.clone();
-                if blk.inverted {
+                if blk.kind == BlockKind::InvertedResidual {
                     h = conv(&mut rec, g, format!("{pre}.conv_pw.weight"), h)?;
                     h = bn(&mut rec, g, &format!("{pre}.bn1"), h, Activation::Relu6)?;
                 }
                 let (_, hh, ww, c) = h.dims4()?;
                 let k = blk.kernel;
-                let geo = DwGeometry::same(hh, ww, k, blk.stride);
+                let geo = self.trunk.dw_geometry(blk, hh, ww);
                 let name = format!("{pre}.conv_dw.weight");
                 let wt = depthwise_weight_nhwc(&w(&name), c, k)?;
                 let out = depthwise_conv2d(&h, &wt, geo)?;
@@ -437,11 +306,8 @@ impl EfficientNet {
                         geo,
                     },
                 ));
-                let (dw_bn, out_bn, proj) = if blk.inverted {
-                    ("bn2", "bn3", "conv_pwl")
-                } else {
-                    ("bn1", "bn2", "conv_pw")
-                };
+                let (dw_bn, out_bn, proj) = blk.layer_names();
+                let out_act = blk.out_act().map_or(Activation::None, Act::fused);
                 h = bn(
                     &mut rec,
                     g,
@@ -450,16 +316,18 @@ impl EfficientNet {
                     Activation::Relu6,
                 )?;
                 h = conv(&mut rec, g, format!("{pre}.{proj}.weight"), h)?;
-                h = bn(&mut rec, g, &format!("{pre}.{out_bn}"), h, Activation::None)?;
+                h = bn(&mut rec, g, &format!("{pre}.{out_bn}"), h, out_act)?;
                 if blk.skip {
                     h = (h + input)?;
                     rec.push((g, Record::SkipEnd));
                 }
             }
         }
-        let g = self.parts.groups.len() - 1;
-        h = conv(&mut rec, g, "conv_head.weight".into(), h)?;
-        h = bn(&mut rec, g, "bn2", h, Activation::Relu6)?;
+        if self.head_ch.is_some() {
+            let g = self.parts.groups.len() - 1;
+            h = conv(&mut rec, g, "conv_head.weight".into(), h)?;
+            h = bn(&mut rec, g, "bn2", h, Activation::Relu6)?;
+        }
         let (n, hh, ww, c) = h.dims4()?;
         let pooled = global_pool_nhwc(&h)?;
         Ok((
@@ -503,7 +371,7 @@ impl EfficientNet {
                 Record::SkipEnd => skips.push(g.clone()),
                 Record::SkipStart => g = (g + skips.pop().expect("skip records pair up"))?,
                 Record::Bn(r) => {
-                    let bn = &self.bns[&r.prefix];
+                    let bn = self.trunk.batchnorm(&r.prefix);
                     let (scale, _, inv_std) = bn.inference_affine(p)?;
                     let (gx, gs, gb) = bn_backward(
                         &r.input,
@@ -594,18 +462,5 @@ impl Backbone for EfficientNet {
             .downcast::<Tape>()
             .map_err(|_| candle_core::Error::Msg("not an EfficientNet tape".into()))?;
         EfficientNet::backward_taped(self, *tape, grad, grads)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn channel_rounding_follows_timm() {
-        assert_eq!(make_divisible(16.0 * 1.1), 16);
-        assert_eq!(make_divisible(24.0 * 1.4), 32);
-        assert_eq!(make_divisible(320.0 * 1.4), 448);
-        assert_eq!(make_divisible(40.0 * 1.2), 48);
     }
 }

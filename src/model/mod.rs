@@ -3,8 +3,10 @@
 
 pub mod convnext;
 pub mod efficientnet;
+pub mod efficientnet_blocks;
 pub mod head;
 pub mod layers;
+pub mod mobilenetv3;
 pub mod ops;
 pub mod params;
 pub mod resnet;
@@ -18,7 +20,8 @@ use std::path::Path;
 pub use head::Head;
 pub use params::Params;
 
-/// Architectures tltui can build, as timm names them.
+/// Architectures tltui can build, as timm names them (the MobileNets in every width and depth
+/// variant of their families: the checkpoint sizes them).
 pub const SUPPORTED: &[&str] = &[
     "tf_efficientnet_lite0",
     "tf_efficientnet_lite1",
@@ -49,6 +52,28 @@ pub const SUPPORTED: &[&str] = &[
     "vit_small_patch14_dinov2",
     "vit_base_patch14_dinov2",
     "vit_large_patch14_dinov2",
+    "mobilenetv1_100",
+    "mobilenetv1_100h",
+    "mobilenetv1_125",
+    "mobilenetv2_035",
+    "mobilenetv2_050",
+    "mobilenetv2_075",
+    "mobilenetv2_100",
+    "mobilenetv2_140",
+    "mobilenetv2_110d",
+    "mobilenetv2_120d",
+    "mobilenetv3_large_075",
+    "mobilenetv3_large_100",
+    "mobilenetv3_large_150d",
+    "mobilenetv3_small_050",
+    "mobilenetv3_small_075",
+    "mobilenetv3_small_100",
+    "tf_mobilenetv3_large_075",
+    "tf_mobilenetv3_large_100",
+    "tf_mobilenetv3_large_minimal_100",
+    "tf_mobilenetv3_small_075",
+    "tf_mobilenetv3_small_100",
+    "tf_mobilenetv3_small_minimal_100",
 ];
 
 /// The fields of a timm `config.json` that tltui reads.
@@ -275,6 +300,9 @@ pub fn build_backbone(config: &ModelConfig, params: Params) -> anyhow::Result<Bo
         return Ok(Box::new(efficientnet::EfficientNet::new(
             arch, spec, params,
         )?));
+    }
+    if let Some(spec) = mobilenetv3::MobileNetV3Spec::for_arch(arch) {
+        return Ok(Box::new(mobilenetv3::MobileNetV3::new(arch, spec, params)?));
     }
     if let Some(spec) = resnet::ResNetSpec::for_arch(arch) {
         return Ok(Box::new(resnet::ResNet::new(arch, spec, params)?));

@@ -73,6 +73,19 @@ impl Params {
         Ok(v)
     }
 
+    /// The shape of tensor `name`, if there is one (to size a model from its checkpoint).
+    pub fn dims(&self, name: &str) -> Option<&[usize]> {
+        self.vars.get(name).map(|v| v.dims())
+    }
+
+    /// Whether any tensor's name starts with `prefix`.
+    pub fn has_prefix(&self, prefix: &str) -> bool {
+        self.vars
+            .range(prefix.to_string()..)
+            .next()
+            .is_some_and(|(k, _)| k.starts_with(prefix))
+    }
+
     /// The variable `name`; the model checked its presence when it was built.
     pub fn var(&self, name: &str) -> &Var {
         &self.vars[name]
