@@ -26,6 +26,15 @@ pub enum Command {
     Eval(EvalArgs),
     /// Write a checkpoint as a timm model: model.safetensors and config.json.
     Export(ExportArgs),
+    /// Print the recipe a checkpoint was trained by (replay it with --headless --recipe).
+    Recipe(RecipeArgs),
+}
+
+/// `tltui recipe`.
+#[derive(Debug, Args)]
+pub struct RecipeArgs {
+    /// A checkpoint written by tltui.
+    pub checkpoint: PathBuf,
 }
 
 /// `tltui predict`.
@@ -170,14 +179,28 @@ pub struct TrainArgs {
     /// With --headless: print one JSON object per line, each with an "event" field.
     #[arg(long, requires = "headless")]
     pub json: bool,
-    /// Warm-up epochs (headless: run them; dashboard: epochs per `w`). Overrides train.warmup_epochs.
-    #[arg(long, value_name = "N")]
-    pub warmup_epochs: Option<usize>,
+    /// Warm-up epochs, or `auto` (until validation loss stops improving); headless: run them;
+    /// dashboard: epochs per `w`. Overrides train.warmup_epochs.
+    #[arg(long, value_name = "N|auto")]
+    pub warmup_epochs: Option<crate::config::Epochs>,
     /// Fine-tune epochs (headless: run them after warm-up; dashboard: epochs per `f`).
     #[arg(long, value_name = "N")]
     pub finetune_epochs: Option<usize>,
     #[command(flatten)]
     pub device: DeviceArgs,
+    /// With --headless: replay a recipe (recipe.toml beside the checkpoints, or `tltui recipe
+    /// CKPT`): its configuration, and its commands at the steps they took effect.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "headless",
+        conflicts_with = "resume"
+    )]
+    pub recipe: Option<PathBuf>,
+    /// With --headless: run the learning-rate finder at the start of the first phase and adopt
+    /// its suggestion.
+    #[arg(long, requires = "headless", conflicts_with = "recipe")]
+    pub find_lr: bool,
     /// Dashboard: start this phase without waiting for a key (overrides train.auto_start).
     #[arg(long, value_name = "PHASE", value_parser = ["none", "warmup", "finetune"])]
     pub start: Option<String>,
@@ -250,6 +273,7 @@ impl TrainArgs {
             resume: self.resume.clone(),
             feature_cache_dir: cache.map(|d| d.join("features")),
             device: self.device.pick()?,
+            replay: None,
         })
     }
 }

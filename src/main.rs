@@ -20,6 +20,9 @@ fn main() -> ExitCode {
         Some(Command::Predict(args)) => tltui::infer::predict(args).map(|()| ExitCode::SUCCESS),
         Some(Command::Eval(args)) => tltui::infer::eval(args).map(|()| ExitCode::SUCCESS),
         Some(Command::Export(args)) => tltui::infer::export(args).map(|()| ExitCode::SUCCESS),
+        Some(Command::Recipe(args)) => {
+            tltui::train::recipe::print(&args.checkpoint).map(|()| ExitCode::SUCCESS)
+        }
         None => match &cli.train.dataset {
             Some(dataset) if cli.train.headless => tltui::headless::run(&cli.train, dataset),
             Some(dataset) => tltui::ui::run(&cli.train, dataset),

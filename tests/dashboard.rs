@@ -63,7 +63,7 @@ fn ready_app() -> App {
     let mut app = App::new(
         "Dog-Cat".into(),
         "timm/tf_efficientnet_lite0.in1k".into(),
-        3,
+        tltui::config::Epochs::Count(3),
         2,
         true,
     );

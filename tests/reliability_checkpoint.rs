@@ -33,6 +33,7 @@ fn meta(epoch: usize) -> CheckpointMeta {
         val_fraction: 0.2,
         seed: 0,
         config: Config::default(),
+        recipe: None,
     }
 }
 

@@ -136,6 +136,7 @@ fn valid_checkpoint() -> Vec<u8> {
         val_fraction: 0.2,
         seed: 0,
         config: Config::default(),
+        recipe: None,
     };
     tltui::train::checkpoint::serialize(&params, &head, &meta).unwrap()
 }

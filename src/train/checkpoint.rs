@@ -35,6 +35,9 @@ pub struct CheckpointMeta {
     pub val_fraction: f64,
     pub seed: u64,
     pub config: Config,
+    /// How the weights were trained (absent in checkpoints of older versions).
+    #[serde(default)]
+    pub recipe: Option<super::recipe::Recipe>,
 }
 
 /// A checkpoint read back: all tensors (backbone and `classifier.*`) and the metadata.
