@@ -91,6 +91,9 @@ const PREVIEW_VARIANTS: u64 = 8;
 const PREVIEW_SEED: u64 = 0x5052_4556_4945_5753;
 /// Epochs of an `auto` warm-up that augments (each epoch then costs a backbone pass).
 const AUTO_AUGMENTED_EPOCHS: usize = 3;
+/// Most images per forward of a long pass (feature pass, validation): commands are taken between
+/// them, so this bounds how long a pause or an interrupt waits on a busy CPU.
+const PASS_CHUNK: usize = 8;
 
 /// Keeps the default panic message off the screen for panics on the engine thread: the engine
 /// catches them and reports them as an `Error` event (which a dashboard shows in place).
@@ -786,7 +789,7 @@ impl Trainer {
             self.backbone.as_ref(),
             &self.store,
             &samples,
-            self.config.data.batch_size,
+            self.config.data.batch_size.min(PASS_CHUNK),
             &self.device,
             &mut progress,
         )?;
@@ -1012,7 +1015,7 @@ impl Trainer {
                 let samples: Vec<&Sample> = self.dataset.val.iter().collect();
                 let meter = Meter::new(Pass::Validation, samples.len());
                 let mut done = 0;
-                for chunk in samples.chunks(self.config.data.batch_size) {
+                for chunk in samples.chunks(self.config.data.batch_size.min(PASS_CHUNK)) {
                     let (x, _) = self.store.batch(chunk, BatchMode::Eval, &self.device)?;
                     let f = self.backbone.forward(&x, false)?;
                     parts.push(self.head.forward(&f, None::<&mut ChaCha8Rng>)?);

@@ -523,7 +523,8 @@ pub fn lr_finder(f: &mut Frame, app: &App, area: Rect) {
         .iter()
         .map(|p| (p.lr.log10(), p.smoothed as f64))
         .collect();
-    let x = bounds(curve.iter().map(|p| p.0));
+    // The tested range exactly, so that the axis ends read as the rates tried.
+    let x = [curve[0].0, curve[curve.len() - 1].0];
     let y = bounds(curve.iter().map(|p| p.1));
     let marks: Vec<(String, Vec<(f64, f64)>, Color)> = result
         .suggestion
