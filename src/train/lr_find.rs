@@ -52,7 +52,8 @@ pub fn lr_at(i: usize, n: usize) -> f64 {
     START_LR * (END_LR / START_LR).powf(t)
 }
 
-/// Smooths losses as they come and tells when they diverge.
+/// Smooths losses as they come and tells when they diverge (never within the first tenth of
+/// [`STEPS`]).
 #[derive(Debug, Clone, Default)]
 pub struct Curve {
     pub points: Vec<LrPoint>,
@@ -68,7 +69,9 @@ impl Curve {
         let n = self.points.len() as i32 + 1;
         let smoothed = (self.average / (1.0 - BETA.powi(n))) as f32;
         self.points.push(LrPoint { lr, loss, smoothed });
-        if !smoothed.is_finite() || (n > 1 && smoothed as f64 > DIVERGENCE * self.best as f64) {
+        // Small batches make the first losses noisy; rates in the first tenth never diverge.
+        let settled = n as usize > STEPS / 10;
+        if !smoothed.is_finite() || (settled && smoothed as f64 > DIVERGENCE * self.best as f64) {
             return true;
         }
         if n == 1 || smoothed < self.best {

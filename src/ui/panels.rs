@@ -529,7 +529,7 @@ pub fn lr_finder(f: &mut Frame, app: &App, area: Rect) {
     // The tested range exactly, so that the axis ends read as the rates tried.
     let x = [curve[0].0, curve[curve.len() - 1].0];
     let y = bounds(curve.iter().map(|p| p.1));
-    let marks: Vec<(String, Vec<(f64, f64)>, Color)> = result
+    let marks: Vec<(String, f64, Color)> = result
         .suggestion
         .map(|s| {
             vec![
@@ -541,9 +541,10 @@ pub fn lr_finder(f: &mut Frame, app: &App, area: Rect) {
                 ),
             ]
         })
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(name, lr, color)| (name, vertical(lr.log10(), y), color))
+        .unwrap_or_default();
+    let lines: Vec<Vec<(f64, f64)>> = marks
+        .iter()
+        .map(|(_, lr, _)| vertical(lr.log10(), y))
         .collect();
     let mut datasets = vec![Dataset::default()
         .name("smoothed loss")
@@ -551,7 +552,7 @@ pub fn lr_finder(f: &mut Frame, app: &App, area: Rect) {
         .graph_type(GraphType::Line)
         .style(fg(app, Color::Yellow))
         .data(&curve)];
-    for (name, points, color) in &marks {
+    for ((name, _, color), points) in marks.iter().zip(&lines) {
         datasets.push(
             Dataset::default()
                 .name(name.clone())
