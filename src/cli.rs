@@ -33,6 +33,8 @@ pub enum Command {
     Backbones(BackbonesArgs),
     /// Upload a checkpoint to the Hugging Face Hub as a timm model with a model card.
     Push(PushArgs),
+    /// Print the recipe a checkpoint was trained by (replay it with --headless --recipe).
+    Recipe(RecipeArgs),
 }
 
 /// Which backbone: a Hub repository (downloaded through the Hugging Face cache) or a local file.
@@ -82,6 +84,13 @@ pub struct BackbonesArgs {
     /// Print one JSON array.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `tltui recipe`.
+#[derive(Debug, Args)]
+pub struct RecipeArgs {
+    /// A checkpoint written by tltui.
+    pub checkpoint: PathBuf,
 }
 
 /// `tltui predict`.
@@ -265,14 +274,28 @@ pub struct TrainArgs {
     /// With --headless: print one JSON object per line, each with an "event" field.
     #[arg(long, requires = "headless")]
     pub json: bool,
-    /// Warm-up epochs (headless: run them; dashboard: epochs per `w`). Overrides train.warmup_epochs.
-    #[arg(long, value_name = "N")]
-    pub warmup_epochs: Option<usize>,
+    /// Warm-up epochs, or `auto` (until validation loss stops improving); headless: run them;
+    /// dashboard: epochs per `w`. Overrides train.warmup_epochs.
+    #[arg(long, value_name = "N|auto")]
+    pub warmup_epochs: Option<crate::config::Epochs>,
     /// Fine-tune epochs (headless: run them after warm-up; dashboard: epochs per `f`).
     #[arg(long, value_name = "N")]
     pub finetune_epochs: Option<usize>,
     #[command(flatten)]
     pub device: DeviceArgs,
+    /// With --headless: replay a recipe (recipe.toml beside the checkpoints, or `tltui recipe
+    /// CKPT`): its configuration, and its commands at the steps they took effect.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "headless",
+        conflicts_with = "resume"
+    )]
+    pub recipe: Option<PathBuf>,
+    /// With --headless: run the learning-rate finder at the start of the first phase and adopt
+    /// its suggestion.
+    #[arg(long, requires = "headless", conflicts_with = "recipe")]
+    pub find_lr: bool,
     /// Dashboard: start this phase without waiting for a key (overrides train.auto_start).
     #[arg(long, value_name = "PHASE", value_parser = ["none", "warmup", "finetune"])]
     pub start: Option<String>,
@@ -345,6 +368,7 @@ impl TrainArgs {
             resume: self.resume.clone(),
             feature_cache_dir: cache.map(|d| d.join("features")),
             device: self.device.pick()?,
+            replay: None,
         })
     }
 }

@@ -101,7 +101,11 @@ impl std::str::FromStr for DuplicateMode {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainConfig {
-    pub warmup_epochs: usize,
+    pub warmup_epochs: Epochs,
+    /// Auto warm-up: epochs without a lower validation loss before it stops.
+    pub warmup_patience: usize,
+    /// Auto warm-up: the most epochs it runs.
+    pub warmup_max_epochs: usize,
     pub finetune_epochs: usize,
     pub warmup_lr: f64,
     pub finetune_lr: f64,
@@ -113,6 +117,59 @@ pub struct TrainConfig {
     pub train_batchnorm: bool,
     pub class_weights: ClassWeights,
     pub auto_start: AutoStart,
+}
+
+/// How many epochs a warm-up runs: a number, or `auto` (until validation loss stops improving).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Epochs {
+    Auto,
+    Count(usize),
+}
+
+impl std::fmt::Display for Epochs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Epochs::Auto => f.write_str("auto"),
+            Epochs::Count(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Epochs {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Epochs::Auto),
+            n => n
+                .parse()
+                .map(Epochs::Count)
+                .map_err(|_| format!("{n:?} is neither a number of epochs nor \"auto\"")),
+        }
+    }
+}
+
+impl Serialize for Epochs {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Epochs::Auto => s.serialize_str("auto"),
+            Epochs::Count(n) => s.serialize_u64(*n as u64),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Epochs {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Count(usize),
+            Word(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Count(n) => Ok(Epochs::Count(n)),
+            Raw::Word(w) => w.parse().map_err(serde::de::Error::custom),
+        }
+    }
 }
 
 /// Where the backbone comes from.
@@ -231,6 +288,9 @@ impl Config {
         if t.warmup_lr <= 0.0 || t.finetune_lr <= 0.0 {
             return fail("train.warmup_lr and train.finetune_lr must be positive");
         }
+        if t.warmup_patience == 0 || t.warmup_max_epochs == 0 {
+            return fail("train.warmup_patience and train.warmup_max_epochs must be at least 1");
+        }
         if !(0.0..1.0).contains(&t.dropout) {
             return fail("train.dropout must be in [0, 1)");
         }
@@ -289,6 +349,20 @@ mod tests {
             .to_string();
         assert!(
             e.contains("user.toml") && e.contains("train.warmup_lr"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn warmup_epochs_are_a_number_or_auto() {
+        assert_eq!(Config::default().train.warmup_epochs, Epochs::Auto);
+        let c = layered("[train]\nwarmup_epochs = 7\n").unwrap();
+        assert_eq!(c.train.warmup_epochs, Epochs::Count(7));
+        let e = layered("[train]\nwarmup_epochs = \"many\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("train.warmup_epochs") && e.contains("auto"),
             "{e}"
         );
     }

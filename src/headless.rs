@@ -2,37 +2,54 @@
 //! people (a line per epoch, a bar on a terminal) or as JSON lines for scripts.
 
 use crate::cli::TrainArgs;
+use crate::config::Epochs;
 use crate::hub::DownloadProgress;
+use crate::train::recipe::Recipe;
 use crate::train::{Command, Engine, Event, FeatureStatus, Phase, Summary};
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
-/// Runs the plan and returns the exit code: 0 done, 130 interrupted, 1 failed.
+/// Runs the plan (or replays a recipe) and returns the exit code: 0 done, 130 interrupted, 1
+/// failed.
 pub fn run(args: &TrainArgs, dataset: &Path) -> anyhow::Result<ExitCode> {
-    let config = args.config()?;
+    let mut config = args.config()?;
+    let recipe = args.recipe.as_deref().map(Recipe::load).transpose()?;
+    if let Some(r) = &recipe {
+        // The recipe's configuration, but this run's checkpoints go where this run says.
+        let dir = std::mem::take(&mut config.checkpoint.dir);
+        config = r.config.clone();
+        config.checkpoint.dir = dir;
+    }
     let (warmup, finetune) = (config.train.warmup_epochs, config.train.finetune_epochs);
-    let setup = args.engine_setup(dataset, config)?;
+    let mut setup = args.engine_setup(dataset, config)?;
+    setup.replay = recipe;
+    let replaying = setup.replay.is_some();
     let (tx, rx) = std::sync::mpsc::channel();
     crate::train::quiet_engine_panics();
     let engine = Engine::spawn(setup, tx);
     forward_signals(engine.commands());
     let commands = engine.commands();
     let next = |after: Option<Phase>| match after {
-        None if warmup > 0 => Command::Warmup { epochs: warmup },
+        None if warmup != Epochs::Count(0) => Command::Warmup { epochs: warmup },
         None | Some(Phase::Warmup) if finetune > 0 => Command::Finetune {
             epochs: finetune,
             groups: None,
         },
         _ => Command::Stop,
     };
-    let _ = commands.send(next(None));
+    if !replaying {
+        let _ = commands.send(next(None));
+        if args.find_lr {
+            let _ = commands.send(Command::FindLr { adopt: true });
+        }
+    }
     let mut printer = Printer::new(args.json);
     let mut summary = Summary::default();
     for event in rx {
         printer.print(&event)?;
         match event {
-            Event::PhaseFinished { phase, .. } => {
+            Event::PhaseFinished { phase, .. } if !replaying => {
                 let _ = commands.send(next(Some(phase)));
             }
             Event::Finished(s) => {
@@ -195,9 +212,6 @@ impl Printer {
                     "features: {images} images loaded from the cache {} (backbone pass skipped)",
                     path.display()
                 )),
-                FeatureStatus::Computing { done, total } => {
-                    self.bar(&format!("backbone features {done}/{total}"))
-                }
                 FeatureStatus::Computed {
                     images, seconds, ..
                 } => self.line(&format!(
@@ -208,6 +222,40 @@ impl Printer {
                 phase: Some(p),
                 epochs,
             } => self.line(&format!("{p}: {epochs} epoch(s)")),
+            Event::Progress {
+                pass,
+                done,
+                total,
+                images_per_sec,
+                eta_seconds,
+            } => self.bar(&format!(
+                "{pass} {done}/{total} {images_per_sec:.1} img/s ETA {eta_seconds:.0} s"
+            )),
+            Event::PhaseFinished {
+                phase,
+                epochs,
+                reason,
+            } => self.line(&format!(
+                "{phase} finished after {epochs} epoch(s): {reason}"
+            )),
+            Event::LrChanged { phase, peak, lr } => self.line(&format!(
+                "{phase} learning rate: peak {peak:.2e}, next batch {lr:.2e}"
+            )),
+            Event::LrFind(f) => self.line(&match f.suggestion {
+                Some(s) => format!(
+                    "lr finder: {} batches in {:.1} s{}; suggestion {:.2e} (valley), steepest descent at {:.2e}{}",
+                    f.points.len(),
+                    f.seconds,
+                    if f.diverged { ", stopped at divergence" } else { "" },
+                    s.valley,
+                    s.steepest,
+                    if f.adopted.is_some() { "; adopted" } else { "" }
+                ),
+                None => format!(
+                    "lr finder: {} batches, too few for a suggestion",
+                    f.points.len()
+                ),
+            }),
             Event::Batch {
                 phase,
                 epoch,
@@ -287,9 +335,7 @@ impl Printer {
                         .unwrap_or_default()
                 ));
             }
-            Event::PhaseChanged { phase: None, .. }
-            | Event::PhaseFinished { .. }
-            | Event::FreezeChanged { .. } => {}
+            Event::PhaseChanged { phase: None, .. } | Event::FreezeChanged { .. } => {}
         }
         Ok(())
     }

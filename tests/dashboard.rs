@@ -64,7 +64,7 @@ fn ready_app() -> App {
     let mut app = App::new(
         "Dog-Cat".into(),
         "timm/tf_efficientnet_lite0.in1k".into(),
-        3,
+        tltui::config::Epochs::Count(3),
         2,
         true,
     );
@@ -393,4 +393,140 @@ fn augmentation_panel_shows_the_input_and_each_epochs_variant() {
     );
     assert_eq!(app.on_key(key('a')), None);
     assert!(!screen(&mut app, 120, 36).contains("Augmentations"));
+}
+
+fn braille_cells(buf: &Buffer, color: Option<Color>) -> usize {
+    buf.content()
+        .iter()
+        .filter(|c| {
+            c.symbol()
+                .chars()
+                .any(|ch| ('\u{2801}'..='\u{28ff}').contains(&ch))
+                && color.is_none_or(|col| c.fg == col)
+        })
+        .count()
+}
+
+#[test]
+fn finder_panel_draws_the_curve_and_marks_the_suggestion() {
+    use tltui::train::lr_find::{lr_at, Curve, LrFind, Suggestion};
+    let mut app = ready_app();
+    app.apply(Event::PhaseChanged {
+        phase: Some(Phase::Warmup),
+        epochs: 3,
+    });
+    assert_eq!(
+        app.on_key(key('r')),
+        Some(Action::Engine(Command::FindLr { adopt: false }))
+    );
+    app.apply(Event::Progress {
+        pass: tltui::train::Pass::LrFind,
+        done: 320,
+        total: 3200,
+        images_per_sec: 5000.0,
+        eta_seconds: 0.6,
+    });
+    let s = screen(&mut app, 100, 30);
+    assert!(
+        s.contains("LR finder") && s.contains("range test: 320/3200"),
+        "{s}"
+    );
+    let mut curve = Curve::default();
+    for i in 0..80 {
+        let lr = lr_at(i, 100);
+        let x = lr.log10();
+        curve.push(
+            lr,
+            (0.7 - 0.3 * (x + 7.0).min(4.0) / 4.0 + (x + 2.0).max(0.0)) as f32,
+        );
+    }
+    app.apply(Event::LrFind(LrFind {
+        points: curve.points,
+        suggestion: Some(Suggestion {
+            steepest: 1e-4,
+            valley: 2e-4,
+        }),
+        diverged: true,
+        adopted: None,
+        seconds: 0.4,
+    }));
+    let buf = render(&mut app, 100, 30);
+    let s = screen(&mut app, 100, 30);
+    assert!(
+        s.contains("suggestion 2.0e-4 (valley, Enter adopts)") && s.contains("learning rate"),
+        "{s}"
+    );
+    assert!(
+        braille_cells(&buf, Some(Color::Yellow)) > 30,
+        "the curve\n{s}"
+    );
+    assert!(
+        braille_cells(&buf, Some(Color::Green)) >= 5,
+        "the valley mark\n{s}"
+    );
+    assert!(
+        s.contains("1e-7"),
+        "log axis from the first rate tried\n{s}"
+    );
+    assert_eq!(
+        app.on_key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE)),
+        Some(Action::Engine(Command::AdoptLr(2e-4)))
+    );
+    assert!(!screen(&mut app, 100, 30).contains("LR finder"));
+}
+
+#[test]
+fn history_panel_plots_both_phases_with_the_boundary() {
+    let mut app = ready_app();
+    let epochs = [
+        (Phase::Warmup, 1, 0.30, 0.90),
+        (Phase::Warmup, 2, 0.20, 0.95),
+        (Phase::Finetune, 1, 0.10, 0.97),
+        (Phase::Finetune, 2, 0.08, 0.98),
+    ];
+    for (phase, epoch, loss, accuracy) in epochs {
+        for step in 1..=4 {
+            app.apply(Event::Batch {
+                phase,
+                epoch,
+                step,
+                steps_per_epoch: 4,
+                loss: loss * 1.5,
+                accuracy: accuracy - 0.05,
+                lr: 1e-3,
+                images_per_sec: 100.0,
+            });
+        }
+        app.apply(Event::Validation {
+            phase: Some(phase),
+            epoch,
+            loss,
+            accuracy,
+            accuracy_clean: None,
+            per_class_accuracy: vec![accuracy; 2],
+            confusion: vec![vec![1, 0], vec![0, 1]],
+            top_losses: vec![],
+            seconds: 0.1,
+        });
+    }
+    assert_eq!(app.history.len(), 4);
+    assert!((app.history[0].train_loss - 0.45).abs() < 1e-6);
+    app.on_key(key('h'));
+    let buf = render(&mut app, 100, 30);
+    let s = screen(&mut app, 100, 30);
+    assert!(
+        s.contains("History") && s.contains("Loss") && s.contains("Accuracy"),
+        "{s}"
+    );
+    assert!(s.contains("w1") && s.contains("f2"), "epoch ticks\n{s}");
+    assert!(braille_cells(&buf, Some(Color::Yellow)) > 10, "train\n{s}");
+    assert!(braille_cells(&buf, Some(Color::Cyan)) > 10, "val\n{s}");
+    let boundary = buf
+        .content()
+        .iter()
+        .filter(|c| c.symbol() == "•" && c.fg == Color::DarkGray)
+        .count();
+    assert!(boundary >= 4, "the warm-up/fine-tune boundary\n{s}");
+    app.on_key(key('h'));
+    assert!(!screen(&mut app, 100, 30).contains("History"));
 }

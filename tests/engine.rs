@@ -5,7 +5,8 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::Receiver;
 use std::time::Duration;
-use tltui::config::Config;
+use tltui::config::{Config, Epochs};
+use tltui::train::recipe::Recipe;
 use tltui::train::{Command, Engine, EngineSetup, Event, Phase, WeightsSource};
 
 struct Fixture {
@@ -50,6 +51,7 @@ fn setup(f: &Fixture, config: Config) -> EngineSetup {
         resume: None,
         feature_cache_dir: None,
         device: candle_core::Device::Cpu,
+        replay: None,
     }
 }
 
@@ -101,7 +103,9 @@ fn warmup_loss_falls_by_half() {
     let (engine, rx) = start(setup(&f, config()));
     engine
         .commands()
-        .send(Command::Warmup { epochs: 12 })
+        .send(Command::Warmup {
+            epochs: Epochs::Count(12),
+        })
         .unwrap();
     let events = until(&rx, |e| matches!(e, Event::PhaseFinished { .. }));
     engine.commands().send(Command::Stop).unwrap();
@@ -136,7 +140,10 @@ fn phases_switch_mid_epoch_and_freeze_state_follows() {
     let f = fixture(&["red", "blue"]);
     let (engine, rx) = start(setup(&f, config()));
     let tx = engine.commands();
-    tx.send(Command::Warmup { epochs: 5 }).unwrap();
+    tx.send(Command::Warmup {
+        epochs: Epochs::Count(5),
+    })
+    .unwrap();
     let mut batches = 0;
     let events = until(&rx, |e| {
         if matches!(e, Event::Batch { .. }) {
@@ -197,7 +204,10 @@ fn pause_holds_training_until_resume() {
     let f = fixture(&["red", "blue"]);
     let (engine, rx) = start(setup(&f, config()));
     let tx = engine.commands();
-    tx.send(Command::Warmup { epochs: 200 }).unwrap();
+    tx.send(Command::Warmup {
+        epochs: Epochs::Count(200),
+    })
+    .unwrap();
     until(&rx, |e| matches!(e, Event::Batch { .. }));
     tx.send(Command::Pause).unwrap();
     until(&rx, |e| matches!(e, Event::Paused));
@@ -287,7 +297,10 @@ fn unwritable_checkpoint_dir_is_reported_and_training_goes_on() {
     s.checkpoint_dir = blocker.join("checkpoints");
     let (engine, rx) = start(s);
     let tx = engine.commands();
-    tx.send(Command::Warmup { epochs: 2 }).unwrap();
+    tx.send(Command::Warmup {
+        epochs: Epochs::Count(2),
+    })
+    .unwrap();
     let events = until(&rx, |e| matches!(e, Event::PhaseFinished { .. }));
     assert!(events
         .iter()
@@ -312,7 +325,9 @@ fn same_seed_same_metrics() {
         let (engine, rx) = start(setup(&f, config()));
         engine
             .commands()
-            .send(Command::Warmup { epochs: 2 })
+            .send(Command::Warmup {
+                epochs: Epochs::Count(2),
+            })
             .unwrap();
         engine
             .commands()
@@ -423,7 +438,9 @@ fn a_given_split_with_copies_reports_clean_accuracy() {
     let (engine, rx) = start(setup(&f, config()));
     engine
         .commands()
-        .send(Command::Warmup { epochs: 1 })
+        .send(Command::Warmup {
+            epochs: Epochs::Count(1),
+        })
         .unwrap();
     let events = until(&rx, |e| matches!(e, Event::PhaseFinished { .. }));
     engine.commands().send(Command::Stop).unwrap();
@@ -452,4 +469,191 @@ fn a_given_split_with_copies_reports_clean_accuracy() {
         leaked.val_images_with_train_twin
     );
     engine.join();
+}
+
+fn accuracies(events: &[Event]) -> Vec<f32> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Validation { accuracy, .. } => Some(*accuracy),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A run steered by hand — warm-up, the finder (not adopted), LR x2 mid-epoch, fine-tune with one
+/// group, `]` mid-epoch, save — then its recipe replayed: the same validations and weights.
+#[test]
+fn a_steered_run_replays_from_its_recipe_to_the_same_weights() {
+    let f = fixture(&["red", "blue"]);
+    let mut c = config();
+    c.data.batch_size = 2;
+    // Warm-up through the backbone, so that commands land mid-epoch.
+    c.augment.warmup = true;
+    let (engine, rx) = start(setup(&f, c.clone()));
+    let tx = engine.commands();
+    tx.send(Command::Warmup {
+        epochs: Epochs::Count(1),
+    })
+    .unwrap();
+    let mut steered = Vec::new();
+    let mut batches = 0;
+    steered.extend(until(&rx, |e| {
+        if let Event::Batch { .. } = e {
+            batches += 1;
+            if batches == 1 {
+                tx.send(Command::FindLr { adopt: false }).unwrap();
+                tx.send(Command::ScaleLr(2.0)).unwrap();
+            }
+        }
+        matches!(e, Event::PhaseFinished { .. })
+    }));
+    tx.send(Command::Finetune {
+        epochs: 1,
+        groups: Some(1),
+    })
+    .unwrap();
+    let mut unfrozen = false;
+    steered.extend(until(&rx, |e| {
+        if matches!(
+            e,
+            Event::Batch {
+                phase: Phase::Finetune,
+                ..
+            }
+        ) && !unfrozen
+        {
+            unfrozen = true;
+            tx.send(Command::Unfreeze(1)).unwrap();
+        }
+        matches!(e, Event::PhaseFinished { .. })
+    }));
+    tx.send(Command::Save).unwrap();
+    let events = until(
+        &rx,
+        |e| matches!(e, Event::CheckpointSaved { reason, .. } if reason == "manual"),
+    );
+    let first = saved(&events, "manual");
+    tx.send(Command::Stop).unwrap();
+    until(&rx, |_| false);
+    engine.join();
+
+    let lr_find = steered.iter().find_map(|e| match e {
+        Event::LrFind(r) => Some(r.clone()),
+        _ => None,
+    });
+    assert!(lr_find.is_some_and(|r| r.points.len() > 5 && r.adopted.is_none()));
+    let recipe = Recipe::load(&f.checkpoints.join("recipe.toml")).unwrap();
+    let actions: Vec<String> = recipe
+        .decisions
+        .iter()
+        .map(|d| format!("{}@{:?}", d.step, d.action))
+        .collect();
+    eprintln!("recipe decisions: {actions:?}");
+    let steps_per_epoch = 12;
+    use tltui::train::recipe::Action;
+    match recipe.decisions.as_slice() {
+        [w, x2, ft, more] => {
+            assert_eq!(w.step, 0);
+            assert!(matches!(w.action, Action::Warmup { .. }));
+            assert_eq!(x2.action, Action::ScaleLr { factor: 2.0 });
+            assert!(
+                x2.step > 0 && x2.step < steps_per_epoch,
+                "x2 mid-epoch: {actions:?}"
+            );
+            assert_eq!(ft.step, steps_per_epoch);
+            assert_eq!(
+                ft.action,
+                Action::Finetune {
+                    epochs: 1,
+                    groups: Some(1)
+                }
+            );
+            assert_eq!(more.action, Action::TrainableGroups { groups: 2 });
+            assert!(more.step > ft.step && more.step < 2 * steps_per_epoch);
+        }
+        _ => panic!("unexpected decisions {actions:?}"),
+    }
+    assert_eq!(
+        tltui::train::checkpoint::Checkpoint::load(&first, &candle_core::Device::Cpu)
+            .unwrap()
+            .meta
+            .recipe
+            .as_ref(),
+        Some(&recipe),
+        "the checkpoint's metadata holds the recipe"
+    );
+
+    let mut s = setup(&f, recipe.config.clone());
+    s.checkpoint_dir = f.checkpoints.join("replayed");
+    s.replay = Some(recipe.clone());
+    let (engine, rx) = start(s);
+    let replayed = until(&rx, |_| false);
+    let summary = summary(&replayed);
+    assert!(summary.error.is_none(), "{:?}", summary.error);
+    engine.join();
+    assert_eq!(accuracies(&replayed), accuracies(&steered));
+    let a = tensors(&first);
+    let b = tensors(&saved(&replayed, "final"));
+    assert_eq!(a.len(), b.len());
+    let max_diff = a
+        .iter()
+        .zip(&b)
+        .flat_map(|((ka, va), (kb, vb))| {
+            assert_eq!(ka, kb);
+            va.iter().zip(vb).map(|(x, y)| (x - y).abs())
+        })
+        .fold(0f32, f32::max);
+    eprintln!("replay: max abs weight difference {max_diff:e}");
+    assert_eq!(max_diff, 0.0);
+    let again = Recipe::load(&f.checkpoints.join("replayed/recipe.toml")).unwrap();
+    assert_eq!(
+        again.decisions, recipe.decisions,
+        "the replay records the same"
+    );
+}
+
+/// An `auto` warm-up stops by itself once validation loss stops improving and says why.
+#[test]
+fn auto_warmup_stops_on_a_plateau_and_keeps_the_best_head() {
+    let f = fixture(&["red", "blue"]);
+    let mut c = config();
+    c.train.warmup_patience = 2;
+    c.train.warmup_max_epochs = 200;
+    let (engine, rx) = start(setup(&f, c));
+    engine
+        .commands()
+        .send(Command::Warmup {
+            epochs: Epochs::Auto,
+        })
+        .unwrap();
+    let events = until(&rx, |e| matches!(e, Event::PhaseFinished { .. }));
+    engine.commands().send(Command::Stop).unwrap();
+    until(&rx, |_| false);
+    engine.join();
+    let losses: Vec<f32> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Validation { loss, .. } => Some(*loss),
+            _ => None,
+        })
+        .collect();
+    let Some(Event::PhaseFinished { epochs, reason, .. }) = events.last() else {
+        panic!("no end of phase");
+    };
+    assert_eq!(*epochs, losses.len());
+    assert!(*epochs < 200, "stopped before the cap");
+    assert!(reason.contains("not improved for 2 epochs"), "{reason}");
+    let kept: usize = reason
+        .split("kept the head of epoch ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{reason}"));
+    let best = losses.iter().cloned().fold(f32::INFINITY, f32::min);
+    assert!(
+        losses[kept - 1] <= best + 1e-4,
+        "kept epoch {kept} of {losses:?}"
+    );
+    assert_eq!(losses.len(), kept + 2, "patience of two epochs: {losses:?}");
 }

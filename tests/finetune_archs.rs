@@ -68,12 +68,15 @@ fn finetunes(arch: &str) {
             resume: None,
             feature_cache_dir: None,
             device: candle_core::Device::Cpu,
+            replay: None,
         },
         tx,
     );
     engine
         .commands()
-        .send(Command::Warmup { epochs: 4 })
+        .send(Command::Warmup {
+            epochs: tltui::config::Epochs::Count(4),
+        })
         .unwrap();
     let mut events = until_finished(&rx, Phase::Warmup);
     engine

@@ -34,6 +34,7 @@ fn meta(epoch: usize) -> CheckpointMeta {
         seed: 0,
         config: Config::default(),
         record: Default::default(),
+        recipe: None,
     }
 }
 

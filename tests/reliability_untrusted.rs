@@ -137,6 +137,7 @@ fn valid_checkpoint() -> Vec<u8> {
         seed: 0,
         config: Config::default(),
         record: Default::default(),
+        recipe: None,
     };
     tltui::train::checkpoint::serialize(&params, &head, &meta).unwrap()
 }

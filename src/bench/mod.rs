@@ -257,6 +257,7 @@ fn first_validation(
         resume: None,
         feature_cache_dir: Some(cache.join("features")),
         device: device.clone(),
+        replay: None,
     };
     let start = Instant::now();
     let mut seconds = None;
@@ -273,7 +274,9 @@ fn first_validation(
 fn one_warmup_epoch(setup: EngineSetup, mut on_event: impl FnMut(&Event)) -> anyhow::Result<()> {
     let (tx, rx) = std::sync::mpsc::channel();
     let engine = Engine::spawn(setup, tx);
-    engine.commands().send(Command::Warmup { epochs: 1 })?;
+    engine.commands().send(Command::Warmup {
+        epochs: crate::config::Epochs::Count(1),
+    })?;
     let mut validated = false;
     for e in rx.iter() {
         match &e {

@@ -105,6 +105,7 @@ pub fn run_one(args: &BenchArgs, weights: &Path, images: usize) -> anyhow::Resul
         resume: None,
         feature_cache_dir: None,
         device: args.device.pick()?,
+        replay: None,
     };
     eprintln!("one warm-up epoch over {images} images…");
     let start = Instant::now();

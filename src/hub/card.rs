@@ -358,6 +358,7 @@ mod tests {
             val_fraction: 0.25,
             seed: 7,
             config: crate::config::Config::default(),
+            recipe: None,
             record: RunRecord {
                 train_counts: vec![30, 45],
                 val_counts: vec![10, 15],

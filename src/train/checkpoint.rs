@@ -38,6 +38,9 @@ pub struct CheckpointMeta {
     /// What the run did and measured (empty in checkpoints written before it was recorded).
     #[serde(default)]
     pub record: RunRecord,
+    /// How the weights were trained (absent in checkpoints of older versions).
+    #[serde(default)]
+    pub recipe: Option<super::recipe::Recipe>,
 }
 
 /// A run's history as the model card tells it.

@@ -6,9 +6,10 @@ use super::checkpoint::{
 };
 use super::features;
 use super::metrics::{balanced_weights, cross_entropy, predictions, top_losses, Confusion};
-use super::optim::{cosine_with_ramp, AdamW};
-use super::{Command, Event, FeatureStatus, Phase, Picture, Summary};
-use crate::config::{ClassWeights, Config};
+use super::optim::{cosine_with_ramp, AdamW, Plateau, Verdict};
+use super::recipe::{self, Action, Due, Recipe, Replay};
+use super::{Command, Event, FeatureStatus, Pass, Phase, Picture, Summary};
+use crate::config::{ClassWeights, Config, Epochs};
 use crate::data::discover::discover;
 use crate::data::store::BatchMode;
 use crate::data::{Dataset, ImageStore, Preprocess, Sample, SplitOptions};
@@ -19,10 +20,14 @@ use candle_core::{Device, Tensor, D};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::sync::Arc;
 use std::time::Instant;
+
+mod range_test;
+mod steering;
 
 /// Where the pretrained backbone comes from.
 #[derive(Debug, Clone)]
@@ -45,6 +50,9 @@ pub struct EngineSetup {
     /// Directory of the warm-up feature cache; `None` keeps features in memory only.
     pub feature_cache_dir: Option<PathBuf>,
     pub device: Device,
+    /// A recipe to replay instead of waiting for commands (only `Stop` and `Interrupt` are
+    /// still taken); the engine stops when it is done.
+    pub replay: Option<Recipe>,
 }
 
 /// A running engine: its command channel and thread.
@@ -84,6 +92,11 @@ const TOP_LOSSES: usize = 12;
 const PREVIEW_VARIANTS: u64 = 8;
 /// Mixed into the seed of the preview image picker.
 const PREVIEW_SEED: u64 = 0x5052_4556_4945_5753;
+/// Epochs of an `auto` warm-up that augments (each epoch then costs a backbone pass).
+const AUTO_AUGMENTED_EPOCHS: usize = 3;
+/// Most images per forward of a long pass (feature pass, validation): commands are taken between
+/// them, so this bounds how long a pause or an interrupt waits on a busy CPU.
+const PASS_CHUNK: usize = 8;
 
 /// Keeps the default panic message off the screen for panics on the engine thread: the engine
 /// catches them and reports them as an `Error` event (which a dashboard shows in place).
@@ -102,8 +115,8 @@ fn run(setup: EngineSetup, rx: Receiver<Command>, events: Sender<Event>) {
     let out = events.clone();
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(
         || -> anyhow::Result<Summary> {
-            let mut trainer = Trainer::prepare(setup, out)?;
-            trainer.serve(&rx)
+            let mut trainer = Trainer::prepare(setup, out, rx)?;
+            trainer.serve()
         },
     ));
     let summary = match result {
@@ -149,9 +162,146 @@ struct Run {
     base_lr: f64,
     /// Augmented images through the backbone (else cached features through the head).
     through_backbone: bool,
+    /// An `auto` warm-up: early stopping and the best head so far (else a cosine schedule).
+    auto: Option<AutoStop>,
+}
+
+impl Run {
+    /// The learning rate of the next step.
+    fn lr(&self) -> f64 {
+        if self.auto.is_some() {
+            return self.base_lr;
+        }
+        let global = self.epoch * self.steps_per_epoch + self.step;
+        cosine_with_ramp(self.base_lr, global, self.total_steps, self.ramp_steps)
+    }
+}
+
+/// The state of an `auto` warm-up.
+struct AutoStop {
+    plateau: Plateau,
+    /// Epoch, validation loss and accuracy, weight and bias of the best head so far.
+    best: Option<(usize, f32, f32, Tensor, Tensor)>,
+}
+
+/// Validation loss and accuracy.
+#[derive(Debug, Clone, Copy)]
+struct Scores {
+    loss: f32,
+    accuracy: f32,
+}
+
+/// A long pass cut short by `Stop` (or `Interrupt`); the engine then finishes.
+#[derive(Debug)]
+struct Halt {
+    interrupted: bool,
+}
+
+impl std::fmt::Display for Halt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("stopped during a long pass")
+    }
+}
+
+impl std::error::Error for Halt {}
+
+/// The command channel, and whether training is paused. Long passes call
+/// [`Control::between_batches`], which acts on pause, resume, stop and interrupt at once and
+/// keeps other commands for when the pass ends.
+struct Control {
+    rx: Receiver<Command>,
+    queued: VecDeque<Command>,
+    events: Sender<Event>,
+    paused: bool,
+}
+
+impl Control {
+    /// The next command: a queued one, else one from the channel (waiting for it when `wait`);
+    /// a closed channel reads as `Stop`.
+    fn next(&mut self, wait: bool) -> Option<Command> {
+        if let Some(c) = self.queued.pop_front() {
+            return Some(c);
+        }
+        if wait {
+            return Some(self.rx.recv().unwrap_or(Command::Stop));
+        }
+        match self.rx.try_recv() {
+            Ok(c) => Some(c),
+            Err(TryRecvError::Empty) => None,
+            Err(TryRecvError::Disconnected) => Some(Command::Stop),
+        }
+    }
+
+    fn pause(&mut self, paused: bool) {
+        if self.paused != paused {
+            self.paused = paused;
+            let _ = self.events.send(if paused {
+                Event::Paused
+            } else {
+                Event::Resumed
+            });
+        }
+    }
+
+    /// Reports a long pass's progress, then takes the commands that arrived: waits while
+    /// paused; `Stop` and `Interrupt` end the pass with a [`Halt`] error.
+    fn between_batches(&mut self, meter: &Meter, done: usize) -> anyhow::Result<()> {
+        let _ = self.events.send(meter.event(done));
+        loop {
+            let command = if self.paused {
+                self.rx.recv().unwrap_or(Command::Stop)
+            } else {
+                match self.rx.try_recv() {
+                    Ok(c) => c,
+                    Err(TryRecvError::Empty) => return Ok(()),
+                    Err(TryRecvError::Disconnected) => Command::Stop,
+                }
+            };
+            match command {
+                Command::Stop => return Err(Halt { interrupted: false }.into()),
+                Command::Interrupt => return Err(Halt { interrupted: true }.into()),
+                Command::Pause => self.pause(true),
+                Command::Resume => self.pause(false),
+                other => self.queued.push_back(other),
+            }
+        }
+    }
+}
+
+/// Rate and ETA of a long pass.
+struct Meter {
+    pass: Pass,
+    total: usize,
+    started: Instant,
+}
+
+impl Meter {
+    fn new(pass: Pass, total: usize) -> Self {
+        Self {
+            pass,
+            total,
+            started: Instant::now(),
+        }
+    }
+
+    fn event(&self, done: usize) -> Event {
+        let rate = done as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
+        Event::Progress {
+            pass: self.pass,
+            done,
+            total: self.total,
+            images_per_sec: rate,
+            eta_seconds: if rate > 0.0 {
+                self.total.saturating_sub(done) as f64 / rate
+            } else {
+                0.0
+            },
+        }
+    }
 }
 
 /// Pooled features of the training and validation images, in split order.
+#[derive(Clone)]
 struct Features {
     train: Tensor,
     val: Tensor,
@@ -182,7 +332,12 @@ struct Trainer {
     /// leave training's random draws alone).
     preview_rng: ChaCha8Rng,
     run: Option<Run>,
-    paused: bool,
+    control: Control,
+    /// Optimisation steps since the engine started: the clock of the recipe.
+    steps_done: usize,
+    /// The decisions so far, written beside and into checkpoints.
+    recipe: Recipe,
+    replay: Option<Replay>,
     /// Phase and epoch of the last finished training step, for checkpoints.
     last_phase: Option<Phase>,
     epochs_done: usize,
@@ -199,7 +354,11 @@ impl Trainer {
     }
 
     /// Opens the dataset, fetches and builds the backbone, decodes the images.
-    fn prepare(setup: EngineSetup, events: Sender<Event>) -> anyhow::Result<Self> {
+    fn prepare(
+        setup: EngineSetup,
+        events: Sender<Event>,
+        rx: Receiver<Command>,
+    ) -> anyhow::Result<Self> {
         let started = Instant::now();
         let config = setup.config.clone();
         let emit = |e: Event| {
@@ -355,6 +514,21 @@ impl Trainer {
             leaked_val_images: dataset.report.leakage.val_images_with_train_twin,
             ..Summary::default()
         };
+        let recipe = Recipe {
+            tltui: env!("CARGO_PKG_VERSION").into(),
+            backbone: backbone_name.clone(),
+            revision: hub_revision(&weights_path),
+            seed: config.data.seed,
+            class_root: dataset.class_root.clone(),
+            decisions: Vec::new(),
+            config: config.clone(),
+        };
+        let control = Control {
+            rx,
+            queued: VecDeque::new(),
+            events: events.clone(),
+            paused: false,
+        };
         let trainer = Self {
             config,
             events,
@@ -374,7 +548,10 @@ impl Trainer {
             rng,
             preview_rng,
             run: None,
-            paused: false,
+            control,
+            steps_done: 0,
+            recipe,
+            replay: setup.replay.as_ref().map(Recipe::replay),
             last_phase: None,
             epochs_done: 0,
             trained_since_save: false,
@@ -386,44 +563,64 @@ impl Trainer {
         Ok(trainer)
     }
 
-    /// Takes commands and trains until told to stop.
-    fn serve(&mut self, rx: &Receiver<Command>) -> anyhow::Result<Summary> {
+    /// Takes commands (or replays a recipe) and trains until told to stop.
+    fn serve(&mut self) -> anyhow::Result<Summary> {
         loop {
-            let busy = self.run.is_some() && !self.paused;
-            let command = if busy {
-                match rx.try_recv() {
-                    Ok(c) => Some(c),
-                    Err(TryRecvError::Empty) => None,
-                    Err(TryRecvError::Disconnected) => Some(Command::Stop),
-                }
-            } else {
-                Some(rx.recv().unwrap_or(Command::Stop))
+            let busy = self.run.is_some() && !self.control.paused;
+            let replayed = match self.replay.as_mut() {
+                Some(replay) => replay.due(self.steps_done, self.run.is_none())?,
+                None => Due::Later,
             };
-            match command {
+            let command = match replayed {
+                Due::Now(c) => Some(c),
+                Due::Done => Some(Command::Stop),
+                Due::Later => self.control.next(!busy),
+            };
+            let result = match command {
                 Some(Command::Stop) => return self.finish("final", false),
                 Some(Command::Interrupt) => return self.finish("interrupted", true),
-                Some(c) => self.handle(c)?,
-                None => self.step()?,
+                Some(c) => self.handle(c),
+                None => self.step(),
+            };
+            if let Err(e) = result {
+                return match e.downcast_ref::<Halt>() {
+                    Some(&Halt { interrupted: true }) => self.finish("interrupted", true),
+                    Some(&Halt { interrupted: false }) => self.finish("final", false),
+                    None => Err(e),
+                };
             }
         }
     }
 
     fn handle(&mut self, command: Command) -> anyhow::Result<()> {
         match command {
-            Command::Warmup { epochs } => self.start(Phase::Warmup, epochs, None)?,
-            Command::Finetune { epochs, groups } => self.start(Phase::Finetune, epochs, groups)?,
-            Command::Pause => {
-                if !self.paused {
-                    self.paused = true;
-                    self.emit(Event::Paused);
+            Command::Warmup { epochs } => {
+                self.decide(Action::Warmup { epochs });
+                let auto = epochs == Epochs::Auto;
+                let epochs = match epochs {
+                    Epochs::Count(n) => n,
+                    Epochs::Auto if self.config.augment.warmup => AUTO_AUGMENTED_EPOCHS,
+                    Epochs::Auto => self.config.train.warmup_max_epochs,
+                };
+                self.start(Phase::Warmup, epochs, None)?;
+                if auto && epochs > 0 {
+                    self.run.as_mut().expect("a warm-up runs").auto = Some(AutoStop {
+                        plateau: Plateau::new(self.config.train.warmup_patience),
+                        best: None,
+                    });
                 }
             }
-            Command::Resume => {
-                if self.paused {
-                    self.paused = false;
-                    self.emit(Event::Resumed);
-                }
+            Command::Finetune { epochs, groups } => {
+                self.decide(Action::Finetune { epochs, groups });
+                self.start(Phase::Finetune, epochs, groups)?
             }
+            Command::Pause => self.control.pause(true),
+            Command::Resume => self.control.pause(false),
+            Command::ScaleLr(factor) => self.scale_lr(factor),
+            Command::AdoptLr(lr) => self.adopt_lr(lr),
+            Command::Unfreeze(more) => self.unfreeze(more)?,
+            Command::TrainableGroups(groups) => self.set_trainable_groups(groups)?,
+            Command::FindLr { adopt } => self.find_lr(adopt)?,
             Command::Save => {
                 self.save("manual");
             }
@@ -459,8 +656,15 @@ impl Trainer {
         self.emit(event);
     }
 
+    /// Records a decision in the recipe, at the current step.
+    fn decide(&mut self, action: Action) {
+        self.recipe.record(self.steps_done, action);
+    }
+
     fn finish(&mut self, name: &str, interrupted: bool) -> anyhow::Result<Summary> {
-        if self.trained_since_save || interrupted {
+        // An interrupt saves whatever training did, even if saved already; before the first
+        // step there is nothing to save.
+        if self.trained_since_save || (interrupted && self.steps_done > 0) {
             if let Some(path) = self.save(name) {
                 self.summary.checkpoint = Some(path);
             }
@@ -500,7 +704,7 @@ impl Trainer {
             self.backbone.set_trainable(i, i >= n_groups - unfrozen);
         }
         self.emit_freeze();
-        self.paused = false;
+        self.control.pause(false);
         self.emit(Event::PhaseChanged {
             phase: Some(phase),
             epochs,
@@ -518,12 +722,6 @@ impl Trainer {
             self.ensure_features()?;
         }
         let t = &self.config.train;
-        let mut vars: Vec<(candle_core::Var, f64)> =
-            self.head.vars().into_iter().map(|v| (v, 1.0)).collect();
-        for (group, var) in self.backbone.trainable_vars() {
-            let depth = (n_groups - group) as i32;
-            vars.push((var, t.layer_lr_decay.powi(depth)));
-        }
         let base_lr = match phase {
             Phase::Warmup => t.warmup_lr,
             Phase::Finetune => t.finetune_lr,
@@ -555,9 +753,10 @@ impl Trainer {
             total_steps,
             ramp_steps,
             order: self.epoch_order(0),
-            optimizer: AdamW::new(vars, t.weight_decay)?,
+            optimizer: AdamW::new(self.optimised_vars(), t.weight_decay)?,
             base_lr,
             through_backbone,
+            auto: None,
         });
         Ok(())
     }
@@ -608,17 +807,14 @@ impl Trainer {
             return Ok(());
         }
         let t = Instant::now();
-        let events = self.events.clone();
-        let mut progress = |done, total| {
-            let _ = events.send(Event::Features {
-                status: FeatureStatus::Computing { done, total },
-            });
-        };
+        let meter = Meter::new(Pass::Features, samples.len());
+        let control = &mut self.control;
+        let mut progress = |done| control.between_batches(&meter, done);
         let all = features::compute(
             self.backbone.as_ref(),
             &self.store,
             &samples,
-            self.config.data.batch_size,
+            self.config.data.batch_size.min(PASS_CHUNK),
             &self.device,
             &mut progress,
         )?;
@@ -669,8 +865,44 @@ impl Trainer {
         }
         let started = Instant::now();
         let bs = self.config.data.batch_size;
+        let run = self.run.as_ref().expect("step runs only in a phase");
+        let idx = run.order[run.step * bs..((run.step + 1) * bs).min(run.order.len())].to_vec();
+        let (epoch, lr) = (run.epoch, run.lr());
+        let (loss, correct) = self.train_batch(&idx, epoch, lr)?;
         let run = self.run.as_mut().expect("step runs only in a phase");
-        let idx = &run.order[run.step * bs..((run.step + 1) * bs).min(run.order.len())];
+        let phase = run.phase;
+        self.trained_since_save = true;
+        self.steps_done += 1;
+        self.last_phase = Some(phase);
+        let event = Event::Batch {
+            phase,
+            epoch: run.epoch + 1,
+            step: run.step + 1,
+            steps_per_epoch: run.steps_per_epoch,
+            loss,
+            accuracy: correct as f32 / idx.len() as f32,
+            lr,
+            images_per_sec: idx.len() as f64 / started.elapsed().as_secs_f64(),
+        };
+        run.step += 1;
+        let epoch_done = run.step == run.steps_per_epoch;
+        self.emit(event);
+        if epoch_done {
+            self.end_epoch()?;
+        }
+        Ok(())
+    }
+
+    /// Forward, backward and an optimiser step of the running phase at rate `lr` on the
+    /// training samples `idx` (augmented as in the phase's epoch `epoch`); the loss and the
+    /// number of correct predictions.
+    fn train_batch(
+        &mut self,
+        idx: &[usize],
+        epoch: usize,
+        lr: f64,
+    ) -> anyhow::Result<(f32, usize)> {
+        let run = self.run.as_mut().expect("training runs only in a phase");
         let labels: Vec<u32> = idx
             .iter()
             .map(|&i| self.dataset.train[i].label as u32)
@@ -685,7 +917,7 @@ impl Trainer {
             };
             let mode = if augment {
                 BatchMode::Augment {
-                    epoch: (self.epochs_done + run.epoch) as u64,
+                    epoch: (self.epochs_done + epoch) as u64,
                 }
             } else {
                 BatchMode::Eval
@@ -711,42 +943,22 @@ impl Trainer {
         if let Some(pass) = pass {
             pass.backward(self.backbone.as_ref(), &mut grads)?;
         }
-        let global = run.epoch * run.steps_per_epoch + run.step;
-        let lr = cosine_with_ramp(run.base_lr, global, run.total_steps, run.ramp_steps);
         run.optimizer.step(&grads, lr)?;
         let correct = predictions(&logits)?
             .iter()
             .zip(&labels)
             .filter(|(p, t)| p == t)
             .count();
-        let phase = run.phase;
-        if phase == Phase::Finetune {
+        if run.phase == Phase::Finetune {
             self.features = None;
             self.backbone_changed = true;
         }
-        self.trained_since_save = true;
-        self.last_phase = Some(phase);
-        let event = Event::Batch {
-            phase,
-            epoch: run.epoch + 1,
-            step: run.step + 1,
-            steps_per_epoch: run.steps_per_epoch,
-            loss: loss.to_scalar::<f32>()?,
-            accuracy: correct as f32 / idx.len() as f32,
-            lr,
-            images_per_sec: idx.len() as f64 / started.elapsed().as_secs_f64(),
-        };
-        run.step += 1;
-        let epoch_done = run.step == run.steps_per_epoch;
-        self.emit(event);
-        if epoch_done {
-            self.end_epoch()?;
-        }
-        Ok(())
+        Ok((loss.to_scalar::<f32>()?, correct))
     }
 
     fn end_epoch(&mut self) -> anyhow::Result<()> {
-        let accuracy = self.validate()?;
+        let scores = self.validate()?;
+        let mut accuracy = scores.map(|s| s.accuracy);
         let run = self.run.as_mut().expect("an epoch ends inside a phase");
         let phase = run.phase;
         run.epoch += 1;
@@ -754,8 +966,38 @@ impl Trainer {
         if let Some(record) = self.record.phases.last_mut() {
             record.epochs += 1;
         }
-        let finished = run.epoch == run.epochs;
         let (epoch, epochs) = (run.epoch, run.epochs);
+        let mut reason = (epoch == epochs).then(|| match run.auto {
+            Some(_) => format!("reached the cap of {epochs} epochs"),
+            None => format!("ran all {epochs} epochs"),
+        });
+        if let (Some(auto), Some(s)) = (run.auto.as_mut(), scores) {
+            match auto.plateau.observe(s.loss) {
+                Verdict::Improved => {
+                    let (w, b) = (self.head.weight.as_tensor(), self.head.bias.as_tensor());
+                    auto.best = Some((epoch, s.loss, s.accuracy, w.copy()?, b.copy()?));
+                }
+                Verdict::Stale => run.base_lr *= 0.5,
+                Verdict::Stop => {
+                    reason = Some(format!(
+                        "validation loss has not improved for {} epochs",
+                        auto.plateau.patience()
+                    ))
+                }
+            }
+        }
+        if let (Some(why), Some(auto)) = (reason.as_mut(), run.auto.as_ref()) {
+            if let Some((best, loss, acc, w, b)) = &auto.best {
+                if *best != epoch {
+                    self.head.weight.set(w)?;
+                    self.head.bias.set(b)?;
+                }
+                accuracy = Some(*acc);
+                why.push_str(&format!(
+                    "; kept the head of epoch {best} (val loss {loss:.4}, accuracy {acc:.4})"
+                ));
+            }
+        }
         match phase {
             Phase::Warmup => self.summary.warmup_val_accuracy = accuracy,
             Phase::Finetune => self.summary.finetune_val_accuracy = accuracy,
@@ -766,10 +1008,14 @@ impl Trainer {
                 self.save("best");
             }
         }
-        if finished {
-            self.epochs_done += epochs;
+        if let Some(reason) = reason {
+            self.epochs_done += epoch;
             self.run = None;
-            self.emit(Event::PhaseFinished { phase, epochs });
+            self.emit(Event::PhaseFinished {
+                phase,
+                epochs: epoch,
+                reason,
+            });
             self.emit(Event::PhaseChanged {
                 phase: None,
                 epochs: 0,
@@ -783,7 +1029,7 @@ impl Trainer {
 
     /// Validation loss, accuracy, per-class accuracy and confusion; `None` without a
     /// validation split.
-    fn validate(&mut self) -> anyhow::Result<Option<f32>> {
+    fn validate(&mut self) -> anyhow::Result<Option<Scores>> {
         if self.dataset.val.is_empty() {
             return Ok(None);
         }
@@ -795,10 +1041,14 @@ impl Trainer {
             _ => {
                 let mut parts = Vec::new();
                 let samples: Vec<&Sample> = self.dataset.val.iter().collect();
-                for chunk in samples.chunks(self.config.data.batch_size) {
+                let meter = Meter::new(Pass::Validation, samples.len());
+                let mut done = 0;
+                for chunk in samples.chunks(self.config.data.batch_size.min(PASS_CHUNK)) {
                     let (x, _) = self.store.batch(chunk, BatchMode::Eval, &self.device)?;
                     let f = self.backbone.forward(&x, false)?;
                     parts.push(self.head.forward(&f, None::<&mut ChaCha8Rng>)?);
+                    done += chunk.len();
+                    self.control.between_batches(&meter, done)?;
                 }
                 Tensor::cat(&parts, 0)?
             }
@@ -837,7 +1087,7 @@ impl Trainer {
             top_losses,
             seconds: t.elapsed().as_secs_f64(),
         });
-        Ok(Some(accuracy))
+        Ok(Some(Scores { loss, accuracy }))
     }
 
     /// Accuracy over the validation images without a twin in training, when some have one.
@@ -880,7 +1130,14 @@ impl Trainer {
             seed: self.config.data.seed,
             config: self.config.clone(),
             record: self.record.clone(),
+            recipe: Some(self.recipe.clone()),
         };
+        let beside = self.checkpoint_dir.join(recipe::FILE_NAME);
+        if let Err(e) = self.recipe.save(&beside) {
+            self.emit(Event::Error {
+                message: format!("{e:#}"),
+            });
+        }
         match checkpoint::save(&path, &self.backbone.parts().params, &self.head, &meta)
             .with_context(|| format!("{name} checkpoint not saved"))
         {
@@ -908,6 +1165,14 @@ impl Trainer {
             .finetune_val_accuracy
             .or(self.summary.warmup_val_accuracy)
     }
+}
+
+/// The Hub commit of weights in the Hugging Face cache (`…/snapshots/COMMIT/model.safetensors`).
+fn hub_revision(weights: &Path) -> Option<String> {
+    let snapshot = weights.parent()?;
+    (snapshot.parent()?.file_name()? == "snapshots")
+        .then(|| snapshot.file_name()?.to_str().map(String::from))
+        .flatten()
 }
 
 /// A device as the header shows it.

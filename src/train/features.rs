@@ -58,15 +58,15 @@ pub fn save(path: &Path, features: &Tensor) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs the frozen backbone over `samples` (eval transform) in batches; `progress(done, total)`
-/// after each.
+/// Runs the frozen backbone over `samples` (eval transform) in batches; `between(done)` after
+/// each, whose error ends the pass.
 pub fn compute(
     backbone: &dyn Backbone,
     store: &ImageStore,
     samples: &[&Sample],
     batch_size: usize,
     device: &Device,
-    progress: &mut dyn FnMut(usize, usize),
+    between: &mut dyn FnMut(usize) -> anyhow::Result<()>,
 ) -> anyhow::Result<Tensor> {
     let mut parts = Vec::new();
     let mut done = 0;
@@ -74,7 +74,7 @@ pub fn compute(
         let (x, _) = store.batch(chunk, BatchMode::Eval, device)?;
         parts.push(backbone.forward(&x, false)?);
         done += chunk.len();
-        progress(done, samples.len());
+        between(done)?;
     }
     Ok(Tensor::cat(&parts, 0)?)
 }

@@ -4,9 +4,12 @@
 pub mod checkpoint;
 pub mod engine;
 pub mod features;
+pub mod lr_find;
 pub mod metrics;
 pub mod optim;
+pub mod recipe;
 
+use crate::config::Epochs;
 use crate::data::{ClassCount, DataReport, Skipped};
 use crate::hub::DownloadProgress;
 use crate::model::LayerGroup;
@@ -45,9 +48,10 @@ pub fn validation_label(phase: Option<Phase>, epoch: usize) -> String {
 /// What the engine is asked to do; it acts at the next batch boundary.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
-    /// Run warm-up for this many epochs (switching from any running phase).
+    /// Run warm-up for this many epochs, or until validation stops improving (switching from
+    /// any running phase).
     Warmup {
-        epochs: usize,
+        epochs: Epochs,
     },
     /// Run fine-tuning for this many epochs; `groups` unfreezes only the last N layer groups.
     Finetune {
@@ -67,6 +71,21 @@ pub enum Command {
     Stop,
     /// End at once after writing an `interrupted` checkpoint (Ctrl-C).
     Interrupt,
+    /// Multiply the running phase's learning rate by this factor from the next batch.
+    ScaleLr(f64),
+    /// Set the running phase's peak learning rate (adopting the finder's suggestion).
+    AdoptLr(f64),
+    /// Fine-tuning: unfreeze (positive) or freeze (negative) this many more layer groups,
+    /// counted from the head side.
+    Unfreeze(isize),
+    /// Fine-tuning: exactly this many layer groups, from the head side, train (a replayed
+    /// `Unfreeze`).
+    TrainableGroups(usize),
+    /// Run a learning-rate range test from the current weights, which it restores; `adopt`
+    /// sets the suggestion as the phase's rate.
+    FindLr {
+        adopt: bool,
+    },
 }
 
 /// An RGB picture for the dashboard; serialised as its size only.
@@ -93,14 +112,34 @@ pub enum FeatureStatus {
         path: PathBuf,
         images: usize,
     },
-    /// The backbone pass is running.
-    Computing { done: usize, total: usize },
     /// The pass finished in `seconds` and was saved (if `path` is set).
     Computed {
         images: usize,
         seconds: f64,
         path: Option<PathBuf>,
     },
+}
+
+/// A long pass over images that reports [`Event::Progress`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pass {
+    /// The frozen backbone over every image, for the feature cache.
+    Features,
+    /// The model over the validation images.
+    Validation,
+    /// The learning-rate finder's batches.
+    LrFind,
+}
+
+impl std::fmt::Display for Pass {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Pass::Features => "backbone features",
+            Pass::Validation => "validation",
+            Pass::LrFind => "learning-rate finder",
+        })
+    }
 }
 
 /// What the engine reports.
@@ -149,6 +188,23 @@ pub enum Event {
         groups: Vec<LayerGroup>,
         trainable_params: usize,
     },
+    /// Images done so far in a long pass.
+    Progress {
+        pass: Pass,
+        done: usize,
+        total: usize,
+        images_per_sec: f64,
+        eta_seconds: f64,
+    },
+    /// The running phase's learning rate changed (`+`/`-`, an adopted finder suggestion); `lr`
+    /// is the rate of the next batch.
+    LrChanged {
+        phase: Phase,
+        peak: f64,
+        lr: f64,
+    },
+    /// A learning-rate range test ended.
+    LrFind(lr_find::LrFind),
     /// One optimisation step.
     Batch {
         phase: Phase,
@@ -184,10 +240,12 @@ pub enum Event {
         original: Picture,
         variants: Vec<Picture>,
     },
-    /// A phase ran all its epochs.
+    /// A phase ended by itself: it ran all its epochs, or its validation stopped improving.
     PhaseFinished {
         phase: Phase,
         epochs: usize,
+        /// Why it ended, for the log.
+        reason: String,
     },
     Paused,
     Resumed,

@@ -4,6 +4,7 @@ use candle_core::backprop::GradStore;
 use candle_core::{Result, Tensor, Var};
 
 /// One optimised variable with its moments and learning-rate multiplier.
+#[derive(Clone)]
 struct Slot {
     var: Var,
     lr_scale: f64,
@@ -11,7 +12,9 @@ struct Slot {
     v: Tensor,
 }
 
-/// Decoupled-weight-decay Adam (PyTorch's `AdamW`, betas 0.9/0.999, eps 1e-8).
+/// Decoupled-weight-decay Adam (PyTorch's `AdamW`, betas 0.9/0.999, eps 1e-8). A clone is a
+/// snapshot of the moments (each step replaces them, never writes into them).
+#[derive(Clone)]
 pub struct AdamW {
     slots: Vec<Slot>,
     weight_decay: f64,
@@ -37,6 +40,29 @@ impl AdamW {
             weight_decay,
             step: 0,
         })
+    }
+
+    /// Optimises `vars` from now on: a variable already optimised keeps its moments, a new one
+    /// starts from zero.
+    pub fn retarget(&mut self, vars: Vec<(Var, f64)>) -> Result<()> {
+        let mut old: Vec<Slot> = std::mem::take(&mut self.slots);
+        for (var, lr_scale) in vars {
+            let id = var.as_tensor().id();
+            let slot = match old.iter().position(|s| s.var.as_tensor().id() == id) {
+                Some(i) => Slot {
+                    lr_scale,
+                    ..old.swap_remove(i)
+                },
+                None => Slot {
+                    m: var.zeros_like()?,
+                    v: var.zeros_like()?,
+                    var,
+                    lr_scale,
+                },
+            };
+            self.slots.push(slot);
+        }
+        Ok(())
     }
 
     /// One update at base learning rate `lr`; variables without a gradient are left alone.
@@ -73,6 +99,59 @@ pub fn cosine_with_ramp(base: f64, step: usize, total: usize, ramp: usize) -> f6
     base * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
 }
 
+/// Early stopping on validation loss for an `auto` warm-up: the rate halves after each epoch
+/// without a new best (lower by more than [`Plateau::MIN_DELTA`]), and the phase stops after
+/// `patience` such epochs in a row.
+#[derive(Debug, Clone)]
+pub struct Plateau {
+    patience: usize,
+    best: f32,
+    stale: usize,
+}
+
+/// What a [`Plateau`] makes of an epoch's validation loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// A new best: keep this model.
+    Improved,
+    /// No better: halve the rate and go on.
+    Stale,
+    /// No better for `patience` epochs: stop.
+    Stop,
+}
+
+impl Plateau {
+    /// The least fall of the loss that counts as an improvement.
+    pub const MIN_DELTA: f32 = 1e-4;
+
+    pub fn new(patience: usize) -> Self {
+        Self {
+            patience,
+            best: f32::INFINITY,
+            stale: 0,
+        }
+    }
+
+    /// Judges an epoch's validation loss.
+    pub fn observe(&mut self, loss: f32) -> Verdict {
+        if loss < self.best - Self::MIN_DELTA {
+            self.best = loss;
+            self.stale = 0;
+            return Verdict::Improved;
+        }
+        self.stale += 1;
+        if self.stale >= self.patience {
+            Verdict::Stop
+        } else {
+            Verdict::Stale
+        }
+    }
+
+    pub fn patience(&self) -> usize {
+        self.patience
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,6 +164,41 @@ mod tests {
         assert!((cosine_with_ramp(1.0, 10, 100, 10) - 1.0).abs() < 1e-12);
         assert!(cosine_with_ramp(1.0, 55, 100, 10) < 0.51);
         assert!(cosine_with_ramp(1.0, 99, 100, 10) < 0.01);
+    }
+
+    #[test]
+    fn plateau_stops_after_patience_stale_epochs() {
+        let mut p = Plateau::new(2);
+        let verdicts: Vec<Verdict> = [1.0, 0.8, 0.9, 0.7, 0.75, 0.7]
+            .iter()
+            .map(|l| p.observe(*l))
+            .collect();
+        use Verdict::*;
+        assert_eq!(verdicts, [Improved, Improved, Stale, Improved, Stale, Stop]);
+    }
+
+    #[test]
+    fn retarget_keeps_moments_of_kept_variables() -> Result<()> {
+        let a = Var::new(&[1.0f32], &Device::Cpu)?;
+        let b = Var::new(&[1.0f32], &Device::Cpu)?;
+        let grad = |v: &Var| (v.as_tensor() * 2.0)?.sum_all()?.backward();
+        let mut opt = AdamW::new(vec![(a.clone(), 1.0)], 0.0)?;
+        opt.step(&grad(&a)?, 0.1)?;
+        let m = opt.slots[0].m.to_vec1::<f32>()?;
+        opt.retarget(vec![(b.clone(), 1.0), (a.clone(), 0.5)])?;
+        assert_eq!(opt.slots.len(), 2);
+        let kept = opt
+            .slots
+            .iter()
+            .find(|s| s.var.as_tensor().id() == a.as_tensor().id());
+        assert_eq!(kept.unwrap().m.to_vec1::<f32>()?, m);
+        assert_eq!(kept.unwrap().lr_scale, 0.5);
+        let fresh = opt
+            .slots
+            .iter()
+            .find(|s| s.var.as_tensor().id() == b.as_tensor().id());
+        assert_eq!(fresh.unwrap().m.to_vec1::<f32>()?, [0.0]);
+        Ok(())
     }
 
     /// One step against the closed form of PyTorch's AdamW first step: `w - lr*(sign(g) + wd*w)`.

@@ -1,11 +1,13 @@
 //! Dashboard state: built only from engine events and keys, so it can be tested without a
 //! terminal.
 
+use crate::config::Epochs;
 use crate::data::{ClassCount, DataReport};
 use crate::hub::DownloadProgress;
 use crate::model::LayerGroup;
+use crate::train::lr_find::LrFind;
 use crate::train::metrics::TopLoss;
-use crate::train::{Command, Event, FeatureStatus, Phase, Picture};
+use crate::train::{Command, Event, FeatureStatus, Pass, Phase, Picture};
 use crate::ui::pictures::Pictures;
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use std::collections::VecDeque;
@@ -54,6 +56,27 @@ pub struct ValPoint {
     pub accuracy: f32,
 }
 
+/// One epoch of the run's history: the mean of its training batches and its validation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EpochPoint {
+    pub phase: Phase,
+    pub epoch: usize,
+    pub train_loss: f32,
+    pub train_accuracy: f32,
+    pub val_loss: f32,
+    pub val_accuracy: f32,
+}
+
+/// Where a long pass (feature pass, validation, finder) stands.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PassProgress {
+    pub pass: Pass,
+    pub done: usize,
+    pub total: usize,
+    pub images_per_sec: f64,
+    pub eta_seconds: f64,
+}
+
 /// What the middle of the dashboard shows beside (or instead of) the charts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Panel {
@@ -65,6 +88,10 @@ pub enum Panel {
     TopLosses,
     /// A training image and its augmentations, full width (`a`).
     Augmentations,
+    /// Training and validation loss and accuracy per epoch across phases, full width (`h`).
+    History,
+    /// The learning-rate finder's curve and suggestion, full width (`r`).
+    LrFinder,
 }
 
 impl Panel {
@@ -74,7 +101,8 @@ impl Panel {
             Panel::Layers => Panel::Confusion,
             Panel::Confusion => Panel::TopLosses,
             Panel::TopLosses => Panel::Augmentations,
-            Panel::Augmentations => Panel::Layers,
+            Panel::Augmentations => Panel::History,
+            Panel::History | Panel::LrFinder => Panel::Layers,
         }
     }
 }
@@ -117,7 +145,7 @@ pub struct App {
     pub architecture: String,
     pub device: String,
     pub status: Status,
-    pub warmup_epochs: usize,
+    pub warmup_epochs: Epochs,
     pub finetune_epochs: usize,
     pub phase_epochs: usize,
     pub epoch: usize,
@@ -131,11 +159,19 @@ pub struct App {
     pub downloads: Vec<FileDownload>,
     pub decoding: Option<(usize, usize)>,
     pub features: Option<FeatureStatus>,
+    /// The last long pass's progress.
+    pub progress: Option<PassProgress>,
     pub classes: Vec<ClassCount>,
     pub skipped: usize,
     pub losses: VecDeque<(Phase, f32)>,
     pub accuracies: VecDeque<(Phase, f32)>,
     pub validations: Vec<ValPoint>,
+    /// Every epoch that ended in a validation, across phases.
+    pub history: Vec<EpochPoint>,
+    /// Sum of loss and accuracy, and batches, of the epoch in progress.
+    epoch_sums: (f64, f64, usize),
+    /// The last learning-rate finder's result.
+    pub lr_find: Option<LrFind>,
     pub groups: Vec<LayerGroup>,
     pub trainable_params: usize,
     /// The last validation's confusion counts, `[true][predicted]`.
@@ -162,7 +198,7 @@ impl App {
     pub fn new(
         dataset: String,
         backbone: String,
-        warmup_epochs: usize,
+        warmup_epochs: Epochs,
         finetune_epochs: usize,
         color: bool,
     ) -> Self {
@@ -188,11 +224,15 @@ impl App {
             downloads: Vec::new(),
             decoding: None,
             features: None,
+            progress: None,
             classes: Vec::new(),
             skipped: 0,
             losses: VecDeque::new(),
             accuracies: VecDeque::new(),
             validations: Vec::new(),
+            history: Vec::new(),
+            epoch_sums: (0.0, 0.0, 0),
+            lr_find: None,
             groups: Vec::new(),
             trainable_params: 0,
             confusion: None,
@@ -256,6 +296,42 @@ impl App {
                 self.status = Status::Idle;
             }
             Event::Features { status } => self.features = Some(status),
+            Event::Progress {
+                pass,
+                done,
+                total,
+                images_per_sec,
+                eta_seconds,
+            } => {
+                self.progress = Some(PassProgress {
+                    pass,
+                    done,
+                    total,
+                    images_per_sec,
+                    eta_seconds,
+                })
+            }
+            Event::LrChanged { phase, peak, lr } => {
+                self.pending = None;
+                self.lr = lr;
+                self.log(
+                    Level::Info,
+                    format!("{phase} learning rate: peak {peak:.2e}, next batch {lr:.2e}"),
+                );
+            }
+            Event::LrFind(result) => {
+                self.pending = None;
+                if let Some(s) = result.suggestion {
+                    self.log(
+                        Level::Info,
+                        format!(
+                            "lr finder: suggestion {:.2e} (valley), steepest descent at {:.2e}",
+                            s.valley, s.steepest
+                        ),
+                    );
+                }
+                self.lr_find = Some(result);
+            }
             Event::PhaseChanged { phase, epochs } => {
                 self.pending = None;
                 self.status = match phase {
@@ -273,6 +349,7 @@ impl App {
                 groups,
                 trainable_params,
             } => {
+                self.pending = None;
                 self.groups = groups;
                 self.trainable_params = trainable_params;
             }
@@ -288,7 +365,11 @@ impl App {
             } => {
                 if step == 1 {
                     self.epoch_started = Some(Instant::now());
+                    self.epoch_sums = (0.0, 0.0, 0);
                 }
+                self.epoch_sums.0 += loss as f64;
+                self.epoch_sums.1 += accuracy as f64;
+                self.epoch_sums.2 += 1;
                 self.status = match self.status {
                     Status::Paused(_) => Status::Paused(phase),
                     _ => Status::Running(phase),
@@ -322,6 +403,17 @@ impl App {
                     loss,
                     accuracy,
                 });
+                let (sum_loss, sum_acc, n) = self.epoch_sums;
+                if let (Some(phase), true) = (phase, n > 0) {
+                    self.history.push(EpochPoint {
+                        phase,
+                        epoch,
+                        train_loss: (sum_loss / n as f64) as f32,
+                        train_accuracy: (sum_acc / n as f64) as f32,
+                        val_loss: loss,
+                        val_accuracy: accuracy,
+                    });
+                }
                 let label = crate::train::validation_label(phase, epoch);
                 let clean = accuracy_clean
                     .map(|a| format!(" ({a:.4} without leaked images)"))
@@ -346,10 +438,14 @@ impl App {
                     variants,
                 });
             }
-            Event::PhaseFinished { phase, epochs } => {
+            Event::PhaseFinished {
+                phase,
+                epochs,
+                reason,
+            } => {
                 self.log(
                     Level::Info,
-                    format!("{phase} finished after {epochs} epochs"),
+                    format!("{phase} finished after {epochs} epochs: {reason}"),
                 );
             }
             Event::Paused => {
@@ -377,7 +473,10 @@ impl App {
                     self.should_quit = true;
                 }
             }
-            Event::Warning { message } => self.log(Level::Warning, message),
+            Event::Warning { message } => {
+                self.pending = None;
+                self.log(Level::Warning, message)
+            }
             Event::Error { message } => {
                 self.pending = None;
                 self.quit_after_save = false;
@@ -472,6 +571,17 @@ impl App {
             self.show_help = false;
             return None;
         }
+        if self.panel == Panel::LrFinder {
+            match key.code {
+                KeyCode::Esc => return self.show(Panel::Layers),
+                KeyCode::Enter => {
+                    let lr = self.lr_find.as_ref()?.suggestion?.valley;
+                    self.panel = Panel::Layers;
+                    return self.send(Command::AdoptLr(lr));
+                }
+                _ => {}
+            }
+        }
         let command = match key.code {
             KeyCode::Char('w') => Command::Warmup {
                 epochs: self.warmup_epochs,
@@ -482,6 +592,16 @@ impl App {
             },
             KeyCode::Char('s') => Command::Save,
             KeyCode::Char('v') => Command::Validate,
+            KeyCode::Char('+') | KeyCode::Char('=') => Command::ScaleLr(2.0),
+            KeyCode::Char('-') => Command::ScaleLr(0.5),
+            KeyCode::Char(']') => Command::Unfreeze(1),
+            KeyCode::Char('[') => Command::Unfreeze(-1),
+            KeyCode::Char('r') => {
+                self.lr_find = None;
+                self.panel = Panel::LrFinder;
+                Command::FindLr { adopt: false }
+            }
+            KeyCode::Char('h') => return self.toggle(Panel::History),
             KeyCode::Char('p') | KeyCode::Char(' ') => match self.status {
                 Status::Paused(_) => Command::Resume,
                 _ => Command::Pause,
@@ -515,6 +635,11 @@ impl App {
             }
             _ => return None,
         };
+        self.send(command)
+    }
+
+    /// Sends `command` to the engine unless it has ended; the footer shows it until it acts.
+    fn send(&mut self, command: Command) -> Option<Action> {
         if self.status == Status::Finished {
             return None;
         }
@@ -561,6 +686,12 @@ fn describe(c: &Command) -> String {
         Command::PreviewAugmentations => "augmentation preview".into(),
         Command::Stop => "stop".into(),
         Command::Interrupt => "interrupt".into(),
+        Command::ScaleLr(f) => format!("learning rate x{f}"),
+        Command::AdoptLr(lr) => format!("learning rate {lr:.2e}"),
+        Command::Unfreeze(n) if *n > 0 => "unfreeze a layer group".into(),
+        Command::Unfreeze(_) => "freeze a layer group".into(),
+        Command::TrainableGroups(n) => format!("{n} trainable layer groups"),
+        Command::FindLr { .. } => "learning-rate finder".into(),
     }
 }
 
@@ -573,7 +704,7 @@ mod tests {
     }
 
     fn app() -> App {
-        let mut a = App::new("data".into(), "timm/x".into(), 3, 2, true);
+        let mut a = App::new("data".into(), "timm/x".into(), Epochs::Count(3), 2, true);
         a.status = Status::Idle;
         a
     }
@@ -584,18 +715,22 @@ mod tests {
         let tab = KeyEvent::new(KeyCode::Tab, KeyModifiers::NONE);
         let mut seen = vec![a.panel];
         let mut actions = Vec::new();
-        for _ in 0..4 {
+        for _ in 0..5 {
             actions.push(a.on_key(tab));
             seen.push(a.panel);
         }
         use Panel::*;
-        assert_eq!(seen, [Layers, Confusion, TopLosses, Augmentations, Layers]);
+        assert_eq!(
+            seen,
+            [Layers, Confusion, TopLosses, Augmentations, History, Layers]
+        );
         assert_eq!(
             actions,
             [
                 None,
                 None,
                 Some(Action::Engine(Command::PreviewAugmentations)),
+                None,
                 None
             ]
         );
@@ -606,7 +741,9 @@ mod tests {
         let mut a = app();
         assert_eq!(
             a.on_key(key('w')),
-            Some(Action::Engine(Command::Warmup { epochs: 3 }))
+            Some(Action::Engine(Command::Warmup {
+                epochs: Epochs::Count(3)
+            }))
         );
         assert_eq!(a.pending.as_deref(), Some("warm-up (3 epochs)"));
         assert_eq!(
@@ -631,6 +768,59 @@ mod tests {
         assert_eq!(a.on_key(key('?')), None);
         assert!(!a.show_help);
         assert_eq!(a.on_key(key('q')), Some(Action::Quit));
+    }
+
+    #[test]
+    fn steering_keys_and_the_finder_panel() {
+        let mut a = app();
+        a.status = Status::Running(Phase::Finetune);
+        assert_eq!(
+            a.on_key(key('+')),
+            Some(Action::Engine(Command::ScaleLr(2.0)))
+        );
+        assert_eq!(
+            a.on_key(key('-')),
+            Some(Action::Engine(Command::ScaleLr(0.5)))
+        );
+        assert_eq!(
+            a.on_key(key(']')),
+            Some(Action::Engine(Command::Unfreeze(1)))
+        );
+        assert_eq!(
+            a.on_key(key('[')),
+            Some(Action::Engine(Command::Unfreeze(-1)))
+        );
+        assert_eq!(
+            a.on_key(key('r')),
+            Some(Action::Engine(Command::FindLr { adopt: false }))
+        );
+        assert_eq!(a.panel, Panel::LrFinder);
+        let enter = KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE);
+        assert_eq!(a.on_key(enter), None, "nothing to adopt before the result");
+        a.apply(Event::LrFind(LrFind {
+            points: vec![],
+            suggestion: Some(crate::train::lr_find::Suggestion {
+                steepest: 1e-3,
+                valley: 2e-3,
+            }),
+            diverged: true,
+            adopted: None,
+            seconds: 0.1,
+        }));
+        assert_eq!(
+            a.on_key(enter),
+            Some(Action::Engine(Command::AdoptLr(2e-3)))
+        );
+        assert_eq!(a.panel, Panel::Layers);
+        a.on_key(key('r'));
+        let esc = KeyEvent::new(KeyCode::Esc, KeyModifiers::NONE);
+        assert_eq!(a.on_key(esc), None);
+        assert_eq!(
+            a.panel,
+            Panel::Layers,
+            "Esc leaves the finder, not the dashboard"
+        );
+        assert!(!a.should_quit && !a.confirm_quit);
     }
 
     #[test]

@@ -51,6 +51,8 @@ pub fn draw(f: &mut Frame, app: &mut App) {
     match app.panel {
         Panel::TopLosses => panels::top_losses(f, app, middle),
         Panel::Augmentations => panels::augmentations(f, app, middle),
+        Panel::History => panels::history(f, app, middle),
+        Panel::LrFinder => panels::lr_finder(f, app, middle),
         Panel::Layers | Panel::Confusion => {
             let [side, charts] =
                 Layout::horizontal([Constraint::Percentage(45), Constraint::Percentage(55)])

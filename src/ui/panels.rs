@@ -5,9 +5,11 @@ use crate::data::DataReport;
 use crate::train::{FeatureStatus, Phase};
 use ratatui::layout::{Alignment, Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
+use ratatui::symbols::Marker;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{
-    Bar, BarChart, BarGroup, Block, Borders, Clear, Gauge, Paragraph, Sparkline, SparklineBar, Wrap,
+    Axis, Bar, BarChart, BarGroup, Block, Borders, Chart, Clear, Dataset, Gauge, GraphType,
+    Paragraph, Sparkline, SparklineBar, Wrap,
 };
 use ratatui::Frame;
 
@@ -108,7 +110,8 @@ pub fn download(f: &mut Frame, app: &App, area: Rect) {
     let inner = outer.inner(area);
     f.render_widget(outer, area);
     let mut rows: Vec<Line> = Vec::new();
-    let mut gauges = Vec::new();
+    // (ratio, label) of each gauge: files downloading, then a long pass in progress.
+    let mut gauges: Vec<(f64, String)> = Vec::new();
     for d in &app.downloads {
         if d.from_cache {
             rows.push(Line::from(format!(
@@ -123,8 +126,31 @@ pub fn download(f: &mut Frame, app: &App, area: Rect) {
                 d.total as f64 / 1e6
             )));
         } else {
-            gauges.push(d);
+            let ratio = if d.total > 0 {
+                d.done as f64 / d.total as f64
+            } else {
+                0.0
+            };
+            let label = format!(
+                "{} {:.1}/{:.1} MB {:.1} MB/s",
+                d.file,
+                d.done as f64 / 1e6,
+                d.total as f64 / 1e6,
+                d.bytes_per_sec / 1e6
+            );
+            gauges.push((ratio, label));
         }
+    }
+    if let Some(p) = app.progress.filter(|p| p.done < p.total) {
+        let label = format!(
+            "{} {}/{} {:.0} img/s ETA {}",
+            p.pass,
+            p.done,
+            p.total,
+            p.images_per_sec,
+            clock(p.eta_seconds as u64)
+        );
+        gauges.push((p.done as f64 / p.total as f64, label));
     }
     if app.downloads.is_empty() && !app.device.is_empty() {
         rows.push(Line::from(format!("weights: {}", app.backbone)));
@@ -136,9 +162,6 @@ pub fn download(f: &mut Frame, app: &App, area: Rect) {
         Some(FeatureStatus::Loaded { images, .. }) => {
             rows.push(Line::from(format!("features: {images} from disk cache")))
         }
-        Some(FeatureStatus::Computing { done, total }) => rows.push(Line::from(format!(
-            "features: backbone pass {done}/{total}"
-        ))),
         Some(FeatureStatus::Computed {
             images, seconds, ..
         }) => rows.push(Line::from(format!(
@@ -153,19 +176,7 @@ pub fn download(f: &mut Frame, app: &App, area: Rect) {
             .chain([Constraint::Min(0)]),
     )
     .split(inner);
-    for (d, a) in gauges.iter().zip(areas.iter()) {
-        let ratio = if d.total > 0 {
-            d.done as f64 / d.total as f64
-        } else {
-            0.0
-        };
-        let label = format!(
-            "{} {:.1}/{:.1} MB {:.1} MB/s",
-            d.file,
-            d.done as f64 / 1e6,
-            d.total as f64 / 1e6,
-            d.bytes_per_sec / 1e6
-        );
+    for ((ratio, label), a) in gauges.into_iter().zip(areas.iter()) {
         f.render_widget(
             Gauge::default()
                 .gauge_style(fg(app, Color::Blue))
@@ -498,6 +509,206 @@ pub fn metric(f: &mut Frame, app: &App, area: Rect, name: &str, accuracy: bool) 
     );
 }
 
+/// Bounds of `values` with a margin, for a chart axis.
+fn bounds(values: impl Iterator<Item = f64>) -> [f64; 2] {
+    let (lo, hi) = values
+        .filter(|v| v.is_finite())
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+            (lo.min(v), hi.max(v))
+        });
+    if lo > hi {
+        return [0.0, 1.0];
+    }
+    let pad = ((hi - lo) * 0.05).max(1e-6);
+    [lo - pad, hi + pad]
+}
+
+/// Three labels along `[lo, hi]`, formatted by `fmt`.
+fn labels(b: [f64; 2], fmt: impl Fn(f64) -> String) -> Vec<Line<'static>> {
+    [b[0], (b[0] + b[1]) / 2.0, b[1]]
+        .into_iter()
+        .map(|v| Line::from(fmt(v)))
+        .collect()
+}
+
+/// A vertical line at `x` across `y`, as chart points.
+fn vertical(x: f64, y: [f64; 2]) -> Vec<(f64, f64)> {
+    (0..=20)
+        .map(|i| (x, y[0] + (y[1] - y[0]) * i as f64 / 20.0))
+        .collect()
+}
+
+/// The learning-rate finder: smoothed loss against the rate on a log axis, the suggestions
+/// marked.
+pub fn lr_finder(f: &mut Frame, app: &App, area: Rect) {
+    let title = match app.lr_find.as_ref().and_then(|r| r.suggestion) {
+        Some(s) => format!(
+            "LR finder — suggestion {:.1e} (valley, Enter adopts), steepest {:.1e} · Esc leaves",
+            s.valley, s.steepest
+        ),
+        None => "LR finder — Esc leaves".to_string(),
+    };
+    let outer = block(&title);
+    let Some(result) = app.lr_find.as_ref().filter(|r| r.points.len() > 1) else {
+        let text = match (&app.lr_find, app.progress) {
+            (Some(_), _) => "too few batches for a curve".to_string(),
+            (None, Some(p)) if p.pass == crate::train::Pass::LrFind && p.done < p.total => {
+                format!("range test: {}/{} images", p.done, p.total)
+            }
+            _ if matches!(app.status, Status::Running(_) | Status::Paused(_)) => {
+                "range test running…".to_string()
+            }
+            _ => "the finder tests the running phase: start one (w or f), then press r".to_string(),
+        };
+        f.render_widget(Paragraph::new(text).block(outer), area);
+        return;
+    };
+    let curve: Vec<(f64, f64)> = result
+        .points
+        .iter()
+        .map(|p| (p.lr.log10(), p.smoothed as f64))
+        .collect();
+    // The tested range exactly, so that the axis ends read as the rates tried.
+    let x = [curve[0].0, curve[curve.len() - 1].0];
+    let y = bounds(curve.iter().map(|p| p.1));
+    let marks: Vec<(String, f64, Color)> = result
+        .suggestion
+        .map(|s| {
+            vec![
+                (format!("valley {:.1e}", s.valley), s.valley, Color::Green),
+                (
+                    format!("steepest {:.1e}", s.steepest),
+                    s.steepest,
+                    Color::Magenta,
+                ),
+            ]
+        })
+        .unwrap_or_default();
+    let lines: Vec<Vec<(f64, f64)>> = marks
+        .iter()
+        .map(|(_, lr, _)| vertical(lr.log10(), y))
+        .collect();
+    let mut datasets = vec![Dataset::default()
+        .name("smoothed loss")
+        .marker(Marker::Braille)
+        .graph_type(GraphType::Line)
+        .style(fg(app, Color::Yellow))
+        .data(&curve)];
+    for ((name, _, color), points) in marks.iter().zip(&lines) {
+        datasets.push(
+            Dataset::default()
+                .name(name.clone())
+                .marker(Marker::Braille)
+                .graph_type(GraphType::Line)
+                .style(fg(app, *color))
+                .data(points),
+        );
+    }
+    let chart = Chart::new(datasets)
+        .block(outer)
+        .x_axis(
+            Axis::default()
+                .title("learning rate")
+                .bounds(x)
+                .labels(labels(x, |v| format!("{:.0e}", 10f64.powf(v)))),
+        )
+        .y_axis(
+            Axis::default()
+                .title("loss")
+                .bounds(y)
+                .labels(labels(y, |v| format!("{v:.3}"))),
+        );
+    f.render_widget(chart, area);
+}
+
+/// The run's history: training and validation loss and accuracy per epoch across phases, with
+/// the phase boundaries marked.
+pub fn history(f: &mut Frame, app: &App, area: Rect) {
+    let outer = block("History — loss and accuracy per epoch (h close)");
+    if app.history.is_empty() {
+        f.render_widget(Paragraph::new("no epoch has ended yet").block(outer), area);
+        return;
+    }
+    let inner = outer.inner(area);
+    f.render_widget(outer, area);
+    let [loss_area, acc_area] =
+        Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(inner);
+    let x = [0.5, app.history.len() as f64 + 0.5];
+    let boundaries: Vec<f64> = app
+        .history
+        .windows(2)
+        .enumerate()
+        .filter(|(_, w)| w[0].phase != w[1].phase || w[1].epoch <= w[0].epoch)
+        .map(|(i, _)| i as f64 + 1.5)
+        .collect();
+    let series = |pick: fn(&super::app::EpochPoint) -> f32| -> Vec<(f64, f64)> {
+        app.history
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (i as f64 + 1.0, pick(p) as f64))
+            .collect()
+    };
+    let charts = [
+        (
+            "Loss",
+            loss_area,
+            series(|p| p.train_loss),
+            series(|p| p.val_loss),
+        ),
+        (
+            "Accuracy",
+            acc_area,
+            series(|p| p.train_accuracy),
+            series(|p| p.val_accuracy),
+        ),
+    ];
+    for (name, a, train, val) in &charts {
+        let y = bounds(train.iter().chain(val).map(|p| p.1));
+        let walls: Vec<Vec<(f64, f64)>> = boundaries.iter().map(|b| vertical(*b, y)).collect();
+        let mut datasets = vec![
+            Dataset::default()
+                .name("train")
+                .marker(Marker::Braille)
+                .graph_type(GraphType::Line)
+                .style(fg(app, Color::Yellow))
+                .data(train),
+            Dataset::default()
+                .name("val")
+                .marker(Marker::Braille)
+                .graph_type(GraphType::Line)
+                .style(fg(app, Color::Cyan))
+                .data(val),
+        ];
+        for w in &walls {
+            datasets.push(
+                Dataset::default()
+                    .marker(Marker::Dot)
+                    .style(fg(app, Color::DarkGray))
+                    .data(w),
+            );
+        }
+        let ticks: Vec<Line> = app
+            .history
+            .iter()
+            .map(|p| Line::from(format!("{}{}", short(p.phase), p.epoch)))
+            .collect();
+        let ticks = if ticks.len() <= 12 {
+            ticks
+        } else {
+            vec![ticks[0].clone(), ticks[ticks.len() - 1].clone()]
+        };
+        let chart = Chart::new(datasets)
+            .block(block(name))
+            .x_axis(Axis::default().bounds(x).labels(ticks))
+            .y_axis(
+                Axis::default()
+                    .bounds(y)
+                    .labels(labels(y, |v| format!("{v:.3}"))),
+            );
+        f.render_widget(chart, *a);
+    }
+}
+
 /// Recent log lines, newest last.
 pub fn log(f: &mut Frame, app: &App, area: Rect) {
     let outer = block("Log");
@@ -576,16 +787,20 @@ pub fn help(f: &mut Frame, app: &App, area: Rect) {
         Line::from("s  save a checkpoint now"),
         Line::from("p  pause / resume (space too)"),
         Line::from("v  run validation now"),
+        Line::from("+ -  double / halve the running phase's learning rate"),
+        Line::from("] [  fine-tuning: unfreeze / freeze one more layer group"),
+        Line::from("r  learning-rate finder (Enter adopts the suggestion, Esc leaves)"),
+        Line::from("h  history: loss and accuracy per epoch across phases"),
         Line::from("c  confusion matrix of the last validation / layer groups"),
         Line::from("l  top losses: worst validation images, with a picture (j/k select)"),
         Line::from("a  augmentation preview of a training image (n: another image)"),
-        Line::from("Tab  next panel: layers, confusion, top losses, augmentations"),
+        Line::from("Tab  next panel: layers, confusion, top losses, augmentations, history"),
         Line::from("q  quit (asks first when progress is unsaved)"),
         Line::from("?  this help; Esc closes it"),
         Line::from(""),
         Line::from("Commands apply at the next batch boundary."),
     ];
-    let r = centered(area, 72, 17);
+    let r = centered(area, 76, 21);
     f.render_widget(Clear, r);
     f.render_widget(
         Paragraph::new(text)
