@@ -3,7 +3,7 @@
 
 mod common;
 
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 use std::process::Command;
 use tltui::model::{build_backbone, ModelConfig, Params};
 
@@ -21,15 +21,7 @@ fn convnext_atto_reproduces_timm_pooled_features() {
     let pooled = backbone.forward(&golden["input"], false).unwrap();
     let want = &golden["pooled"];
     assert_eq!(pooled.dims(), want.dims());
-    let max_abs = |t: &Tensor| {
-        t.abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    };
-    let err = max_abs(&(&pooled - want).unwrap()) / max_abs(want);
+    let err = common::relative_error(want, &pooled);
     println!("convnext_atto pooled: relative error {err:.2e} (max abs diff / max abs)");
     assert!(err <= 1e-4, "relative error {err}");
 }

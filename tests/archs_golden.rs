@@ -3,19 +3,8 @@
 
 mod common;
 
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 use tltui::model::{build_backbone, ModelConfig, Params};
-
-fn max_abs(t: &Tensor) -> f32 {
-    t.abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-}
 
 /// Runs the folder's `golden.safetensors` `input` through the backbone its `config.json` names
 /// and compares the pooled features with timm's.
@@ -33,7 +22,7 @@ fn check(folder: &str) {
     let want = &golden["pooled"];
     assert_eq!(pooled.dims(), want.dims(), "{folder}: pooled shape");
     assert_eq!(backbone.parts().num_features, want.dim(1).unwrap());
-    let rel = max_abs(&(&pooled - want).unwrap()) / max_abs(want);
+    let rel = common::relative_error(want, &pooled);
     println!("{folder}: pooled max error relative to the largest value {rel:.2e}");
     assert!(rel <= 1e-4, "{folder}: relative error {rel}");
 }

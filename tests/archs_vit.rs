@@ -8,19 +8,6 @@ use candle_core::{Device, Tensor};
 use common::model_config as config;
 use tltui::model::{build_backbone, ModelConfig, Params};
 
-/// Largest difference of `got` from `want`, relative to `want`'s largest magnitude.
-fn relative_error(want: &Tensor, got: &Tensor) -> f32 {
-    let max = |t: &Tensor| {
-        t.abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    };
-    max(&(want - got).unwrap()) / max(want).max(1e-6)
-}
-
 /// Runs the reference model in `folder` on each golden input and compares its pooled features.
 fn check_golden(folder: &str, pairs: &[(&str, &str)]) {
     let Some(shared) = common::shared_dir() else {
@@ -34,7 +21,7 @@ fn check_golden(folder: &str, pairs: &[(&str, &str)]) {
         candle_core::safetensors::load(dir.join("golden.safetensors"), &Device::Cpu).unwrap();
     for (input, pooled) in pairs {
         let got = backbone.forward(&golden[*input], false).unwrap();
-        let err = relative_error(&golden[*pooled], &got);
+        let err = common::relative_error(&golden[*pooled], &got);
         println!("{folder} {input} -> {pooled}: max error relative to the largest value {err:.2e}");
         assert!(err <= 1e-4, "{folder} {pooled}: relative error {err}");
     }

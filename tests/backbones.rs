@@ -168,19 +168,6 @@ fn pretrained_lite0_file_matches_timm_count() {
     assert_eq!(params.count(|_| true), 4_652_008);
 }
 
-/// Largest difference of `got` from `want`, relative to `want`'s largest magnitude.
-fn relative_error(want: &Tensor, got: &Tensor) -> f32 {
-    let max = |t: &Tensor| {
-        t.abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    };
-    max(&(want - got).unwrap()) / max(want).max(1e-6)
-}
-
 /// The hand-written backward of the ReLU6 EfficientNet-class models agrees with candle's autograd,
 /// for every trainable tensor, with all groups trainable and with only the last three.
 fn taped_backward_matches_autograd(arch: &str) {
@@ -241,7 +228,7 @@ fn taped_backward_matches_autograd(arch: &str) {
         for (_, v) in vars {
             let want = reference.get(v.as_tensor()).expect("autograd gradient");
             let got = grads.get(v.as_tensor()).expect("taped gradient");
-            let err = relative_error(want, got);
+            let err = common::relative_error(want, got);
             assert!(
                 err < 1e-3,
                 "gradient of a {:?} tensor differs by {err} (relative)",
@@ -317,7 +304,7 @@ fn lite_training_gradients_on_cuda_match_the_cpu() {
     );
     assert_eq!(want.len(), got.len());
     for (w, g) in want.iter().zip(&got) {
-        let err = relative_error(w, g);
+        let err = common::relative_error(w, g);
         assert!(
             err < 1e-3,
             "gradient of a {:?} tensor differs by {err} (relative)",

@@ -15,17 +15,6 @@ fn golden(shared: &std::path::Path) -> std::collections::HashMap<String, Tensor>
     .unwrap()
 }
 
-fn max_abs(t: &Tensor) -> f32 {
-    t.abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-}
-
 #[test]
 fn preprocessing_matches_timm_eval_transform() {
     let Some(shared) = common::shared_dir() else {
@@ -102,7 +91,7 @@ fn check_lite0_logits(shared: &std::path::Path, device: &Device) {
         .unwrap();
     for (name, ours) in [("pooled", &pooled), ("logits", &logits)] {
         let reference = &g[name];
-        let rel = max_abs(&(ours - reference).unwrap()) / max_abs(reference);
+        let rel = common::relative_error(reference, ours);
         println!("{device:?} {name}: max error relative to the largest value {rel:.2e}");
         assert!(rel <= 1e-4, "{name}: relative error {rel}");
     }

@@ -136,3 +136,16 @@ pub fn shapes_dataset(dir: &std::path::Path, classes: &[&str], per_class: usize)
         }
     }
 }
+
+/// Largest difference of `got` from `want`, relative to `want`'s largest magnitude.
+pub fn relative_error(want: &Tensor, got: &Tensor) -> f32 {
+    let max = |t: &Tensor| {
+        t.abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    };
+    max(&(want - got).unwrap()) / max(want).max(1e-6)
+}
