@@ -100,6 +100,7 @@ pub fn model_card(input: &CardInput) -> String {
     }
     classes(&mut out, meta);
     validation(&mut out, meta);
+    copies(&mut out, meta);
     recipe(&mut out, meta);
     usage(&mut out, input.repo);
     out
@@ -196,6 +197,33 @@ fn validation(out: &mut String, meta: &CheckpointMeta) {
         out.push('\n');
     }
     out.push('\n');
+}
+
+/// The data checks: copies among the images and leakage across the split.
+fn copies(out: &mut String, meta: &CheckpointMeta) {
+    let c = &meta.record.copies;
+    let _ = writeln!(
+        out,
+        "Data checks: {} group(s) of exact or near duplicate images; {} validation image(s) with a copy in training{}.\n",
+        c.duplicate_groups,
+        c.leaked_val_images,
+        if c.given_split {
+            " (the dataset's own split)"
+        } else {
+            " (tltui's split keeps copies on one side)"
+        }
+    );
+    if let Some(a) = meta
+        .record
+        .validation
+        .as_ref()
+        .and_then(|v| v.accuracy_clean)
+    {
+        let _ = writeln!(
+            out,
+            "Accuracy on the validation images without a copy in training: **{a:.4}**.\n"
+        );
+    }
 }
 
 fn recipe(out: &mut String, meta: &CheckpointMeta) {
@@ -333,7 +361,9 @@ fn usage(out: &mut String, repo: &RepoId) {
 mod tests {
     use super::*;
     use crate::data::{Preprocess, PretrainedCfg};
-    use crate::train::checkpoint::{PhaseRecord, RunRecord, ValidationRecord, FORMAT};
+    use crate::train::checkpoint::{
+        CopiesRecord, PhaseRecord, RunRecord, ValidationRecord, FORMAT,
+    };
 
     fn meta() -> CheckpointMeta {
         let cfg = PretrainedCfg {
@@ -386,7 +416,13 @@ mod tests {
                     loss: 0.25,
                     accuracy: 0.9,
                     confusion: vec![vec![8, 2], vec![1, 14]],
+                    accuracy_clean: Some(0.875),
                 }),
+                copies: CopiesRecord {
+                    duplicate_groups: 2,
+                    leaked_val_images: 3,
+                    given_split: true,
+                },
             },
         }
     }
@@ -450,6 +486,8 @@ mod tests {
             "Accuracy **0.9000** on 25 validation images (after fine-tune epoch 1; loss 0.2500).",
             // cat: 8 of 9 predicted cats are cats, 8 of 10 cats found; dog: 14/16, 14/15.
             "| cat | 0.8889 | 0.8000 |\n| dog | 0.8750 | 0.9333 |",
+            "Data checks: 2 group(s) of exact or near duplicate images; 3 validation image(s) with a copy in training (the dataset's own split).",
+            "Accuracy on the validation images without a copy in training: **0.8750**.",
             "| | cat | dog |\n| --- | ---: | ---: |\n| **cat** | 8 | 2 |\n| **dog** | 1 | 14 |",
             "| warm-up | 3 | 0.001 | none (frozen; head only) | off |",
             "| fine-tune | 1 | 0.0001 | last 3 of 7 | on |",

@@ -53,6 +53,20 @@ pub struct RunRecord {
     pub phases: Vec<PhaseRecord>,
     /// The last validation before the checkpoint was written.
     pub validation: Option<ValidationRecord>,
+    /// What the data checks found (absent in checkpoints written before they existed).
+    #[serde(default)]
+    pub copies: CopiesRecord,
+}
+
+/// The data checks of the run: copies among the images and leakage across the split.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CopiesRecord {
+    /// Groups of exact or near copies found among the images.
+    pub duplicate_groups: usize,
+    /// Validation images with an exact or near copy in training.
+    pub leaked_val_images: usize,
+    /// Whether the dataset brought its own validation folder.
+    pub given_split: bool,
 }
 
 /// One phase as it ran.
@@ -79,6 +93,9 @@ pub struct ValidationRecord {
     pub accuracy: f32,
     /// `confusion[true][predicted]`.
     pub confusion: Vec<Vec<usize>>,
+    /// Accuracy on the validation images without a copy in training, when some have one.
+    #[serde(default)]
+    pub accuracy_clean: Option<f32>,
 }
 
 /// A checkpoint read back: all tensors (backbone and `classifier.*`) and the metadata.

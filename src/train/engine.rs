@@ -2,7 +2,7 @@
 //! [`Event`]s.
 
 use super::checkpoint::{
-    self, Checkpoint, CheckpointMeta, PhaseRecord, RunRecord, ValidationRecord,
+    self, Checkpoint, CheckpointMeta, CopiesRecord, PhaseRecord, RunRecord, ValidationRecord,
 };
 use super::features;
 use super::metrics::{balanced_weights, cross_entropy, predictions, top_losses, Confusion};
@@ -501,6 +501,11 @@ impl Trainer {
             val_counts: dataset.class_counts().iter().map(|c| c.val).collect(),
             phases: phases_before,
             validation: None,
+            copies: CopiesRecord {
+                duplicate_groups: dataset.report.duplicates.len(),
+                leaked_val_images: dataset.report.leakage.val_images_with_train_twin,
+                given_split: dataset.given_split,
+            },
         };
         emit(Event::ModelReady {
             backbone: backbone_name.clone(),
@@ -1075,6 +1080,7 @@ impl Trainer {
             loss,
             accuracy,
             confusion: confusion.matrix.clone(),
+            accuracy_clean,
         });
         self.emit(Event::Validation {
             phase,
