@@ -84,23 +84,28 @@ fn perceptual_hash(image: &RgbImage) -> u64 {
     u64::from_le_bytes(word)
 }
 
-/// The image in grey, area-averaged to fit `PRESHRINK` x `PRESHRINK` (SIMD, via
-/// fast_image_resize); small images stay as they are.
+/// The image area-averaged to fit `PRESHRINK` x `PRESHRINK` (SIMD, via fast_image_resize), then
+/// in grey; small images are only turned grey.
 fn grey_thumbnail(image: &RgbImage) -> image::GrayImage {
     use fast_image_resize::{images::Image, PixelType, ResizeAlg, ResizeOptions, Resizer};
-    let grey = image::imageops::grayscale(image);
-    if grey.width() <= PRESHRINK && grey.height() <= PRESHRINK {
-        return grey;
+    if image.width() <= PRESHRINK && image.height() <= PRESHRINK {
+        return image::imageops::grayscale(image);
     }
-    let src = Image::from_vec_u8(grey.width(), grey.height(), grey.into_raw(), PixelType::U8)
-        .expect("buffer matches its size");
-    let mut dst = Image::new(PRESHRINK, PRESHRINK, PixelType::U8);
+    let src = Image::from_vec_u8(
+        image.width(),
+        image.height(),
+        image.as_raw().clone(),
+        PixelType::U8x3,
+    )
+    .expect("buffer matches its size");
+    let mut dst = Image::new(PRESHRINK, PRESHRINK, PixelType::U8x3);
     let options =
         ResizeOptions::new().resize_alg(ResizeAlg::Convolution(fast_image_resize::FilterType::Box));
     Resizer::new()
         .resize(&src, &mut dst, &options)
         .expect("same pixel type");
-    image::GrayImage::from_raw(PRESHRINK, PRESHRINK, dst.into_vec()).expect("buffer matches")
+    let small = RgbImage::from_raw(PRESHRINK, PRESHRINK, dst.into_vec()).expect("buffer matches");
+    image::imageops::grayscale(&small)
 }
 
 #[cfg(test)]
