@@ -51,3 +51,8 @@ fn efficientnet_b0() {
 fn resnet18() {
     check("resnet18.a1_in1k");
 }
+
+#[test]
+fn convnext_atto() {
+    check("convnext_atto.d2_in1k");
+}
