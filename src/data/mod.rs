@@ -148,8 +148,11 @@ impl Dataset {
                 c.files.iter().map(move |f| (f.as_path(), label))
             })
             .collect();
+        // With `duplicates = "off"` nothing is compared, even where fingerprints exist (the
+        // engine's image store always computes them).
+        let checked = options.duplicates != DuplicateMode::Off;
         let fingerprinted: Vec<usize> = (0..labelled.len())
-            .filter(|&i| fingerprints.contains_key(labelled[i].0))
+            .filter(|&i| checked && fingerprints.contains_key(labelled[i].0))
             .collect();
         let prints: Vec<Fingerprint> = fingerprinted
             .iter()
