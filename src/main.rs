@@ -5,14 +5,24 @@ use tltui::cli::{Cli, Command};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// `mi_option_purge_delay` of mimalloc 2's `mi_option_t` (libmimalloc-sys names no constant).
+/// `mi_option_purge_delay` of mimalloc's `mi_option_t` (libmimalloc-sys names no constant).
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// The environment variable candle reads for its thread pool's spin rounds.
+const CANDLE_SPIN_LIMIT_VAR: &str = "CANDLE_BARRIER_POOL_SPIN_LIMIT";
 
 fn main() -> ExitCode {
     // Keep freed pages mapped: training frees and reallocates activations of the same sizes every
     // step, and returning them to the OS makes the kernel zero them again each time.
     // SAFETY: setting an allocator option before any thread starts.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+    // candle's elementwise thread pool spins 25,000 rounds after each operation before it
+    // sleeps, taking the core from rayon's decoders and kernels that run in between (a cold
+    // ViT feature pass: 31 s spinning, 24.5 s with 200 rounds). The user's setting wins.
+    if std::env::var_os(CANDLE_SPIN_LIMIT_VAR).is_none() {
+        // Set before any thread starts, so none reads the environment meanwhile.
+        std::env::set_var(CANDLE_SPIN_LIMIT_VAR, "200");
+    }
     let cli = Cli::parse();
     let result = match &cli.command {
         Some(Command::Inspect(args)) => tltui::inspect::run(args).map(|()| ExitCode::SUCCESS),
