@@ -453,7 +453,7 @@ fn finder_panel_draws_the_curve_and_marks_the_suggestion() {
     let buf = render(&mut app, 100, 30);
     let s = screen(&mut app, 100, 30);
     assert!(
-        s.contains("suggestion 2.0e-4 (valley, Enter adopts)") && s.contains("learning rate"),
+        s.contains("valley 2.0e-4 (Enter adopts)") && s.contains("learning rate"),
         "{s}"
     );
     assert!(

@@ -481,7 +481,7 @@ fn accuracies(events: &[Event]) -> Vec<f32> {
         .collect()
 }
 
-/// A run steered by hand — warm-up, the finder (not adopted), LR x2 mid-epoch, fine-tune with one
+/// A run steered by hand — warm-up, the finder (left with Esc), LR x2 mid-epoch, fine-tune with one
 /// group, `]` mid-epoch, save — then its recipe replayed: the same validations and weights.
 #[test]
 fn a_steered_run_replays_from_its_recipe_to_the_same_weights() {
@@ -499,12 +499,19 @@ fn a_steered_run_replays_from_its_recipe_to_the_same_weights() {
     let mut steered = Vec::new();
     let mut batches = 0;
     steered.extend(until(&rx, |e| {
-        if let Event::Batch { .. } = e {
-            batches += 1;
-            if batches == 1 {
-                tx.send(Command::FindLr { adopt: false }).unwrap();
-                tx.send(Command::ScaleLr(2.0)).unwrap();
+        match e {
+            Event::Batch { .. } => {
+                batches += 1;
+                if batches == 1 {
+                    tx.send(Command::FindLr { adopt: false }).unwrap();
+                }
             }
+            // The finder holds the phase until the user chooses; Esc sends Resume.
+            Event::LrFind(_) => {
+                tx.send(Command::ScaleLr(2.0)).unwrap();
+                tx.send(Command::Resume).unwrap();
+            }
+            _ => {}
         }
         matches!(e, Event::PhaseFinished { .. })
     }));
@@ -543,6 +550,17 @@ fn a_steered_run_replays_from_its_recipe_to_the_same_weights() {
         _ => None,
     });
     assert!(lr_find.is_some_and(|r| r.points.len() > 5 && r.adopted.is_none()));
+    let after_finder: Vec<&Event> = steered
+        .iter()
+        .skip_while(|e| !matches!(e, Event::LrFind(_)))
+        .skip(1)
+        .filter(|e| matches!(e, Event::Paused | Event::Resumed | Event::Batch { .. }))
+        .take(2)
+        .collect();
+    assert!(
+        matches!(after_finder[..], [Event::Paused, Event::Resumed]),
+        "the finder holds the phase until Resume: {after_finder:?}"
+    );
     let recipe = Recipe::load(&f.checkpoints.join("recipe.toml")).unwrap();
     let actions: Vec<String> = recipe
         .decisions

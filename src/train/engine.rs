@@ -213,6 +213,8 @@ struct Control {
     queued: VecDeque<Command>,
     events: Sender<Event>,
     paused: bool,
+    /// The dashboard's finder runs: pause when it ends, unless a `Resume` came meanwhile.
+    hold_after_finder: bool,
 }
 
 impl Control {
@@ -233,6 +235,7 @@ impl Control {
     }
 
     fn pause(&mut self, paused: bool) {
+        self.hold_after_finder &= paused;
         if self.paused != paused {
             self.paused = paused;
             let _ = self.events.send(if paused {
@@ -533,6 +536,7 @@ impl Trainer {
             queued: VecDeque::new(),
             events: events.clone(),
             paused: false,
+            hold_after_finder: false,
         };
         let trainer = Self {
             config,
@@ -625,7 +629,13 @@ impl Trainer {
             Command::AdoptLr(lr) => self.adopt_lr(lr),
             Command::Unfreeze(more) => self.unfreeze(more)?,
             Command::TrainableGroups(groups) => self.set_trainable_groups(groups)?,
-            Command::FindLr { adopt } => self.find_lr(adopt)?,
+            Command::FindLr { adopt } => {
+                self.control.hold_after_finder = !adopt;
+                self.find_lr(adopt)?;
+                if std::mem::take(&mut self.control.hold_after_finder) && self.run.is_some() {
+                    self.control.pause(true);
+                }
+            }
             Command::Save => {
                 self.save("manual");
             }

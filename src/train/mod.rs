@@ -73,7 +73,8 @@ pub enum Command {
     Interrupt,
     /// Multiply the running phase's learning rate by this factor from the next batch.
     ScaleLr(f64),
-    /// Set the running phase's peak learning rate (adopting the finder's suggestion).
+    /// Set the running phase's peak learning rate (adopting the finder's suggestion), and go on
+    /// if the finder was holding the phase.
     AdoptLr(f64),
     /// Fine-tuning: unfreeze (positive) or freeze (negative) this many more layer groups,
     /// counted from the head side.
@@ -82,7 +83,8 @@ pub enum Command {
     /// `Unfreeze`).
     TrainableGroups(usize),
     /// Run a learning-rate range test from the current weights, which it restores; `adopt`
-    /// sets the suggestion as the phase's rate.
+    /// sets the suggestion as the phase's rate. Without `adopt` the phase then waits paused for
+    /// the user's choice: `AdoptLr` or `Resume`.
     FindLr {
         adopt: bool,
     },

@@ -573,7 +573,10 @@ impl App {
         }
         if self.panel == Panel::LrFinder {
             match key.code {
-                KeyCode::Esc => return self.show(Panel::Layers),
+                KeyCode::Esc => {
+                    self.panel = Panel::Layers;
+                    return self.send(Command::Resume);
+                }
                 KeyCode::Enter => {
                     let lr = self.lr_find.as_ref()?.suggestion?.valley;
                     self.panel = Panel::Layers;
@@ -814,7 +817,11 @@ mod tests {
         assert_eq!(a.panel, Panel::Layers);
         a.on_key(key('r'));
         let esc = KeyEvent::new(KeyCode::Esc, KeyModifiers::NONE);
-        assert_eq!(a.on_key(esc), None);
+        assert_eq!(
+            a.on_key(esc),
+            Some(Action::Engine(Command::Resume)),
+            "Esc lets the held phase go on at its rate"
+        );
         assert_eq!(
             a.panel,
             Panel::Layers,

@@ -543,10 +543,10 @@ fn vertical(x: f64, y: [f64; 2]) -> Vec<(f64, f64)> {
 pub fn lr_finder(f: &mut Frame, app: &App, area: Rect) {
     let title = match app.lr_find.as_ref().and_then(|r| r.suggestion) {
         Some(s) => format!(
-            "LR finder — suggestion {:.1e} (valley, Enter adopts), steepest {:.1e} · Esc leaves",
+            "LR finder — valley {:.1e} (Enter adopts) · steepest {:.1e} · Esc keeps the rate",
             s.valley, s.steepest
         ),
-        None => "LR finder — Esc leaves".to_string(),
+        None => "LR finder — Esc keeps the rate".to_string(),
     };
     let outer = block(&title);
     let Some(result) = app.lr_find.as_ref().filter(|r| r.points.len() > 1) else {
@@ -789,7 +789,7 @@ pub fn help(f: &mut Frame, app: &App, area: Rect) {
         Line::from("v  run validation now"),
         Line::from("+ -  double / halve the running phase's learning rate"),
         Line::from("] [  fine-tuning: unfreeze / freeze one more layer group"),
-        Line::from("r  learning-rate finder (Enter adopts the suggestion, Esc leaves)"),
+        Line::from("r  learning-rate finder; the phase waits: Enter adopts the suggestion, Esc keeps the rate"),
         Line::from("h  history: loss and accuracy per epoch across phases"),
         Line::from("c  confusion matrix of the last validation / layer groups"),
         Line::from("l  top losses: worst validation images, with a picture (j/k select)"),

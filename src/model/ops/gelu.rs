@@ -222,7 +222,10 @@ mod tests {
         for i in -6000..=6000 {
             let x = i as f32 * 1e-3;
             let (got, want) = (erf_f32(x), candle_core::cpu::erf::erf_f32(x));
-            assert!((got - want).abs() <= 4.0 * f32::EPSILON * want.abs().max(1e-3), "erf({x})");
+            assert!(
+                (got - want).abs() <= 4.0 * f32::EPSILON * want.abs().max(1e-3),
+                "erf({x})"
+            );
         }
     }
 

@@ -31,10 +31,12 @@ impl Trainer {
         }
     }
 
-    /// Makes `lr` the running phase's peak rate (the finder's suggestion).
+    /// Makes `lr` the running phase's peak rate (the finder's suggestion) and resumes the phase
+    /// the finder held.
     pub(super) fn adopt_lr(&mut self, lr: f64) {
         if self.run.is_some() {
             self.set_peak_lr(lr, Action::AdoptLr { lr });
+            self.control.pause(false);
         } else {
             self.warn("no phase is running: a learning rate is adopted for a running phase");
         }
