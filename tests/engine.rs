@@ -675,3 +675,61 @@ fn auto_warmup_stops_on_a_plateau_and_keeps_the_best_head() {
     );
     assert_eq!(losses.len(), kept + 2, "patience of two epochs: {losses:?}");
 }
+
+/// Between phases the finder tests the phase that comes next (fine-tuning after a warm-up),
+/// leaves the backbone frozen as it was, and an adopted rate becomes that phase's peak; the
+/// recipe replays the adoption.
+#[test]
+fn the_finder_between_phases_sets_the_next_phase_rate() {
+    let f = fixture(&["red", "blue"]);
+    let (engine, rx) = start(setup(&f, config()));
+    let tx = engine.commands();
+    tx.send(Command::Warmup {
+        epochs: Epochs::Count(1),
+    })
+    .unwrap();
+    until(&rx, |e| matches!(e, Event::PhaseFinished { .. }));
+    tx.send(Command::FindLr { adopt: false }).unwrap();
+    let found = until(&rx, |e| matches!(e, Event::LrFind(_)));
+    assert!(
+        !found
+            .iter()
+            .any(|e| matches!(e, Event::Paused | Event::FreezeChanged { .. })),
+        "no phase to hold, freezing untouched: {found:?}"
+    );
+    let Some(Event::LrFind(result)) = found.last() else {
+        unreachable!()
+    };
+    let lr = result.suggestion.expect("a suggestion").valley;
+    tx.send(Command::AdoptLr(lr)).unwrap();
+    let changed = until(&rx, |e| matches!(e, Event::LrChanged { .. }));
+    assert!(matches!(
+        changed.last(),
+        Some(Event::LrChanged { phase: Phase::Finetune, peak, .. }) if *peak == lr
+    ));
+    tx.send(Command::Finetune {
+        epochs: 1,
+        groups: None,
+    })
+    .unwrap();
+    let tuned = until(&rx, |e| matches!(e, Event::PhaseFinished { .. }));
+    let peak = tuned
+        .iter()
+        .filter_map(|e| match e {
+            Event::Batch { lr, .. } => Some(*lr),
+            _ => None,
+        })
+        .fold(0f64, f64::max);
+    assert!(
+        peak <= lr * (1.0 + 1e-9) && peak > 0.9 * lr,
+        "fine-tune peaks at the adopted {lr:e}, got {peak:e}"
+    );
+    tx.send(Command::Stop).unwrap();
+    until(&rx, |_| false);
+    engine.join();
+    let recipe = Recipe::load(&f.checkpoints.join("recipe.toml")).unwrap();
+    assert!(recipe
+        .decisions
+        .iter()
+        .any(|d| d.action == tltui::train::recipe::Action::AdoptLr { lr }));
+}

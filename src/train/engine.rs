@@ -707,6 +707,33 @@ impl Trainer {
 
     /// Switches to `phase` for `epochs` epochs, at a batch boundary.
     fn start(&mut self, phase: Phase, epochs: usize, groups: Option<usize>) -> anyhow::Result<()> {
+        let unfrozen = self.freeze_for(phase, groups);
+        self.emit_freeze();
+        self.control.pause(false);
+        self.emit(Event::PhaseChanged {
+            phase: Some(phase),
+            epochs,
+        });
+        if epochs == 0 {
+            self.run = None;
+            return Ok(());
+        }
+        let run = self.new_run(phase, epochs)?;
+        self.record.phases.push(PhaseRecord {
+            phase,
+            epochs: 0,
+            lr: run.base_lr,
+            unfrozen_groups: unfrozen,
+            groups: self.backbone.parts().groups.len(),
+            augmented: self.augments(phase),
+        });
+        self.run = Some(run);
+        Ok(())
+    }
+
+    /// Freezes the backbone for `phase`: all of it to warm up, all but the last `groups`
+    /// (`train.finetune_groups` when `None`; 0 = none) to fine-tune. Returns the unfrozen count.
+    fn freeze_for(&mut self, phase: Phase, groups: Option<usize>) -> usize {
         let n_groups = self.backbone.parts().groups.len();
         let unfrozen = match phase {
             Phase::Warmup => 0,
@@ -718,21 +745,21 @@ impl Trainer {
         for i in 0..n_groups {
             self.backbone.set_trainable(i, i >= n_groups - unfrozen);
         }
-        self.emit_freeze();
-        self.control.pause(false);
-        self.emit(Event::PhaseChanged {
-            phase: Some(phase),
-            epochs,
-        });
-        if epochs == 0 {
-            self.run = None;
-            return Ok(());
-        }
-        let augment = match phase {
+        unfrozen
+    }
+
+    /// Whether `phase` trains on augmented images.
+    fn augments(&self, phase: Phase) -> bool {
+        match phase {
             Phase::Warmup => self.config.augment.warmup,
             Phase::Finetune => self.config.augment.finetune,
-        };
-        let through_backbone = phase == Phase::Finetune || augment;
+        }
+    }
+
+    /// A fresh run of `phase` over `epochs` epochs with the backbone frozen as it stands
+    /// (features prepared when it trains on them).
+    fn new_run(&mut self, phase: Phase, epochs: usize) -> anyhow::Result<Run> {
+        let through_backbone = phase == Phase::Finetune || self.augments(phase);
         if !through_backbone {
             self.ensure_features()?;
         }
@@ -751,15 +778,7 @@ impl Trainer {
             Phase::Warmup => 0,
             Phase::Finetune => (total_steps as f64 * t.finetune_ramp_fraction).ceil() as usize,
         };
-        self.record.phases.push(PhaseRecord {
-            phase,
-            epochs: 0,
-            lr: base_lr,
-            unfrozen_groups: unfrozen,
-            groups: n_groups,
-            augmented: augment,
-        });
-        self.run = Some(Run {
+        Ok(Run {
             phase,
             epochs,
             epoch: 0,
@@ -772,8 +791,22 @@ impl Trainer {
             base_lr,
             through_backbone,
             auto: None,
-        });
-        Ok(())
+        })
+    }
+
+    /// The phase a finder or an adopted rate concerns while none runs: fine-tuning once a
+    /// warm-up has trained the head, else the warm-up.
+    fn next_phase(&self) -> Phase {
+        let warmed = self
+            .record
+            .phases
+            .iter()
+            .any(|p| p.phase == Phase::Warmup && p.epochs > 0);
+        if warmed {
+            Phase::Finetune
+        } else {
+            Phase::Warmup
+        }
     }
 
     /// The shuffled order of training samples for an epoch (seeded).

@@ -555,10 +555,8 @@ pub fn lr_finder(f: &mut Frame, app: &App, area: Rect) {
             (None, Some(p)) if p.pass == crate::train::Pass::LrFind && p.done < p.total => {
                 format!("range test: {}/{} images", p.done, p.total)
             }
-            _ if matches!(app.status, Status::Running(_) | Status::Paused(_)) => {
-                "range test running…".to_string()
-            }
-            _ => "the finder tests the running phase: start one (w or f), then press r".to_string(),
+            _ if app.status == Status::Finished => "training has ended".to_string(),
+            _ => "range test running…".to_string(),
         };
         f.render_widget(Paragraph::new(text).block(outer), area);
         return;

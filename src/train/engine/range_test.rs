@@ -1,5 +1,6 @@
 //! The learning-rate finder on the engine: a range test from the current weights of the running
-//! phase, which leaves weights, optimiser state, random draws and data order as they were.
+//! phase (or, between phases, of the phase that comes next), which leaves weights, optimiser
+//! state, freezing, random draws and data order as they were.
 
 use super::{Meter, Trainer};
 use crate::train::lr_find::{self, Curve, LrFind};
@@ -9,14 +10,44 @@ use std::time::Instant;
 
 impl Trainer {
     /// Runs the range test over the batches the phase would train on next; `adopt` makes the
-    /// suggestion the phase's rate.
+    /// suggestion the phase's rate. Between phases it tests a trial run of
+    /// [`Trainer::next_phase`], frozen as that phase starts by default.
     pub(super) fn find_lr(&mut self, adopt: bool) -> anyhow::Result<()> {
-        let Some(run) = self.run.as_ref() else {
-            self.emit(Event::Warning {
-                message: "start a phase first (w or f): the finder tests its rate".into(),
-            });
-            return Ok(());
+        let adopted = match self.run {
+            Some(_) => self.range_test(adopt)?,
+            None => self.trial_range_test(adopt)?,
         };
+        if let Some(lr) = adopted {
+            self.adopt_lr(lr);
+        }
+        Ok(())
+    }
+
+    /// The range test of a one-epoch trial run of the next phase; freezing is restored after.
+    fn trial_range_test(&mut self, adopt: bool) -> anyhow::Result<Option<f64>> {
+        let trainable: Vec<bool> = self
+            .backbone
+            .parts()
+            .groups
+            .iter()
+            .map(|g| g.trainable)
+            .collect();
+        let phase = self.next_phase();
+        self.freeze_for(phase, None);
+        let result = self.new_run(phase, 1).and_then(|run| {
+            self.run = Some(run);
+            self.range_test(adopt)
+        });
+        self.run = None;
+        for (i, trainable) in trainable.into_iter().enumerate() {
+            self.backbone.set_trainable(i, trainable);
+        }
+        result
+    }
+
+    /// The range test of the running phase: emits the curve; the rate to adopt, if `adopt`.
+    fn range_test(&mut self, adopt: bool) -> anyhow::Result<Option<f64>> {
+        let run = self.run.as_ref().expect("a phase runs");
         let started = Instant::now();
         let optimizer = run.optimizer.clone();
         let mut vars = self.head.vars();
@@ -68,10 +99,7 @@ impl Trainer {
             adopted,
             seconds: started.elapsed().as_secs_f64(),
         }));
-        if let Some(lr) = adopted {
-            self.adopt_lr(lr);
-        }
-        Ok(())
+        Ok(adopted)
     }
 
     /// The next `n` batches of training samples from the running phase's position, with the

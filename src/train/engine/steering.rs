@@ -32,14 +32,24 @@ impl Trainer {
     }
 
     /// Makes `lr` the running phase's peak rate (the finder's suggestion) and resumes the phase
-    /// the finder held.
+    /// the finder held; between phases, the rate of the next phase ([`Trainer::next_phase`]).
     pub(super) fn adopt_lr(&mut self, lr: f64) {
         if self.run.is_some() {
             self.set_peak_lr(lr, Action::AdoptLr { lr });
             self.control.pause(false);
-        } else {
-            self.warn("no phase is running: a learning rate is adopted for a running phase");
+            return;
         }
+        let phase = self.next_phase();
+        match phase {
+            Phase::Warmup => self.config.train.warmup_lr = lr,
+            Phase::Finetune => self.config.train.finetune_lr = lr,
+        }
+        self.decide(Action::AdoptLr { lr });
+        self.emit(Event::LrChanged {
+            phase,
+            peak: lr,
+            lr,
+        });
     }
 
     fn set_peak_lr(&mut self, peak: f64, action: Action) {
