@@ -197,8 +197,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             report.forward_img_per_s,
             report.train_img_per_s,
             format!(
-                "tltui bench ({build} build) on {}, {} threads, batch {batch}",
-                report.device, report.threads
+                "tltui bench ({build} build) on {}, {} threads, batch {batch}, {side}x{side} input",
+                report.device,
+                report.threads,
+                side = x.dim(2)?
             ),
         )?;
     }

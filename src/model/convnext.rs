@@ -7,6 +7,7 @@
 //! and every tensor of the checkpoint is checked against them (a mismatch names the tensor).
 
 use super::layers::{depthwise_weight_nhwc, global_pool_nhwc, weight};
+use super::ops::channel_affine::{add_bias, scale_channels};
 use super::ops::depthwise::{depthwise_conv2d, DwGeometry};
 use super::ops::gelu::bias_gelu;
 use super::ops::layer_norm::layer_norm;
@@ -150,8 +151,10 @@ impl ConvNeXt {
         let (n, h, wd, c) = x.dims4()?;
         let k = b.kernel;
         let dw = depthwise_weight_nhwc(&w("conv_dw.weight"), c, k)?;
-        let y = depthwise_conv2d(x, &dw, DwGeometry::symmetric(h, wd, k, 1, k / 2))?
-            .broadcast_add(&w("conv_dw.bias"))?;
+        let y = add_bias(
+            &depthwise_conv2d(x, &dw, DwGeometry::symmetric(h, wd, k, 1, k / 2))?,
+            &w("conv_dw.bias"),
+        )?;
         let y = self.norm(&y, &format!("{}.norm", b.prefix), mode)?;
         // fc1 and fc2: Linear `[Co, Ci]` or 1x1 conv `[Co, Ci, 1, 1]` weights, one matrix product.
         let matmul = |y: &Tensor, name: &str| -> Result<Tensor> {
@@ -160,9 +163,8 @@ impl ConvNeXt {
         };
         let y = matmul(&y.reshape((n * h * wd, c))?, "fc1")?;
         let y = bias_gelu(&y, &w("mlp.fc1.bias"))?;
-        let y = matmul(&y, "fc2")?
-            .broadcast_add(&w("mlp.fc2.bias"))?
-            .broadcast_mul(&w("gamma"))?;
+        let y = add_bias(&matmul(&y, "fc2")?, &w("mlp.fc2.bias"))?;
+        let y = scale_channels(&y, &w("gamma"))?;
         y.reshape((n, h, wd, c))? + x
     }
 }
@@ -185,10 +187,7 @@ pub fn patchify_conv_nhwc(x: &Tensor, w: &Tensor, bias: &Tensor) -> Result<Tenso
         .transpose(1, 2)?
         .reshape((n * oh * ow, k * k * ci))?;
     let w = w.permute((0, 2, 3, 1))?.reshape((co, k * k * ci))?;
-    patches
-        .matmul(&w.t()?)?
-        .broadcast_add(bias)?
-        .reshape((n, oh, ow, co))
+    add_bias(&patches.matmul(&w.t()?)?, bias)?.reshape((n, oh, ow, co))
 }
 
 impl Backbone for ConvNeXt {

@@ -9,7 +9,8 @@
 //! fine-tuning trains the stored embeddings.
 
 use super::layers::{input_conv_nhwc, weight};
-use super::ops::gelu::gelu;
+use super::ops::channel_affine::{add_bias, scale_channels};
+use super::ops::gelu::bias_gelu;
 use super::ops::layer_norm::layer_norm;
 use super::ops::softmax::softmax_last_dim;
 use super::{Backbone, BackboneParts, GroupMode, Params};
@@ -175,11 +176,16 @@ impl VisionTransformer {
         weight(&self.parts.params, name, mode)
     }
 
+    /// `x @ weight^T` of rows `x` `[M, In]` with the `nn.Linear` at `prefix`, and its bias.
+    fn linear_parts(&self, x: &Tensor, prefix: &str, mode: GroupMode) -> Result<(Tensor, Tensor)> {
+        let w = self.w(&format!("{prefix}.weight"), mode);
+        Ok((x.matmul(&w.t()?)?, self.w(&format!("{prefix}.bias"), mode)))
+    }
+
     /// `x @ weight^T + bias` of rows `x` `[M, In]` with the `nn.Linear` at `prefix`.
     fn linear(&self, x: &Tensor, prefix: &str, mode: GroupMode) -> Result<Tensor> {
-        let w = self.w(&format!("{prefix}.weight"), mode);
-        let b = self.w(&format!("{prefix}.bias"), mode);
-        x.matmul(&w.t()?)?.broadcast_add(&b)
+        let (y, b) = self.linear_parts(x, prefix, mode)?;
+        add_bias(&y, &b)
     }
 
     fn norm(&self, x: &Tensor, prefix: &str, mode: GroupMode) -> Result<Tensor> {
@@ -191,7 +197,7 @@ impl VisionTransformer {
     /// The block branch `h` scaled by layer scale `ls` (DINOv2), or unchanged.
     fn scaled(&self, h: Tensor, prefix: &str, ls: &str, mode: GroupMode) -> Result<Tensor> {
         if self.spec.layer_scale {
-            h.broadcast_mul(&self.w(&format!("{prefix}.{ls}.gamma"), mode))
+            scale_channels(&h, &self.w(&format!("{prefix}.{ls}.gamma"), mode))
         } else {
             Ok(h)
         }
@@ -231,7 +237,8 @@ impl VisionTransformer {
         let h = self.attention(&h, n, t, &p, mode)?;
         let x = (x + self.scaled(h, &p, "ls1", mode)?)?;
         let h = self.norm(&x, &format!("{p}.norm2"), mode)?;
-        let h = gelu(&self.linear(&h, &format!("{p}.mlp.fc1"), mode)?)?;
+        let (h, b) = self.linear_parts(&h, &format!("{p}.mlp.fc1"), mode)?;
+        let h = bias_gelu(&h, &b)?;
         let h = self.linear(&h, &format!("{p}.mlp.fc2"), mode)?;
         x + self.scaled(h, &p, "ls2", mode)?
     }
@@ -259,8 +266,10 @@ impl Backbone for VisionTransformer {
     fn forward(&self, x: &Tensor, training: bool) -> Result<Tensor> {
         let (n, d, p) = (x.dim(0)?, self.spec.embed_dim, self.spec.patch_size);
         let mode = self.parts.mode(0, training);
-        let patches = input_conv_nhwc(x, &self.w("patch_embed.proj.weight", mode), p, [0; 4])?
-            .broadcast_add(&self.w("patch_embed.proj.bias", mode))?;
+        let patches = add_bias(
+            &input_conv_nhwc(x, &self.w("patch_embed.proj.weight", mode), p, [0; 4])?,
+            &self.w("patch_embed.proj.bias", mode),
+        )?;
         let (_, gh, gw, _) = patches.dims4()?;
         let t = 1 + gh * gw;
         let cls = self.w("cls_token", mode).broadcast_as((n, 1, d))?;

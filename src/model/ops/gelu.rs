@@ -1,9 +1,9 @@
-//! The exact, erf-based GELU (`nn.GELU()`), in parallel, with its backward in one pass: alone
-//! ([`gelu`], ViT's MLP) and fused with the bias before it ([`bias_gelu`], ConvNeXt's MLP).
-//! candle's GELU runs on one thread and its backward records ten elementwise operations.
+//! The exact, erf-based GELU (`nn.GELU()`) fused with the bias before it ([`bias_gelu`], the
+//! MLPs of ConvNeXt and ViT), in parallel, with its backward in one pass. candle's GELU runs on
+//! one thread and its backward records ten elementwise operations.
 
 use super::{contiguous_f32, sum_in_order};
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::f32::consts::FRAC_1_SQRT_2;
 
@@ -16,66 +16,6 @@ pub fn bias_gelu(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
         return x.broadcast_add(bias)?.gelu_erf();
     }
     x.contiguous()?.apply_op2(&bias.contiguous()?, BiasGelu)
-}
-
-/// `x * Phi(x)`, Phi the standard normal distribution function.
-pub fn gelu(x: &Tensor) -> Result<Tensor> {
-    if !x.device().is_cpu() {
-        return x.gelu_erf();
-    }
-    x.contiguous()?.apply_op1(Gelu)
-}
-
-/// Elements per parallel task of [`gelu`].
-const CHUNK: usize = 8192;
-
-struct Gelu;
-
-impl CustomOp1 for Gelu {
-    fn name(&self) -> &'static str {
-        "gelu-erf"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = contiguous_f32(s, l)?;
-        let mut y = x.to_vec();
-        y.par_chunks_mut(CHUNK)
-            .for_each(|c| c.iter_mut().for_each(|v| *v = gelu_f32(*v)));
-        Ok((CpuStorage::F32(y), l.shape().clone()))
-    }
-
-    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(x.apply_op2(&grad.contiguous()?, GeluBackward)?))
-    }
-}
-
-/// `dy * gelu'(x)` from the input `x` and the gradient `dy`.
-struct GeluBackward;
-
-impl CustomOp2 for GeluBackward {
-    fn name(&self) -> &'static str {
-        "gelu-erf-backward"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let x = contiguous_f32(s1, l1)?;
-        let dy = contiguous_f32(s2, l2)?;
-        let mut dx = dy.to_vec();
-        dx.par_chunks_mut(CHUNK)
-            .zip(x.par_chunks(CHUNK))
-            .for_each(|(d, x)| {
-                for (d, &x) in d.iter_mut().zip(x) {
-                    *d *= gelu_grad(x);
-                }
-            });
-        Ok((CpuStorage::F32(dx), l1.shape().clone()))
-    }
 }
 
 /// erf as a rational function of `x` clamped to [-4, 4] (beyond, erf is ±1 in f32): Eigen's and
@@ -227,13 +167,6 @@ mod tests {
                 "erf({x})"
             );
         }
-    }
-
-    #[test]
-    fn gelu_matches_candle_and_finite_differences() -> Result<()> {
-        let x = Var::from_tensor(&(Tensor::randn(0f32, 1.0, (4, 50), &Device::Cpu)? * 2.0)?)?;
-        assert!(max_abs_diff(&gelu(x.as_tensor())?, &x.as_tensor().gelu_erf()?)? < 1e-6);
-        check_gradients(&[&x], |t| gelu(t[0]))
     }
 
     #[test]

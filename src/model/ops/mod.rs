@@ -2,6 +2,7 @@
 //! they run as [`portable`] compositions of candle operations.
 
 pub mod bn_act;
+pub mod channel_affine;
 pub mod depthwise;
 pub mod gelu;
 pub mod layer_norm;
