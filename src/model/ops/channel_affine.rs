@@ -2,7 +2,7 @@
 //! layer scale), with backwards that reduce over the rows in parallel. candle's broadcast
 //! backward sums those rows on one thread: 13 % of a ConvNeXt train step.
 
-use super::{contiguous_f32, sum_in_order};
+use super::{contiguous_f32, map_rows, sum_in_order};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -24,22 +24,6 @@ pub fn scale_channels(x: &Tensor, scale: &Tensor) -> Result<Tensor> {
     }
     x.contiguous()?
         .apply_op2(&scale.contiguous()?, ChannelScale)
-}
-
-/// `out[r, c] = op(x[r, c], v[c])` for a row-major `x` of rows of `v.len()` values.
-fn map_rows(x: &[f32], v: &[f32], op: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
-    let c = v.len();
-    let mut out = vec![0f32; x.len()];
-    out.par_chunks_mut(c * ROWS_PER_TASK)
-        .zip(x.par_chunks(c * ROWS_PER_TASK))
-        .for_each(|(out, x)| {
-            for (out, x) in out.chunks_mut(c).zip(x.chunks(c)) {
-                for ((o, &x), &v) in out.iter_mut().zip(x).zip(v) {
-                    *o = op(x, v);
-                }
-            }
-        });
-    out
 }
 
 /// `sum over rows r of term(a[r, c], b[r, c])` for row-major `a` and `b` of rows of `c` values.

@@ -2,7 +2,7 @@
 //! MLPs of ConvNeXt and ViT), in parallel, with its backward in one pass. candle's GELU runs on
 //! one thread and its backward records ten elementwise operations.
 
-use super::{contiguous_f32, sum_in_order};
+use super::{contiguous_f32, map_rows, sum_in_order};
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::f32::consts::FRAC_1_SQRT_2;
@@ -72,19 +72,8 @@ impl CustomOp2 for BiasGelu {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let x = contiguous_f32(s1, l1)?;
-        let b = contiguous_f32(s2, l2)?;
-        let c = b.len();
-        let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(c * ROWS_PER_TASK)
-            .zip(x.par_chunks(c * ROWS_PER_TASK))
-            .for_each(|(y, x)| {
-                for (y, x) in y.chunks_mut(c).zip(x.chunks(c)) {
-                    for ((y, &x), &b) in y.iter_mut().zip(x).zip(b) {
-                        *y = gelu_f32(x + b);
-                    }
-                }
-            });
+        let (x, b) = (contiguous_f32(s1, l1)?, contiguous_f32(s2, l2)?);
+        let y = map_rows(x, b, |x, b| gelu_f32(x + b));
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 

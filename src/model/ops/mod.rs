@@ -11,6 +11,7 @@ pub mod portable;
 pub mod softmax;
 
 use candle_core::{bail, CpuStorage, Layout, Result};
+use rayon::prelude::*;
 
 /// The f32 slice a contiguous layout covers.
 fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
@@ -19,6 +20,24 @@ fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f
         Some((start, end)) => Ok(&data[start..end]),
         None => bail!("custom op needs a contiguous f32 tensor"),
     }
+}
+
+/// `out[r, c] = op(x[r, c], v[c])` for a row-major `x` of rows of `v.len()` values, in parallel.
+fn map_rows(x: &[f32], v: &[f32], op: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
+    /// Rows per parallel task.
+    const ROWS_PER_TASK: usize = 128;
+    let c = v.len();
+    let mut out = vec![0f32; x.len()];
+    out.par_chunks_mut(c * ROWS_PER_TASK)
+        .zip(x.par_chunks(c * ROWS_PER_TASK))
+        .for_each(|(out, x)| {
+            for (out, x) in out.chunks_mut(c).zip(x.chunks(c)) {
+                for ((o, &x), &v) in out.iter_mut().zip(x).zip(v) {
+                    *o = op(x, v);
+                }
+            }
+        });
+    out
 }
 
 /// Element-wise sum of equally long partial results, in their order (so that parallel
