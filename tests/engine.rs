@@ -733,3 +733,34 @@ fn the_finder_between_phases_sets_the_next_phase_rate() {
         .iter()
         .any(|d| d.action == tltui::train::recipe::Action::AdoptLr { lr }));
 }
+
+/// An interrupt while the images decode ends the engine there: interrupted, no error, no
+/// dataset, nothing saved.
+#[test]
+fn an_interrupt_during_decoding_ends_the_run_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let dataset = dir.path().join("shapes");
+    common::shapes_dataset(&dataset, &["red", "blue"], 200);
+    let weights =
+        common::write_random_model(&dir.path().join("model"), "tf_efficientnet_lite0", 64);
+    let f = Fixture {
+        dataset,
+        weights,
+        checkpoints: dir.path().join("checkpoints"),
+        _dir: dir,
+    };
+    let (engine, rx) = start(setup(&f, config()));
+    engine.commands().send(Command::Interrupt).unwrap();
+    let events = until(&rx, |_| false);
+    engine.join();
+    let s = summary(&events);
+    assert!(s.interrupted && s.error.is_none(), "{s:?}");
+    assert!(
+        !events.iter().any(|e| matches!(
+            e,
+            Event::DatasetReady { .. } | Event::CheckpointSaved { .. }
+        )),
+        "decoding ended before the dataset was ready"
+    );
+    assert!(!f.checkpoints.exists() || std::fs::read_dir(&f.checkpoints).unwrap().count() == 0);
+}

@@ -13,7 +13,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// A decoded image (`None` when left on disk beyond the budget) and its fingerprint, or why it is
@@ -41,8 +41,9 @@ pub struct ImageStore {
 
 impl ImageStore {
     /// Decodes every path in parallel, fingerprinting each image and keeping images in memory
-    /// until `budget_bytes` is spent. Returns the store and the files that could not be used. `progress(done, total)` is called
-    /// as images finish.
+    /// until `budget_bytes` is spent. Returns the store and the files that could not be used.
+    /// `progress(done, total)` is called as images finish; once it returns `false` the
+    /// remaining images are left undecoded and `None` is returned.
     pub fn load(
         paths: &[PathBuf],
         prep: Preprocess,
@@ -50,13 +51,17 @@ impl ImageStore {
         seed: u64,
         max_pixels: u64,
         budget_bytes: u64,
-        progress: &(dyn Fn(usize, usize) + Sync),
-    ) -> (Self, Vec<Skipped>) {
+        progress: &(dyn Fn(usize, usize) -> bool + Sync),
+    ) -> Option<(Self, Vec<Skipped>)> {
         let used = AtomicU64::new(0);
         let done = AtomicUsize::new(0);
+        let halted = AtomicBool::new(false);
         let results: Vec<(PathBuf, Decoded)> = paths
             .par_iter()
             .map(|path| {
+                if halted.load(Ordering::Relaxed) {
+                    return (path.clone(), Err(String::new()));
+                }
                 let decoded = decode_fingerprinted(path, max_pixels).map(|(img, fingerprint)| {
                     let working = prep.to_working(&img);
                     let bytes = working.as_raw().len() as u64;
@@ -69,10 +74,15 @@ impl ImageStore {
                     };
                     (kept, fingerprint)
                 });
-                progress(done.fetch_add(1, Ordering::Relaxed) + 1, paths.len());
+                if !progress(done.fetch_add(1, Ordering::Relaxed) + 1, paths.len()) {
+                    halted.store(true, Ordering::Relaxed);
+                }
                 (path.clone(), decoded)
             })
             .collect();
+        if halted.into_inner() {
+            return None;
+        }
         let mut images = HashMap::with_capacity(results.len());
         let mut fingerprints = HashMap::with_capacity(results.len());
         let mut skipped = Vec::new();
@@ -93,7 +103,7 @@ impl ImageStore {
             images,
             fingerprints,
         };
-        (store, skipped)
+        Some((store, skipped))
     }
 
     /// The fingerprint of every usable image.
@@ -228,8 +238,9 @@ mod tests {
             0,
             1 << 30,
             2 * one_image,
-            &|_, _| {},
-        );
+            &|_, _| true,
+        )
+        .unwrap();
         assert_eq!(skipped.len(), 1);
         assert_eq!(store.cached(), 2);
         let samples: Vec<Sample> = paths

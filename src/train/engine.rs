@@ -121,6 +121,12 @@ fn run(setup: EngineSetup, rx: Receiver<Command>, events: Sender<Event>) {
     ));
     let summary = match result {
         Ok(Ok(summary)) => summary,
+        // Stopped while preparing: nothing trained, nothing to save.
+        Ok(Err(e)) if e.is::<Halt>() => Summary {
+            interrupted: e.downcast_ref::<Halt>().is_some_and(|h| h.interrupted),
+            seconds: started.elapsed().as_secs_f64(),
+            ..Summary::default()
+        },
         Ok(Err(e)) => failed(format!("{e:#}"), started),
         Err(panic) => {
             let msg = panic
@@ -189,6 +195,28 @@ struct AutoStop {
 struct Scores {
     loss: f32,
     accuracy: f32,
+}
+
+/// Commands that arrive while `prepare` decodes images (on rayon's threads): `Stop` and
+/// `Interrupt` end the decoding, the others wait for training.
+struct Inbox {
+    rx: Receiver<Command>,
+    queued: VecDeque<Command>,
+    halt: Option<Halt>,
+}
+
+impl Inbox {
+    /// Takes the commands that arrived; `false` once decoding should end.
+    fn take_commands(&mut self) -> bool {
+        while let Ok(command) = self.rx.try_recv() {
+            match command {
+                Command::Stop => self.halt = Some(Halt { interrupted: false }),
+                Command::Interrupt => self.halt = Some(Halt { interrupted: true }),
+                other => self.queued.push_back(other),
+            }
+        }
+        self.halt.is_none()
+    }
 }
 
 /// A long pass cut short by `Stop` (or `Interrupt`); the engine then finishes.
@@ -406,12 +434,20 @@ impl Trainer {
             .map_err(anyhow::Error::msg)?;
 
         let paths = found.files();
+        let inbox = std::sync::Mutex::new(Inbox {
+            rx,
+            queued: VecDeque::new(),
+            halt: None,
+        });
         let progress = |done: usize, total: usize| {
             if done.is_multiple_of(64) || done == total {
                 let _ = events.send(Event::Decoding { done, total });
             }
+            inbox
+                .try_lock()
+                .map_or(true, |mut inbox| inbox.take_commands())
         };
-        let (store, bad) = ImageStore::load(
+        let loaded = ImageStore::load(
             &paths,
             prep,
             config.augment.clone(),
@@ -420,6 +456,12 @@ impl Trainer {
             config.data.cache_memory_mb * 1024 * 1024,
             &progress,
         );
+        let Inbox { rx, queued, halt } = inbox
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some((store, bad)) = loaded else {
+            return Err(halt.unwrap_or(Halt { interrupted: true }).into());
+        };
         let dataset = Dataset::build(
             found,
             store.fingerprints(),
@@ -533,7 +575,7 @@ impl Trainer {
         };
         let control = Control {
             rx,
-            queued: VecDeque::new(),
+            queued,
             events: events.clone(),
             paused: false,
             hold_after_finder: false,
