@@ -53,3 +53,31 @@ fn random_convnext_warms_up_and_fine_tunes_headless() {
     assert!(warm_end < first, "warm-up loss did not fall");
     assert!(tuned < first, "fine-tune loss did not fall below the start");
 }
+
+/// A ConvNeXt name outside timm's table is sized from its checkpoint: atto's weights under
+/// another name give atto's output, and a stage one block shorter builds with that depth.
+#[test]
+fn convnext_variants_are_sized_from_the_checkpoint() {
+    use candle_core::{Device, Tensor};
+    use tltui::model::{build_backbone, Params};
+    let weights = common::random_weights("convnext_atto");
+    let x = Tensor::randn(0f32, 1.0, (2, 3, 64, 64), &Device::Cpu).unwrap();
+    let pooled = |arch: &str, tensors: Vec<(String, Tensor)>| {
+        let params = Params::from_tensors(tensors).unwrap();
+        build_backbone(&common::model_config(arch), params)
+            .and_then(|b| Ok(b.forward(&x, false)?))
+            .map(|y| y.flatten_all().unwrap().to_vec1::<f32>().unwrap())
+    };
+    let atto = pooled("convnext_atto", weights.clone()).unwrap();
+    assert_eq!(pooled("convnext_large", weights.clone()).unwrap(), atto);
+    let shorter: Vec<_> = weights
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with("stages.2.blocks.5."))
+        .collect();
+    assert!(
+        pooled("convnext_atto", shorter.clone()).is_err(),
+        "timm's atto has six blocks in stage 2"
+    );
+    let y = pooled("convnext_custom", shorter).unwrap();
+    assert!(y.iter().all(|v| v.is_finite()) && y != atto);
+}

@@ -4,7 +4,8 @@
 //! LayerNorm + 2x2 stride-2 convolution between stages, and `head.norm` after the global pool.
 //!
 //! Depths and widths come from timm's table for the architecture name, as timm builds the model,
-//! and every tensor of the checkpoint is checked against them (a mismatch names the tensor).
+//! or, for a ConvNeXt name the table lacks, from the checkpoint's keys and shapes; every tensor
+//! of the checkpoint is checked against them (a mismatch names the tensor).
 
 use super::layers::{depthwise_weight_nhwc, global_pool_nhwc, weight};
 use super::ops::channel_affine::{add_bias, scale_channels};
@@ -39,6 +40,27 @@ impl ConvNeXtSpec {
             "convnext_base" => ([3, 3, 27, 3], [128, 256, 512, 1024], false),
             _ => return None,
         };
+        Some(Self {
+            depths,
+            dims,
+            conv_mlp,
+        })
+    }
+
+    /// The spec read off a checkpoint: the blocks each stage holds, its width from the first
+    /// block's depthwise kernel, and whether the MLP is stored as 1x1 convolutions. For ConvNeXt
+    /// names outside timm's table (`convnext_large`, `convnext_xlarge`, a retrained variant).
+    pub fn from_params(params: &Params) -> Option<Self> {
+        let mut depths = [0; 4];
+        let mut dims = [0; 4];
+        for stage in 0..4 {
+            let kernel = |block: usize| format!("stages.{stage}.blocks.{block}.conv_dw.weight");
+            dims[stage] = *params.dims(&kernel(0))?.first()?;
+            depths[stage] = (0..)
+                .take_while(|&b| params.dims(&kernel(b)).is_some())
+                .count();
+        }
+        let conv_mlp = params.dims("stages.0.blocks.0.mlp.fc1.weight")?.len() == 4;
         Some(Self {
             depths,
             dims,

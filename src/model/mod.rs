@@ -307,7 +307,12 @@ pub fn build_backbone(config: &ModelConfig, params: Params) -> anyhow::Result<Bo
     if let Some(spec) = resnet::ResNetSpec::for_arch(arch) {
         return Ok(Box::new(resnet::ResNet::new(arch, spec, params)?));
     }
-    if let Some(spec) = convnext::ConvNeXtSpec::for_arch(arch) {
+    let convnext = convnext::ConvNeXtSpec::for_arch(arch).or_else(|| {
+        arch.starts_with("convnext_")
+            .then(|| convnext::ConvNeXtSpec::from_params(&params))
+            .flatten()
+    });
+    if let Some(spec) = convnext {
         return Ok(Box::new(convnext::ConvNeXt::new(arch, spec, params)?));
     }
     if let Some(spec) = vit::VitSpec::for_arch(arch) {
