@@ -229,8 +229,12 @@ fn taped_backward_matches_autograd(arch: &str) {
             let want = reference.get(v.as_tensor()).expect("autograd gradient");
             let got = grads.get(v.as_tensor()).expect("taped gradient");
             let err = common::relative_error(want, got);
+            // Both are f32 sums over every position of the batch through a dozen ReLU6 kinks
+            // (an activation within rounding of 0 or 6 takes the other side's gradient): the
+            // stem's gradient has been seen 2.7e-3 apart with unseeded random weights. A wrong
+            // backward is off by O(1).
             assert!(
-                err < 1e-3,
+                err < 1e-2,
                 "gradient of a {:?} tensor differs by {err} (relative)",
                 v.dims()
             );
