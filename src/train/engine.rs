@@ -9,7 +9,7 @@ use super::metrics::{balanced_weights, cross_entropy, predictions, top_losses, C
 use super::optim::{cosine_with_ramp, AdamW, Plateau, Verdict};
 use super::recipe::{self, Action, Due, Recipe, Replay};
 use super::{Command, Event, FeatureStatus, Pass, Phase, Picture, Summary};
-use crate::config::{ClassWeights, Config, Epochs};
+use crate::config::{AugmentConfig, ClassWeights, Config, Epochs};
 use crate::data::discover::discover;
 use crate::data::store::BatchMode;
 use crate::data::{Dataset, ImageStore, Preprocess, Sample, SplitOptions};
@@ -216,6 +216,14 @@ impl Inbox {
             }
         }
         self.halt.is_none()
+    }
+}
+
+/// Whether `phase` trains on augmented images.
+fn augments(augment: &AugmentConfig, phase: Phase) -> bool {
+    match phase {
+        Phase::Warmup => augment.warmup,
+        Phase::Finetune => augment.finetune,
     }
 }
 
@@ -767,7 +775,7 @@ impl Trainer {
             lr: run.base_lr,
             unfrozen_groups: unfrozen,
             groups: self.backbone.parts().groups.len(),
-            augmented: self.augments(phase),
+            augmented: augments(&self.config.augment, phase),
         });
         self.run = Some(run);
         Ok(())
@@ -790,18 +798,10 @@ impl Trainer {
         unfrozen
     }
 
-    /// Whether `phase` trains on augmented images.
-    fn augments(&self, phase: Phase) -> bool {
-        match phase {
-            Phase::Warmup => self.config.augment.warmup,
-            Phase::Finetune => self.config.augment.finetune,
-        }
-    }
-
     /// A fresh run of `phase` over `epochs` epochs with the backbone frozen as it stands
     /// (features prepared when it trains on them).
     fn new_run(&mut self, phase: Phase, epochs: usize) -> anyhow::Result<Run> {
-        let through_backbone = phase == Phase::Finetune || self.augments(phase);
+        let through_backbone = phase == Phase::Finetune || augments(&self.config.augment, phase);
         if !through_backbone {
             self.ensure_features()?;
         }
@@ -1001,11 +1001,7 @@ impl Trainer {
         let mut pass = None;
         let features = if run.through_backbone {
             let samples: Vec<&Sample> = idx.iter().map(|&i| &self.dataset.train[i]).collect();
-            let augment = match run.phase {
-                Phase::Warmup => self.config.augment.warmup,
-                Phase::Finetune => self.config.augment.finetune,
-            };
-            let mode = if augment {
+            let mode = if augments(&self.config.augment, run.phase) {
                 BatchMode::Augment {
                     epoch: (self.epochs_done + epoch) as u64,
                 }
