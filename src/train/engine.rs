@@ -121,13 +121,15 @@ fn run(setup: EngineSetup, rx: Receiver<Command>, events: Sender<Event>) {
     ));
     let summary = match result {
         Ok(Ok(summary)) => summary,
-        // Stopped while preparing: nothing trained, nothing to save.
-        Ok(Err(e)) if e.is::<Halt>() => Summary {
-            interrupted: e.downcast_ref::<Halt>().is_some_and(|h| h.interrupted),
-            seconds: started.elapsed().as_secs_f64(),
-            ..Summary::default()
+        Ok(Err(e)) => match e.downcast_ref::<Halt>() {
+            // Stopped while preparing: nothing trained, nothing to save.
+            Some(halt) => Summary {
+                interrupted: halt.interrupted,
+                seconds: started.elapsed().as_secs_f64(),
+                ..Summary::default()
+            },
+            None => failed(format!("{e:#}"), started),
         },
-        Ok(Err(e)) => failed(format!("{e:#}"), started),
         Err(panic) => {
             let msg = panic
                 .downcast_ref::<String>()
@@ -209,10 +211,9 @@ impl Inbox {
     /// Takes the commands that arrived; `false` once decoding should end.
     fn take_commands(&mut self) -> bool {
         while let Ok(command) = self.rx.try_recv() {
-            match command {
-                Command::Stop => self.halt = Some(Halt { interrupted: false }),
-                Command::Interrupt => self.halt = Some(Halt { interrupted: true }),
-                other => self.queued.push_back(other),
+            match Halt::of(&command) {
+                Some(halt) => self.halt = Some(halt),
+                None => self.queued.push_back(command),
             }
         }
         self.halt.is_none()
@@ -228,9 +229,20 @@ fn augments(augment: &AugmentConfig, phase: Phase) -> bool {
 }
 
 /// A long pass cut short by `Stop` (or `Interrupt`); the engine then finishes.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 struct Halt {
     interrupted: bool,
+}
+
+impl Halt {
+    /// The halt `command` asks for: `Stop` and `Interrupt` end a pass, others do not.
+    fn of(command: &Command) -> Option<Self> {
+        match command {
+            Command::Stop => Some(Self { interrupted: false }),
+            Command::Interrupt => Some(Self { interrupted: true }),
+            _ => None,
+        }
+    }
 }
 
 impl std::fmt::Display for Halt {
@@ -296,9 +308,10 @@ impl Control {
                     Err(TryRecvError::Disconnected) => Command::Stop,
                 }
             };
+            if let Some(halt) = Halt::of(&command) {
+                return Err(halt.into());
+            }
             match command {
-                Command::Stop => return Err(Halt { interrupted: false }.into()),
-                Command::Interrupt => return Err(Halt { interrupted: true }.into()),
                 Command::Pause => self.pause(true),
                 Command::Resume => self.pause(false),
                 other => self.queued.push_back(other),
@@ -468,7 +481,7 @@ impl Trainer {
             .into_inner()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let Some((store, bad)) = loaded else {
-            return Err(halt.unwrap_or(Halt { interrupted: true }).into());
+            return Err(halt.expect("decoding ends early only on a halt").into());
         };
         let dataset = Dataset::build(
             found,
@@ -636,15 +649,15 @@ impl Trainer {
                 Due::Later => self.control.next(!busy),
             };
             let result = match command {
-                Some(Command::Stop) => return self.finish("final", false),
-                Some(Command::Interrupt) => return self.finish("interrupted", true),
-                Some(c) => self.handle(c),
+                Some(c) => match Halt::of(&c) {
+                    Some(halt) => return self.finish(halt),
+                    None => self.handle(c),
+                },
                 None => self.step(),
             };
             if let Err(e) = result {
                 return match e.downcast_ref::<Halt>() {
-                    Some(&Halt { interrupted: true }) => self.finish("interrupted", true),
-                    Some(&Halt { interrupted: false }) => self.finish("final", false),
+                    Some(&halt) => self.finish(halt),
                     None => Err(e),
                 };
             }
@@ -726,7 +739,10 @@ impl Trainer {
         self.recipe.record(self.steps_done, action);
     }
 
-    fn finish(&mut self, name: &str, interrupted: bool) -> anyhow::Result<Summary> {
+    /// Ends the run: saves the `final` checkpoint, or the `interrupted` one after an interrupt.
+    fn finish(&mut self, halt: Halt) -> anyhow::Result<Summary> {
+        let interrupted = halt.interrupted;
+        let name = if interrupted { "interrupted" } else { "final" };
         // An interrupt saves whatever training did, even if saved already; before the first
         // step there is nothing to save.
         if self.trained_since_save || (interrupted && self.steps_done > 0) {
