@@ -26,6 +26,11 @@ pub fn scale_channels(x: &Tensor, scale: &Tensor) -> Result<Tensor> {
         .apply_op2(&scale.contiguous()?, ChannelScale)
 }
 
+/// The length of a layout's rows (its last dimension).
+fn last_dim(l: &Layout) -> usize {
+    *l.dims().last().unwrap_or(&1)
+}
+
 /// `sum over rows r of term(a[r, c], b[r, c])` for row-major `a` and `b` of rows of `c` values.
 fn column_sums(a: &[f32], b: &[f32], c: usize, term: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
     let partials = a
@@ -68,22 +73,18 @@ impl CustomOp2 for BiasAdd {
     fn bwd(
         &self,
         _x: &Tensor,
-        bias: &Tensor,
+        _bias: &Tensor,
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let grad = grad.contiguous()?;
-        let gb = grad.apply_op1_no_bwd(&ColumnSums {
-            columns: bias.elem_count(),
-        })?;
+        let gb = grad.apply_op1_no_bwd(&ColumnSums)?;
         Ok((Some(grad), Some(gb)))
     }
 }
 
-/// The sums of the columns of a row-major tensor with `columns` columns: `[columns]`.
-struct ColumnSums {
-    columns: usize,
-}
+/// The sums over the rows of a row-major tensor: `[C]`, C its last dimension.
+struct ColumnSums;
 
 impl CustomOp1 for ColumnSums {
     fn name(&self) -> &'static str {
@@ -92,8 +93,11 @@ impl CustomOp1 for ColumnSums {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = contiguous_f32(s, l)?;
-        let sums = column_sums(g, g, self.columns, |g, _| g);
-        Ok((CpuStorage::F32(sums), Shape::from(self.columns)))
+        let c = last_dim(l);
+        Ok((
+            CpuStorage::F32(column_sums(g, g, c, |g, _| g)),
+            Shape::from(c),
+        ))
     }
 }
 
@@ -149,7 +153,7 @@ impl CustomOp2 for ColumnDots {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (a, b) = (contiguous_f32(s1, l1)?, contiguous_f32(s2, l2)?);
-        let c = *l1.dims().last().unwrap_or(&1);
+        let c = last_dim(l1);
         Ok((
             CpuStorage::F32(column_sums(a, b, c, |a, b| a * b)),
             Shape::from(c),
