@@ -168,7 +168,7 @@ fn pretrained_lite0_file_matches_timm_count() {
     assert_eq!(params.count(|_| true), 4_652_008);
 }
 
-/// The hand-written backward of the ReLU6 EfficientNet-class models agrees with candle's autograd,
+/// The hand-written backward of the EfficientNet-class models agrees with candle's autograd,
 /// for every trainable tensor, with all groups trainable and with only the last three.
 fn taped_backward_matches_autograd(arch: &str) {
     let weights = common::random_weights(arch);
@@ -229,8 +229,8 @@ fn taped_backward_matches_autograd(arch: &str) {
             let want = reference.get(v.as_tensor()).expect("autograd gradient");
             let got = grads.get(v.as_tensor()).expect("taped gradient");
             let err = common::relative_error(want, got);
-            // Both are f32 sums over every position of the batch through a dozen ReLU6 kinks
-            // (an activation within rounding of 0 or 6 takes the other side's gradient): the
+            // Both are f32 sums over every position of the batch through a dozen activation kinks
+            // (an activation within rounding of a kink takes the other side's gradient): the
             // stem's gradient has been seen 2.7e-3 apart with unseeded random weights. A wrong
             // backward is off by O(1).
             assert!(
@@ -251,6 +251,14 @@ fn lite_taped_backward_matches_autograd() {
 fn mobilenet_v1_v2_taped_backward_matches_autograd() {
     taped_backward_matches_autograd("mobilenetv1_100");
     taped_backward_matches_autograd("mobilenetv2_100");
+}
+
+/// Hard-swish, SiLU, squeeze-excite, MobileNetV3's pooled `conv_head` and its `cn` block.
+#[test]
+fn squeeze_excite_taped_backward_matches_autograd() {
+    taped_backward_matches_autograd("mobilenetv3_large_100");
+    taped_backward_matches_autograd("mobilenetv3_small_100");
+    taped_backward_matches_autograd("efficientnet_b0");
 }
 
 /// On CUDA a training pass goes through candle's graph and the portable ops; its gradients

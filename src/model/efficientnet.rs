@@ -1,16 +1,11 @@
 //! timm's `EfficientNet` class: EfficientNet-Lite0..4, EfficientNet-B0, and the MobileNetV1 and
 //! MobileNetV2 families it also builds (as timm's `_gen_mobilenet_v1` / `_gen_mobilenet_v2` do),
-//! channels-last internally, with a hand-written backward for the ReLU6 members.
+//! channels-last internally, with a hand-written backward (`efficientnet_tape`).
 
-use super::efficientnet_blocks::{
-    make_divisible, Act, ArchDef, BlockKind, Family, Scale, SeStyle, Trunk,
-};
-use super::layers::{conv1x1_nhwc, depthwise_weight_nhwc, global_pool_nhwc, stem_patches, weight};
-use super::ops::bn_act::{backward as bn_backward, bn_act, Activation, ChannelDim};
-use super::ops::depthwise::{
-    depthwise_conv2d, grad_input as dw_grad_input, grad_weight as dw_grad_weight, DwGeometry,
-};
-use super::{Backbone, BackboneParts, GroupMode, Params};
+use super::efficientnet_blocks::{make_divisible, Act, ArchDef, Family, Scale, SeStyle, Trunk};
+use super::efficientnet_tape::{self, Tape, TapedPass};
+use super::layers::{conv1x1_nhwc, global_pool_nhwc, weight};
+use super::{Backbone, BackboneParts, Params};
 use candle_core::backprop::GradStore;
 use candle_core::{Result, Tensor};
 
@@ -181,251 +176,18 @@ impl EfficientNet {
     }
 }
 
-/// A BatchNorm (+ activation) application kept for the hand-written backward.
-struct BnRecord {
-    prefix: String,
-    input: Tensor,
-    output: Tensor,
-    act: Activation,
-}
-
-/// A 1x1 convolution kept for the hand-written backward: `output = input @ weight^T`.
-struct ConvRecord {
-    weight: String,
-    input: Tensor,
-}
-
-/// One layer application in forward order, with the layer group it belongs to.
-enum Record {
-    Bn(BnRecord),
-    Conv(ConvRecord),
-    Depthwise {
-        weight: String,
-        input: Tensor,
-        geo: DwGeometry,
-    },
-    /// Start of a residual block: the gradient at this point also flows to the block's output.
-    SkipStart,
-    SkipEnd,
-    /// The stem: patches of the input times the weight.
-    Stem {
-        patches: Tensor,
-    },
-}
-
-/// Activations of a training forward pass, for [`EfficientNet`]'s hand-written backward.
-pub struct Tape {
-    records: Vec<(usize, Record)>,
-    spatial: usize,
-    map_shape: (usize, usize, usize, usize),
-}
-
 impl EfficientNet {
-    /// Whether the hand-written backward applies: BatchNorm in inference mode, and only ReLU6
-    /// activations (fused into the BatchNorm op) and no squeeze-excite (Lite, MobileNetV1/V2).
-    fn taped(&self) -> bool {
-        let fused = |a: Act| a == Act::Relu6;
-        !self.parts.train_batchnorm
-            && fused(self.trunk.family.act)
-            && self
-                .trunk
-                .stages
-                .iter()
-                .flatten()
-                .all(|b| fused(b.act) && b.se_ch == 0 && b.kind != BlockKind::ConvBnAct)
-    }
-
-    /// Pooled features without a candle graph, and the tape for [`Self::backward_taped`].
-    pub fn forward_taped(&self, x: &Tensor) -> Result<(Tensor, Tape)> {
-        let p = &self.parts.params;
-        let frozen = GroupMode {
-            trainable: false,
-            batch_stats: false,
-        };
-        let w = |name: &str| weight(p, name, frozen);
-        let mut rec: Vec<(usize, Record)> = Vec::new();
-        let bn = |rec: &mut Vec<(usize, Record)>,
-                  g: usize,
-                  prefix: &str,
-                  h: Tensor,
-                  act: Activation|
-         -> Result<Tensor> {
-            let (scale, shift, _) = self.trunk.batchnorm(prefix).inference_affine(p)?;
-            let y = bn_act(&h, &scale, &shift, act, ChannelDim::Last)?;
-            rec.push((
-                g,
-                Record::Bn(BnRecord {
-                    prefix: prefix.to_string(),
-                    input: h,
-                    output: y.clone(),
-                    act,
-                }),
-            ));
-            Ok(y)
-        };
-        let conv =
-            |rec: &mut Vec<(usize, Record)>, g: usize, name: String, h: Tensor| -> Result<Tensor> {
-                let y = conv1x1_nhwc(&h, &w(&name))?;
-                rec.push((
-                    g,
-                    Record::Conv(ConvRecord {
-                        weight: name,
-                        input: h,
-                    }),
-                ));
-                Ok(y)
-            };
-        let (_, _, hgt, wid) = x.dims4()?;
-        let pad = self.trunk.stem_padding(hgt, wid);
-        let (h, patches) = stem_patches(x, &w("conv_stem.weight"), 2, pad)?;
-        rec.push((0, Record::Stem { patches }));
-        let mut h = bn(&mut rec, 0, "bn1", h, Activation::Relu6)?;
-        for (si, stage) in self.trunk.stages.iter().enumerate() {
-            let g = si + 1;
-            for blk in stage {
-                let pre = &blk.prefix;
-                if blk.skip {
-                    rec.push((g, Record::SkipStart));
-                }
-                let input = h.clone();
-                if blk.kind == BlockKind::InvertedResidual {
-                    h = conv(&mut rec, g, format!("{pre}.conv_pw.weight"), h)?;
-                    h = bn(&mut rec, g, &format!("{pre}.bn1"), h, Activation::Relu6)?;
-                }
-                let (_, hh, ww, c) = h.dims4()?;
-                let k = blk.kernel;
-                let geo = self.trunk.dw_geometry(blk, hh, ww);
-                let name = format!("{pre}.conv_dw.weight");
-                let wt = depthwise_weight_nhwc(&w(&name), c, k)?;
-                let out = depthwise_conv2d(&h, &wt, geo)?;
-                rec.push((
-                    g,
-                    Record::Depthwise {
-                        weight: name,
-                        input: h,
-                        geo,
-                    },
-                ));
-                let (dw_bn, out_bn, proj) = blk.layer_names();
-                let out_act = blk.out_act().map_or(Activation::None, Act::fused);
-                h = bn(
-                    &mut rec,
-                    g,
-                    &format!("{pre}.{dw_bn}"),
-                    out,
-                    Activation::Relu6,
-                )?;
-                h = conv(&mut rec, g, format!("{pre}.{proj}.weight"), h)?;
-                h = bn(&mut rec, g, &format!("{pre}.{out_bn}"), h, out_act)?;
-                if blk.skip {
-                    h = (h + input)?;
-                    rec.push((g, Record::SkipEnd));
-                }
-            }
-        }
+    /// Pooled features without a candle graph, and the tape for their backward.
+    fn forward_taped(&self, x: &Tensor) -> Result<(Tensor, Tape)> {
+        let mut pass = TapedPass::new(&self.trunk, &self.parts.params);
+        let mut h = pass.trunk(x)?;
+        let last = self.parts.groups.len() - 1;
         if self.head_ch.is_some() {
-            let g = self.parts.groups.len() - 1;
-            h = conv(&mut rec, g, "conv_head.weight".into(), h)?;
-            h = bn(&mut rec, g, "bn2", h, Activation::Relu6)?;
+            h = pass.conv(last, "conv_head.weight", h)?;
+            h = pass.bn(last, "bn2", h, self.trunk.family.act.activation())?;
         }
-        let (n, hh, ww, c) = h.dims4()?;
-        let pooled = global_pool_nhwc(&h)?;
-        Ok((
-            pooled,
-            Tape {
-                records: rec,
-                spatial: hh * ww,
-                map_shape: (n, hh, ww, c),
-            },
-        ))
-    }
-
-    /// Gradients of every trainable tensor from the gradient of the pooled features, added to
-    /// `grads`. Layers before the first trainable group are not visited.
-    pub fn backward_taped(&self, tape: Tape, grad: &Tensor, grads: &mut GradStore) -> Result<()> {
-        let p = &self.parts.params;
-        let frozen = GroupMode {
-            trainable: false,
-            batch_stats: false,
-        };
-        let first_trainable = self.parts.groups.iter().position(|g| g.trainable);
-        let Some(first_trainable) = first_trainable else {
-            return Ok(());
-        };
-        let (n, hh, ww, c) = tape.map_shape;
-        let mut g = (grad / tape.spatial as f64)?
-            .reshape((n, 1, 1, c))?
-            .broadcast_as((n, hh, ww, c))?
-            .contiguous()?;
-        let mut skips: Vec<Tensor> = Vec::new();
-        let mut put = |name: &str, t: Tensor| -> Result<()> {
-            grads.insert(p.var(name).as_tensor(), t);
-            Ok(())
-        };
-        for (group, record) in tape.records.into_iter().rev() {
-            if group < first_trainable {
-                break;
-            }
-            let trainable = self.parts.groups[group].trainable;
-            match record {
-                Record::SkipEnd => skips.push(g.clone()),
-                Record::SkipStart => g = (g + skips.pop().expect("skip records pair up"))?,
-                Record::Bn(r) => {
-                    let bn = self.trunk.batchnorm(&r.prefix);
-                    let (scale, _, inv_std) = bn.inference_affine(p)?;
-                    let (gx, gs, gb) = bn_backward(
-                        &r.input,
-                        &r.output,
-                        &g,
-                        scale.to_vec1()?,
-                        r.act,
-                        ChannelDim::Last,
-                    )?;
-                    if trainable {
-                        for (name, t) in bn.param_grads(p, &inv_std, &gs, &gb)? {
-                            put(&name, t)?;
-                        }
-                    }
-                    g = gx;
-                }
-                Record::Conv(r) => {
-                    let w = weight(p, &r.weight, frozen);
-                    let (co, ci) = (w.dim(0)?, w.dim(1)?);
-                    let w2 = w.reshape((co, ci))?;
-                    let (nn, h, wd, _) = r.input.dims4()?;
-                    let g2 = g.reshape((nn * h * wd, co))?;
-                    if trainable {
-                        let gw = g2.t()?.matmul(&r.input.reshape((nn * h * wd, ci))?)?;
-                        put(&r.weight, gw.reshape((co, ci, 1, 1))?)?;
-                    }
-                    g = g2.matmul(&w2)?.reshape((nn, h, wd, ci))?;
-                }
-                Record::Depthwise {
-                    weight: name,
-                    input,
-                    geo,
-                } => {
-                    let w = weight(p, &name, frozen);
-                    let (c, k) = (w.dim(0)?, geo.kernel);
-                    if trainable {
-                        let gw = dw_grad_weight(&input, &g, geo)?;
-                        put(&name, gw.reshape((k * k, c))?.t()?.reshape((c, 1, k, k))?)?;
-                    }
-                    let wt = depthwise_weight_nhwc(&w, c, k)?;
-                    g = dw_grad_input(&g, &wt, geo, input.dim(1)?, input.dim(2)?)?;
-                }
-                Record::Stem { patches } => {
-                    if trainable {
-                        let co = g.dim(3)?;
-                        let rows = patches.dim(0)?;
-                        let gw = g.reshape((rows, co))?.t()?.matmul(&patches)?;
-                        let w = p.var("conv_stem.weight");
-                        put("conv_stem.weight", gw.reshape(w.shape())?)?;
-                    }
-                }
-            }
-        }
-        Ok(())
+        let pooled = pass.pool(last, &h)?;
+        Ok((pooled, pass.finish()))
     }
 }
 
@@ -443,13 +205,8 @@ impl Backbone for EfficientNet {
     }
 
     fn forward_taped(&self, x: &Tensor) -> Option<Result<(Tensor, Box<dyn std::any::Any + Send>)>> {
-        if !self.taped() {
-            return None;
-        }
-        Some(
-            self.forward_taped(x)
-                .map(|(f, t)| (f, Box::new(t) as Box<dyn std::any::Any + Send>)),
-        )
+        // With batch statistics, BatchNorm's backward runs through candle's graph.
+        (!self.parts.train_batchnorm).then(|| efficientnet_tape::boxed(self.forward_taped(x)))
     }
 
     fn backward_taped(
@@ -458,9 +215,6 @@ impl Backbone for EfficientNet {
         grad: &Tensor,
         grads: &mut GradStore,
     ) -> Result<()> {
-        let tape = tape
-            .downcast::<Tape>()
-            .map_err(|_| candle_core::Error::Msg("not an EfficientNet tape".into()))?;
-        EfficientNet::backward_taped(self, *tape, grad, grads)
+        efficientnet_tape::unboxed(tape)?.backward(&self.trunk, &self.parts, grad, grads)
     }
 }

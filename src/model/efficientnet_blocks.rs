@@ -3,10 +3,11 @@
 //! (`_efficientnet_builder.py`), and how a checkpoint sizes them. Channels-last internally.
 
 use super::layers::{
-    conv1x1_nhwc, depthwise_weight_nhwc, global_pool_nhwc, input_conv_nhwc, same_padding, weight,
-    BatchNorm,
+    conv1x1_nhwc, depthwise_weight_nhwc, global_pool_nhwc, input_conv_nhwc, pooled_conv_act,
+    same_padding, weight, BatchNorm,
 };
 use super::ops::bn_act::{Activation, ChannelDim};
+use super::ops::channel_affine::gate_channels;
 use super::ops::depthwise::{depthwise_conv2d, DwGeometry};
 use super::{GroupMode, Params};
 use candle_core::{Result, Tensor};
@@ -22,38 +23,15 @@ pub enum Act {
 }
 
 impl Act {
-    /// The part of the activation that the BatchNorm op fuses.
-    pub fn fused(self) -> Activation {
+    /// The activation as the BatchNorm op fuses it.
+    pub fn activation(self) -> Activation {
         match self {
             Act::Relu => Activation::Relu,
             Act::Relu6 => Activation::Relu6,
-            Act::Silu | Act::HardSwish => Activation::None,
+            Act::Silu => Activation::Silu,
+            Act::HardSwish => Activation::HardSwish,
         }
     }
-
-    /// The rest of the activation, after a BatchNorm op that fused [`Act::fused`].
-    fn after_fused(self, x: Tensor) -> Result<Tensor> {
-        match self {
-            Act::Relu | Act::Relu6 => Ok(x),
-            Act::Silu => x.silu(),
-            Act::HardSwish => hard_swish(&x),
-        }
-    }
-
-    /// The activation on its own.
-    pub fn apply(self, x: &Tensor) -> Result<Tensor> {
-        match self {
-            Act::Relu => x.relu(),
-            Act::Relu6 => x.clamp(0f32, 6f32),
-            Act::Silu => x.silu(),
-            Act::HardSwish => hard_swish(x),
-        }
-    }
-}
-
-/// timm's `hard_swish`: `x * relu6(x + 3) / 6`.
-pub fn hard_swish(x: &Tensor) -> Result<Tensor> {
-    x * candle_nn::ops::hard_sigmoid(x)?
 }
 
 /// timm's `make_divisible(v, 8)`: nearest multiple of 8, never more than 10% below `v`.
@@ -174,6 +152,31 @@ pub enum SeStyle {
     EfficientNet,
     /// MobileNetV3: a quarter of the expanded channels (rounded to 8), ReLU, hard-sigmoid.
     MobileNetV3,
+}
+
+impl SeStyle {
+    /// The activations after `conv_reduce` and after `conv_expand` (the gate), in a block
+    /// activated by `act`.
+    pub fn activations(self, act: Act) -> (Activation, Activation) {
+        match self {
+            SeStyle::EfficientNet => (act.activation(), Activation::Sigmoid),
+            SeStyle::MobileNetV3 => (Activation::Relu, Activation::HardSigmoid),
+        }
+    }
+}
+
+/// The values of one squeeze-excite application a hand-written backward needs.
+pub struct SeTrace {
+    /// The pooled input `[N, C]`.
+    pub pooled: Tensor,
+    /// `pooled @ conv_reduce^T`, before its bias.
+    pub reduce_product: Tensor,
+    /// `conv_reduce`'s activated output `[N, R]`.
+    pub reduced: Tensor,
+    /// `reduced @ conv_expand^T`, before its bias.
+    pub expand_product: Tensor,
+    /// The gate `[N, C]`.
+    pub gate: Tensor,
 }
 
 /// What a family's blocks share.
@@ -422,12 +425,8 @@ impl Trunk {
         act: Option<Act>,
         mode: GroupMode,
     ) -> Result<Tensor> {
-        let fused = act.map_or(Activation::None, Act::fused);
-        let y = self.bns[prefix].forward(params, x, fused, ChannelDim::Last, mode)?;
-        match act {
-            Some(a) => a.after_fused(y),
-            None => Ok(y),
-        }
+        let act = act.map_or(Activation::None, Act::activation);
+        self.bns[prefix].forward(params, x, act, ChannelDim::Last, mode)
     }
 
     /// The stem: input `[N, 3, H, W]` to channels-last `[N, H/2, W/2, C]`.
@@ -445,31 +444,40 @@ impl Trunk {
         depthwise_conv2d(x, &wt, self.dw_geometry(b, h, w))
     }
 
-    fn squeeze_excite(
+    /// Squeeze-excite of block `b` on its depthwise output `x`, and what its backward needs.
+    pub fn squeeze_excite(
         &self,
         params: &Params,
         x: &Tensor,
         b: &Block,
         mode: GroupMode,
-    ) -> Result<Tensor> {
+    ) -> Result<(Tensor, SeTrace)> {
         let w = |n: &str| weight(params, &format!("{}.se.{n}", b.prefix), mode);
-        let conv = |s: &Tensor, n: &str| -> Result<Tensor> {
-            s.matmul(&w(&format!("{n}.weight")).flatten_from(1)?.t()?)?
-                .broadcast_add(&w(&format!("{n}.bias")))
-        };
-        let s = global_pool_nhwc(x)?;
-        let s = conv(&s, "conv_reduce")?;
-        let s = match self.family.se {
-            SeStyle::EfficientNet => b.act.apply(&s)?,
-            SeStyle::MobileNetV3 => s.relu()?,
-        };
-        let s = conv(&s, "conv_expand")?;
-        let s = match self.family.se {
-            SeStyle::EfficientNet => candle_nn::ops::sigmoid(&s)?,
-            SeStyle::MobileNetV3 => candle_nn::ops::hard_sigmoid(&s)?,
-        };
-        let (n, c) = s.dims2()?;
-        x.broadcast_mul(&s.reshape((n, 1, 1, c))?)
+        let (reduce_act, gate_act) = self.family.se.activations(b.act);
+        let pooled = global_pool_nhwc(x)?;
+        let (reduce_product, reduced) = pooled_conv_act(
+            &pooled,
+            &w("conv_reduce.weight"),
+            &w("conv_reduce.bias"),
+            reduce_act,
+        )?;
+        let (expand_product, gate) = pooled_conv_act(
+            &reduced,
+            &w("conv_expand.weight"),
+            &w("conv_expand.bias"),
+            gate_act,
+        )?;
+        let y = gate_channels(x, &gate)?;
+        Ok((
+            y,
+            SeTrace {
+                pooled,
+                reduce_product,
+                reduced,
+                expand_product,
+                gate,
+            },
+        ))
     }
 
     /// Block `b` on channels-last `x`.
@@ -489,7 +497,7 @@ impl Trunk {
         let (dw_bn, out_bn, proj) = b.layer_names();
         h = bn(&h, dw_bn, Some(b.act))?;
         if b.se_ch > 0 {
-            h = self.squeeze_excite(params, &h, b, mode)?;
+            h = self.squeeze_excite(params, &h, b, mode)?.0;
         }
         h = conv1x1_nhwc(&h, &w(proj))?;
         h = bn(&h, out_bn, b.out_act())?;

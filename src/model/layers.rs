@@ -127,6 +127,22 @@ pub fn conv1x1_nhwc(x: &Tensor, w: &Tensor) -> Result<Tensor> {
         .reshape((n, h, wd, co))
 }
 
+/// `act(x @ w^T + b)` of rows `x` `[N, Ci]` with a timm 1x1 convolution `w` `[Co, Ci, 1, 1]` and
+/// its bias `b` `[Co]`: the layers after a global pool (squeeze-excite, MobileNetV3's
+/// `conv_head`). Also returns the product before the bias, which a hand-written backward needs.
+pub fn pooled_conv_act(
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    act: Activation,
+) -> Result<(Tensor, Tensor)> {
+    let co = w.dim(0)?;
+    let product = x.matmul(&w.reshape((co, ()))?.t()?)?;
+    let ones = Tensor::ones(co, product.dtype(), product.device())?;
+    let y = bn_act(&product, &ones, b, act, ChannelDim::Last)?;
+    Ok((product, y))
+}
+
 /// Convolution of a network input `x` `[N, C, H, W]` (which never needs a gradient) with a timm
 /// weight `[Co, C, K, K]`, returning channels-last `[N, OH, OW, Co]`. The input's patches are
 /// gathered once and multiplied with the weight: the backward pass is then one matrix product

@@ -3,8 +3,10 @@
 //! 1x1 `conv_head` (with bias, no BatchNorm) and activation applied after global pooling.
 
 use super::efficientnet_blocks::{Act, ArchDef, Family, Scale, SeStyle, Trunk};
-use super::layers::{global_pool_nhwc, weight};
+use super::efficientnet_tape::{self, Tape, TapedPass};
+use super::layers::{global_pool_nhwc, pooled_conv_act, weight};
 use super::{Backbone, BackboneParts, Params};
+use candle_core::backprop::GradStore;
 use candle_core::{Result, Tensor};
 
 /// MobileNetV3-Large's arch definition (timm's `_gen_mobilenet_v3`).
@@ -118,6 +120,18 @@ impl MobileNetV3 {
         })
     }
 
+    /// Pooled features (after `conv_head`) without a candle graph, and the tape for their
+    /// backward.
+    fn forward_taped(&self, x: &Tensor) -> Result<(Tensor, Tape)> {
+        let mut pass = TapedPass::new(&self.trunk, &self.parts.params);
+        let h = pass.trunk(x)?;
+        let last = self.parts.groups.len() - 1;
+        let pooled = pass.pool(last, &h)?;
+        let act = self.trunk.family.act.activation();
+        let features = pass.pooled_conv(last, "conv_head", pooled, act)?;
+        Ok((features, pass.finish()))
+    }
+
     /// The feature map before pooling (and before `conv_head`), channels-last `[N, H, W, C]`.
     pub fn feature_map(&self, x: &Tensor, training: bool) -> Result<Tensor> {
         let parts = &self.parts;
@@ -139,9 +153,23 @@ impl Backbone for MobileNetV3 {
         let parts = &self.parts;
         let pooled = global_pool_nhwc(&self.feature_map(x, training)?)?;
         let mode = parts.mode(parts.groups.len() - 1, training);
-        let w = weight(&parts.params, "conv_head.weight", mode).flatten_from(1)?;
+        let w = weight(&parts.params, "conv_head.weight", mode);
         let b = weight(&parts.params, "conv_head.bias", mode);
-        let y = pooled.matmul(&w.t()?)?.broadcast_add(&b)?;
-        self.trunk.family.act.apply(&y)
+        let act = self.trunk.family.act.activation();
+        Ok(pooled_conv_act(&pooled, &w, &b, act)?.1)
+    }
+
+    fn forward_taped(&self, x: &Tensor) -> Option<Result<(Tensor, Box<dyn std::any::Any + Send>)>> {
+        // With batch statistics, BatchNorm's backward runs through candle's graph.
+        (!self.parts.train_batchnorm).then(|| efficientnet_tape::boxed(self.forward_taped(x)))
+    }
+
+    fn backward_taped(
+        &self,
+        tape: Box<dyn std::any::Any + Send>,
+        grad: &Tensor,
+        grads: &mut GradStore,
+    ) -> Result<()> {
+        efficientnet_tape::unboxed(tape)?.backward(&self.trunk, &self.parts, grad, grads)
     }
 }

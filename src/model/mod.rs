@@ -4,6 +4,7 @@
 pub mod convnext;
 pub mod efficientnet;
 pub mod efficientnet_blocks;
+pub mod efficientnet_tape;
 pub mod head;
 pub mod layers;
 pub mod mobilenetv3;

@@ -2,7 +2,7 @@
 //! `y = act(x * scale[c] + shift[c])`, with one backward pass for input, scale and shift.
 
 use super::{contiguous_f32, sum_in_order};
-use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 /// Activation applied after the affine map.
@@ -11,25 +11,50 @@ pub enum Activation {
     None,
     Relu,
     Relu6,
+    /// `z * sigmoid(z)`.
+    Silu,
+    /// timm's `hard_swish`: `z * relu6(z + 3) / 6`.
+    HardSwish,
+    Sigmoid,
+    /// timm's `hard_sigmoid`: `relu6(z + 3) / 6`.
+    HardSigmoid,
 }
 
 impl Activation {
+    /// The activation of `z`.
     #[inline]
-    fn apply(self, v: f32) -> f32 {
+    pub fn apply(self, z: f32) -> f32 {
         match self {
-            Activation::None => v,
-            Activation::Relu => v.max(0.0),
-            Activation::Relu6 => v.clamp(0.0, 6.0),
+            Activation::None => z,
+            Activation::Relu => z.max(0.0),
+            Activation::Relu6 => z.clamp(0.0, 6.0),
+            Activation::Silu => z / (1.0 + (-z).exp()),
+            Activation::HardSwish => z * (z + 3.0).clamp(0.0, 6.0) / 6.0,
+            Activation::Sigmoid => 1.0 / (1.0 + (-z).exp()),
+            Activation::HardSigmoid => (z + 3.0).clamp(0.0, 6.0) / 6.0,
         }
     }
 
-    /// Whether the gradient passes at an output value (read from the result, not the input).
+    /// The derivative at `z`, with PyTorch's choice at the kinks.
     #[inline]
-    fn passes(self, y: f32) -> bool {
+    pub fn derivative(self, z: f32) -> f32 {
+        let step = |on: bool, v: f32| if on { v } else { 0.0 };
         match self {
-            Activation::None => true,
-            Activation::Relu => y > 0.0,
-            Activation::Relu6 => y > 0.0 && y < 6.0,
+            Activation::None => 1.0,
+            Activation::Relu => step(z > 0.0, 1.0),
+            Activation::Relu6 => step(z > 0.0 && z < 6.0, 1.0),
+            Activation::Silu => {
+                let s = 1.0 / (1.0 + (-z).exp());
+                s * (1.0 + z * (1.0 - s))
+            }
+            Activation::HardSwish if z < -3.0 => 0.0,
+            Activation::HardSwish if z <= 3.0 => z / 3.0 + 0.5,
+            Activation::HardSwish => 1.0,
+            Activation::Sigmoid => {
+                let s = 1.0 / (1.0 + (-z).exp());
+                s * (1.0 - s)
+            }
+            Activation::HardSigmoid => step(z > -3.0 && z < 3.0, 1.0 / 6.0),
         }
     }
 }
@@ -129,44 +154,54 @@ impl CustomOp3 for BnAct {
         &self,
         x: &Tensor,
         scale: &Tensor,
-        _shift: &Tensor,
-        res: &Tensor,
+        shift: &Tensor,
+        _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (gx, gscale, gshift) =
-            backward(x, res, grad, scale.to_vec1::<f32>()?, self.act, self.dim)?;
+        let (gx, gscale, gshift) = backward(
+            x,
+            grad,
+            scale.to_vec1::<f32>()?,
+            shift.to_vec1::<f32>()?,
+            self.act,
+            self.dim,
+        )?;
         Ok((Some(gx), Some(gscale), Some(gshift)))
     }
 }
 
-/// Gradients of input, scale and shift of `y = act(x * scale + shift)` from the input `x`, the
-/// output `y` and the output's gradient, in one pass.
+/// Gradients of input, scale and shift of `y = act(x * scale + shift)` from the input `x` and
+/// the output's gradient, in one pass.
 pub fn backward(
     x: &Tensor,
-    y: &Tensor,
     grad: &Tensor,
     scale: Vec<f32>,
+    shift: Vec<f32>,
     act: Activation,
     dim: ChannelDim,
 ) -> Result<(Tensor, Tensor, Tensor)> {
     let c = scale.len();
     let n = x.elem_count();
-    let op = BnActGrad { act, dim, scale };
-    let packed = x
-        .contiguous()?
-        .apply_op3_no_bwd(&y.contiguous()?, &grad.contiguous()?, &op)?;
+    let op = BnActGrad {
+        act,
+        dim,
+        scale,
+        shift,
+    };
+    let packed = x.contiguous()?.apply_op2_no_bwd(&grad.contiguous()?, &op)?;
     let gx = packed.narrow(0, 0, n)?.reshape(x.shape())?;
     Ok((gx, packed.narrow(0, n, c)?, packed.narrow(0, n + c, c)?))
 }
 
-/// (x, y, grad) to `[gx (numel), gscale (C), gshift (C)]` in one pass.
+/// (x, grad) to `[gx (numel), gscale (C), gshift (C)]` in one pass.
 struct BnActGrad {
     act: Activation,
     dim: ChannelDim,
     scale: Vec<f32>,
+    shift: Vec<f32>,
 }
 
-impl CustomOp3 for BnActGrad {
+impl CustomOp2 for BnActGrad {
     fn name(&self) -> &'static str {
         "bn-act-grad"
     }
@@ -177,19 +212,17 @@ impl CustomOp3 for BnActGrad {
         l1: &Layout,
         s2: &CpuStorage,
         l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let x = contiguous_f32(s1, l1)?;
-        let y = contiguous_f32(s2, l2)?;
-        let g = contiguous_f32(s3, l3)?;
+        let g = contiguous_f32(s2, l2)?;
         let c = self.scale.len();
         let inner = inner_len(l1.shape(), self.dim);
         let n = x.len();
         let cycle = c * inner;
         let act = self.act;
-        let scale = &self.scale;
-        // gz = g * act'(y) per element; gx = gz * scale; sums per channel of gz * x and gz.
+        let (scale, shift) = (&self.scale, &self.shift);
+        // gz = g * act'(x * scale + shift) per element; gx = gz * scale; sums per channel of
+        // gz * x and gz.
         let mut gx = vec![0f32; n];
         let block = cycle * (16384 / cycle).max(1);
         let partials: Vec<Vec<f32>> = gx
@@ -197,7 +230,7 @@ impl CustomOp3 for BnActGrad {
             .enumerate()
             .map(|(bi, out)| {
                 let range = bi * block..bi * block + out.len();
-                let (x, y, g) = (&x[range.clone()], &y[range.clone()], &g[range]);
+                let (x, g) = (&x[range.clone()], &g[range]);
                 // Per-channel sums of gz * x, then of gz. Blocks hold whole channel cycles,
                 // so a block's channel pattern starts at channel 0.
                 let mut sums = vec![0f32; 2 * c];
@@ -205,20 +238,18 @@ impl CustomOp3 for BnActGrad {
                 let cycles = out
                     .chunks_mut(cycle)
                     .zip(x.chunks(cycle))
-                    .zip(y.chunks(cycle))
                     .zip(g.chunks(cycle));
-                for (((o, x), y), g) in cycles {
+                for ((o, x), g) in cycles {
                     if inner == 1 {
                         // Channels-last: one value per channel; this loop vectorises.
                         let lanes = o
                             .iter_mut()
                             .zip(x)
-                            .zip(y)
                             .zip(g)
-                            .zip(scale)
+                            .zip(scale.iter().zip(shift))
                             .zip(sx.iter_mut().zip(sb.iter_mut()));
-                        for (((((o, &xv), &yv), &gv), &s), (ax, ab)) in lanes {
-                            let gz = if act.passes(yv) { gv } else { 0.0 };
+                        for ((((o, &xv), &gv), (&s, &b)), (ax, ab)) in lanes {
+                            let gz = gv * act.derivative(xv * s + b);
                             *o = gz * s;
                             *ax += gz * xv;
                             *ab += gz;
@@ -227,15 +258,12 @@ impl CustomOp3 for BnActGrad {
                     }
                     for ch in 0..c {
                         let r = ch * inner..(ch + 1) * inner;
+                        let (s, b) = (scale[ch], shift[ch]);
                         let (mut ax, mut ab) = (0f32, 0f32);
-                        let run = o[r.clone()]
-                            .iter_mut()
-                            .zip(&x[r.clone()])
-                            .zip(&y[r.clone()])
-                            .zip(&g[r]);
-                        for (((o, &xv), &yv), &gv) in run {
-                            let gz = if act.passes(yv) { gv } else { 0.0 };
-                            *o = gz * scale[ch];
+                        let run = o[r.clone()].iter_mut().zip(&x[r.clone()]).zip(&g[r]);
+                        for ((o, &xv), &gv) in run {
+                            let gz = gv * act.derivative(xv * s + b);
+                            *o = gz * s;
                             ax += gz * xv;
                             ab += gz;
                         }
@@ -286,6 +314,10 @@ mod tests {
             (Activation::Relu6, ChannelDim::Last, (2, 3, 4, 5)),
             (Activation::None, ChannelDim::Last, (2, 3, 4, 5)),
             (Activation::Relu, ChannelDim::Second, (2, 5, 3, 4)),
+            (Activation::Silu, ChannelDim::Last, (2, 3, 4, 5)),
+            (Activation::HardSwish, ChannelDim::Last, (2, 3, 4, 5)),
+            (Activation::Sigmoid, ChannelDim::Second, (2, 5, 3, 4)),
+            (Activation::HardSigmoid, ChannelDim::Last, (2, 3, 4, 5)),
         ] {
             // Values on a grid away from the activation's kinks, so ±eps never crosses one.
             let count = 2 * 3 * 4 * 5;

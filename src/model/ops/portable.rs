@@ -31,7 +31,16 @@ pub fn bn_act(
         Activation::None => Ok(y),
         Activation::Relu => y.relu(),
         Activation::Relu6 => y.maximum(0f32)?.minimum(6f32),
+        Activation::Silu => y.silu(),
+        Activation::HardSwish => &y * hard_sigmoid(&y)?,
+        Activation::Sigmoid => candle_nn::ops::sigmoid(&y),
+        Activation::HardSigmoid => hard_sigmoid(&y),
     }
+}
+
+/// timm's `hard_sigmoid`: `relu6(x + 3) / 6`.
+fn hard_sigmoid(x: &Tensor) -> Result<Tensor> {
+    (x + 3.0)?.maximum(0f32)?.minimum(6f32)? / 6.0
 }
 
 /// The input values that output cells read at kernel tap (`ky`, `kx`): `xp`, already padded,
@@ -181,7 +190,15 @@ mod tests {
 
     #[test]
     fn bn_act_matches_the_kernel() -> Result<()> {
-        for act in [Activation::None, Activation::Relu, Activation::Relu6] {
+        for act in [
+            Activation::None,
+            Activation::Relu,
+            Activation::Relu6,
+            Activation::Silu,
+            Activation::HardSwish,
+            Activation::Sigmoid,
+            Activation::HardSigmoid,
+        ] {
             for (dim, shape) in [
                 (ChannelDim::Last, [2, 3, 4, 5]),
                 (ChannelDim::Second, [2, 5, 3, 4]),
