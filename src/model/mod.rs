@@ -315,7 +315,12 @@ pub fn build_backbone(config: &ModelConfig, params: Params) -> anyhow::Result<Bo
     if let Some(spec) = convnext {
         return Ok(Box::new(convnext::ConvNeXt::new(arch, spec, params)?));
     }
-    if let Some(spec) = vit::VitSpec::for_arch(arch) {
+    let vit = match vit::VitSpec::for_arch(arch) {
+        Some(spec) => Some(spec),
+        None if vit::VitSpec::is_vit_name(arch) => Some(vit::VitSpec::from_params(arch, &params)?),
+        None => None,
+    };
+    if let Some(spec) = vit {
         return Ok(Box::new(vit::VisionTransformer::new(arch, spec, params)?));
     }
     anyhow::bail!(
