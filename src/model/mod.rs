@@ -21,7 +21,8 @@ pub use head::Head;
 pub use params::Params;
 
 /// Architectures tltui can build, as timm names them (the MobileNets in every width and depth
-/// variant of their families: the checkpoint sizes them).
+/// variant of their families, and ConvNeXt, ViT and DeiT names outside this list: the checkpoint
+/// sizes them).
 pub const SUPPORTED: &[&str] = &[
     "tf_efficientnet_lite0",
     "tf_efficientnet_lite1",
