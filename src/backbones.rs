@@ -128,7 +128,8 @@ pub fn run(args: &BackbonesArgs) -> anyhow::Result<()> {
     writeln!(
         out,
         "\nparams: timm's count with its 1000-class classifier. forward/s, train/s: images per second \
-         measured on this machine by `tltui bench` (blank: not measured)."
+         measured on this machine by `tltui bench` (blank: not measured).\nOther ConvNeXt, ViT and \
+         DeiT names are sized from their checkpoint."
     )?;
     let measured: std::collections::BTreeSet<&str> = rows
         .iter()

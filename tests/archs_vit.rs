@@ -1,6 +1,7 @@
 //! ViT and DINOv2: timm's golden outputs from the seeded float16 weights in
 //! `../shared/reference/archs/`, gradients through every trainable tensor (the resampled position
-//! embeddings included), and a headless warm-up and fine-tune on a generated dataset.
+//! embeddings included), a headless warm-up and fine-tune on a generated dataset, ViTs outside
+//! timm's table sized from their checkpoint, and the variants this ViT does not compute refused.
 
 mod common;
 
@@ -179,4 +180,194 @@ fn vit_tiny_warms_up_and_fine_tunes() {
         "mean batch loss: warm-up epoch 1 {first:.3}, epoch 12 {warm:.3}, fine-tune epoch 2 {tuned:.3}"
     );
     assert!(warm < first && tuned < first, "{batches:?}");
+}
+
+/// Pooled features of `arch` built from `tensors` on `x`, or the build's error.
+fn pooled(arch: &str, tensors: Vec<(String, Tensor)>, x: &Tensor) -> anyhow::Result<Vec<f32>> {
+    let backbone = build_backbone(&config(arch), Params::from_tensors(tensors)?)?;
+    Ok(backbone.forward(x, false)?.flatten_all()?.to_vec1()?)
+}
+
+/// ViT-Tiny's reference weights under names outside the table (one with its size word, one
+/// without, whose heads are the width over 64) are sized from the checkpoint and give the table
+/// name's output bit for bit.
+#[test]
+fn vit_names_outside_the_table_are_sized_from_the_checkpoint() {
+    let Some(shared) = common::shared_dir() else {
+        return;
+    };
+    let dir = shared.join("reference/archs/vit_tiny_patch16_224.augreg_in21k_ft_in1k");
+    let tensors: Vec<(String, Tensor)> =
+        candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu)
+            .unwrap()
+            .into_iter()
+            .collect();
+    let golden =
+        candle_core::safetensors::load(dir.join("golden.safetensors"), &Device::Cpu).unwrap();
+    let x = &golden["input"];
+    let table = pooled("vit_tiny_patch16_224", tensors.clone(), x).unwrap();
+    for arch in ["vit_tiny_patch16_224_custom", "vit_custom"] {
+        assert_eq!(pooled(arch, tensors.clone(), x).unwrap(), table, "{arch}");
+    }
+}
+
+/// `weights` with `keep` applied to each tensor (`None` drops it) and random `extra` tensors
+/// added.
+fn edited(
+    weights: &[(String, Tensor)],
+    keep: impl Fn(&str, Tensor) -> Option<Tensor>,
+    extra: &[(&str, &[usize])],
+) -> Vec<(String, Tensor)> {
+    let mut tensors: Vec<(String, Tensor)> = weights
+        .iter()
+        .filter_map(|(k, t)| keep(k, t.clone()).map(|t| (k.clone(), t)))
+        .collect();
+    for (name, shape) in extra {
+        tensors.push((
+            name.to_string(),
+            Tensor::randn(0f32, 0.02, *shape, &Device::Cpu).unwrap(),
+        ));
+    }
+    tensors
+}
+
+/// A checkpoint with its last block removed builds with depth 11 under a name outside the table,
+/// and is refused under timm's name (ViT-Tiny has 12 blocks); an MLP three times as wide as the
+/// embedding (not timm's four) builds under both.
+#[test]
+fn vit_depth_and_mlp_width_come_from_the_checkpoint() {
+    let x = Tensor::randn(0f32, 1.0, (2, 3, 64, 64), &Device::Cpu).unwrap();
+    let tiny = common::random_weights("vit_tiny_patch16_224");
+    let full = edited(&tiny, |_, t| Some(t), &[]);
+    let shorter = edited(
+        &tiny,
+        |k, t| (!k.starts_with("blocks.11.")).then_some(t),
+        &[],
+    );
+    let err = pooled("vit_tiny_patch16_224", shorter.clone(), &x).unwrap_err();
+    assert!(err.to_string().contains("blocks.11."), "{err}");
+    let y = pooled("vit_tiny_patch16_224_custom", shorter, &x).unwrap();
+    assert!(y.iter().all(|v| v.is_finite()));
+    assert_ne!(y, pooled("vit_tiny_patch16_224_custom", full, &x).unwrap());
+
+    let (d, hidden) = (192, 3 * 192);
+    let narrow = edited(
+        &tiny,
+        |k, t| {
+            let shape: Option<&[usize]> = if k.ends_with("mlp.fc1.weight") {
+                Some(&[hidden, d])
+            } else if k.ends_with("mlp.fc1.bias") {
+                Some(&[hidden])
+            } else if k.ends_with("mlp.fc2.weight") {
+                Some(&[d, hidden])
+            } else {
+                None
+            };
+            Some(shape.map_or(t, |s| Tensor::randn(0f32, 0.05, s, &Device::Cpu).unwrap()))
+        },
+        &[],
+    );
+    for arch in ["vit_tiny_patch16_224", "vit_tiny_mlp3_custom"] {
+        let y = pooled(arch, narrow.clone(), &x).unwrap();
+        assert!(y.iter().all(|v| v.is_finite()), "{arch}");
+    }
+}
+
+/// Weights of the variants this ViT does not compute are refused, under timm's name and under
+/// one outside the table, with a message that says why.
+#[test]
+fn vit_variants_it_does_not_compute_are_refused() {
+    let x = Tensor::randn(0f32, 1.0, (1, 3, 32, 32), &Device::Cpu).unwrap();
+    let tiny = common::random_weights("vit_tiny_patch16_224");
+    let d = 192;
+    let cases: Vec<(&str, Vec<(String, Tensor)>)> = vec![
+        (
+            "register tokens",
+            edited(&tiny, |_, t| Some(t), &[("reg_token", &[1, 4, d])]),
+        ),
+        (
+            "distillation token",
+            edited(&tiny, |_, t| Some(t), &[("dist_token", &[1, 1, d])]),
+        ),
+        (
+            "no class token",
+            edited(&tiny, |k, t| (k != "cls_token").then_some(t), &[]),
+        ),
+        (
+            "fc_norm",
+            edited(
+                &tiny,
+                |_, t| Some(t),
+                &[("fc_norm.weight", &[d]), ("fc_norm.bias", &[d])],
+            ),
+        ),
+        (
+            "norm_pre",
+            edited(
+                &tiny,
+                |_, t| Some(t),
+                &[("norm_pre.weight", &[d]), ("norm_pre.bias", &[d])],
+            ),
+        ),
+        (
+            "qkv_bias=False",
+            edited(
+                &tiny,
+                |k, t| (!k.ends_with("attn.qkv.bias")).then_some(t),
+                &[],
+            ),
+        ),
+        (
+            "no_embed_class",
+            edited(
+                &tiny,
+                |k, t| {
+                    Some(if k == "pos_embed" {
+                        t.narrow(1, 1, 196).unwrap()
+                    } else {
+                        t
+                    })
+                },
+                &[],
+            ),
+        ),
+        (
+            "gated MLP",
+            edited(
+                &tiny,
+                |k, t| {
+                    Some(if k.ends_with("mlp.fc2.weight") {
+                        Tensor::randn(0f32, 0.05, (d, 2 * d), &Device::Cpu).unwrap()
+                    } else {
+                        t
+                    })
+                },
+                &[],
+            ),
+        ),
+        (
+            "\"blocks.0.attn.q_norm.weight\"",
+            edited(
+                &tiny,
+                |_, t| Some(t),
+                &[("blocks.0.attn.q_norm.weight", &[64])],
+            ),
+        ),
+    ];
+    for (reason, tensors) in cases {
+        for arch in ["vit_tiny_patch16_224", "vit_tiny_patch16_224_custom"] {
+            let err = pooled(arch, tensors.clone(), &x).unwrap_err().to_string();
+            assert!(err.contains(reason), "{arch}, {reason}: {err}");
+        }
+    }
+    let with_head = edited(
+        &tiny,
+        |_, t| Some(t),
+        &[
+            ("head.weight", &[10, d]),
+            ("head.bias", &[10]),
+            ("mask_token", &[1, d]),
+        ],
+    );
+    assert!(pooled("vit_tiny_patch16_224_custom", with_head, &x).is_ok());
 }

@@ -22,7 +22,8 @@ pub use head::Head;
 pub use params::Params;
 
 /// Architectures tltui can build, as timm names them (the MobileNets in every width and depth
-/// variant of their families: the checkpoint sizes them).
+/// variant of their families, and ConvNeXt, ViT and DeiT names outside this list: the checkpoint
+/// sizes them).
 pub const SUPPORTED: &[&str] = &[
     "tf_efficientnet_lite0",
     "tf_efficientnet_lite1",
@@ -316,7 +317,12 @@ pub fn build_backbone(config: &ModelConfig, params: Params) -> anyhow::Result<Bo
     if let Some(spec) = convnext {
         return Ok(Box::new(convnext::ConvNeXt::new(arch, spec, params)?));
     }
-    if let Some(spec) = vit::VitSpec::for_arch(arch) {
+    let vit = match vit::VitSpec::for_arch(arch) {
+        Some(spec) => Some(spec),
+        None if vit::VitSpec::is_vit_name(arch) => Some(vit::VitSpec::from_params(arch, &params)?),
+        None => None,
+    };
+    if let Some(spec) = vit {
         return Ok(Box::new(vit::VisionTransformer::new(arch, spec, params)?));
     }
     anyhow::bail!(

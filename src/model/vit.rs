@@ -3,6 +3,14 @@
 //! (attention and GELU MLP, with layer scale in DINOv2), the final `norm`; the pooled features are
 //! the class token after `norm` (timm's `global_pool="token"`).
 //!
+//! Width, depth and heads come from a table for the names listed in [`super::SUPPORTED`], or,
+//! for other `vit_*`, `deit_*` and `deit3_*` names, from the checkpoint's keys and shapes (the
+//! heads, which the weights do not record, from the name's size word and the width as timm's
+//! tables give them, else 64 wide). The MLP's hidden width always comes from the checkpoint.
+//! Every tensor of the checkpoint is checked against them, and weights of a variant this model
+//! does not compute (register or distillation tokens, average pooling, CLIP's pre-norm, a gated
+//! MLP, ...) are refused.
+//!
 //! The model runs at any input size: when the patch grid differs from the one the position
 //! embeddings were trained for, they are resampled as timm's `resample_abs_pos_embed` does
 //! (antialiased bicubic on the grid, the class token's embedding kept), inside the graph, so that
@@ -30,7 +38,7 @@ pub struct VitSpec {
     pub num_heads: usize,
     pub patch_size: usize,
     pub img_size: usize,
-    /// Blocks scale their branches by `ls1.gamma` / `ls2.gamma` (DINOv2).
+    /// Blocks scale their branches by `ls1.gamma` / `ls2.gamma` (DINOv2, DeiT III).
     pub layer_scale: bool,
 }
 
@@ -64,6 +72,93 @@ impl VitSpec {
             layer_scale: is_dinov2(arch),
         })
     }
+
+    /// Whether `arch` names a ViT family that [`VitSpec::from_params`] sizes (`vit_*`, `deit_*`,
+    /// `deit3_*`).
+    pub fn is_vit_name(arch: &str) -> bool {
+        ["vit_", "deit_", "deit3_"]
+            .iter()
+            .any(|family| arch.starts_with(family))
+    }
+
+    /// The spec read off a checkpoint, for ViT names outside the table (`vit_large_patch16_224`,
+    /// a retrained or pruned variant): the width from `cls_token` (or the patch embedding), the
+    /// depth from the `blocks.{i}.` present, the patch size from the patch embedding's kernel,
+    /// layer scale from `blocks.0.ls1.gamma`, the native input from the name's `_NNN` part (518
+    /// for `*_dinov2`, else the position grid times the patch, else timm's default 224). The
+    /// heads are not in the weights: see `num_heads`. Variants the model does not compute are
+    /// refused by [`VisionTransformer::new`].
+    pub fn from_params(arch: &str, params: &Params) -> anyhow::Result<Self> {
+        let Some(&[embed_dim, _, kh, kw]) = params.dims("patch_embed.proj.weight") else {
+            anyhow::bail!(
+                "{arch}: cannot size a ViT from these weights: no 4-D \"patch_embed.proj.weight\""
+            );
+        };
+        let embed_dim = match params.dims("cls_token") {
+            Some(&[1, 1, d]) => d,
+            _ => embed_dim,
+        };
+        if kh != kw {
+            anyhow::bail!("{arch}: the patch embedding's kernel is {kh}x{kw}, not square");
+        }
+        let depth = (0..)
+            .take_while(|i| params.has_prefix(&format!("blocks.{i}.")))
+            .count();
+        if depth == 0 {
+            anyhow::bail!("{arch}: cannot size a ViT from these weights: no blocks.0.* tensors");
+        }
+        let pos_side = match params.dims("pos_embed") {
+            Some(&[1, t, _]) if t > 1 => Some(((t - 1) as f64).sqrt().round() as usize * kh),
+            _ => None,
+        };
+        let img_size = arch
+            .rsplit('_')
+            .find_map(|part| part.parse().ok())
+            .or(is_dinov2(arch).then_some(518))
+            .or(pos_side)
+            .unwrap_or(224);
+        Ok(Self {
+            embed_dim,
+            depth,
+            num_heads: num_heads(arch, embed_dim)?,
+            patch_size: kh,
+            img_size,
+            layer_scale: params.dims("blocks.0.ls1.gamma").is_some(),
+        })
+    }
+}
+
+/// The attention heads of a ViT named `arch` of width `embed_dim`, which its weights do not
+/// record. timm's size words at their usual widths have timm's heads (tiny 192: 3, small 384: 6,
+/// base 768: 12, large 1024: 16, huge 1280: 16, giant 1408: 16, DINOv2's giant 1536: 24,
+/// gigantic 1664: 16); any other name or width gets heads 64 wide (`embed_dim / 64`), the head
+/// width of every timm ViT but huge, giant and gigantic, rather than a size word's count that
+/// might not divide the width.
+fn num_heads(arch: &str, embed_dim: usize) -> anyhow::Result<usize> {
+    const SIZES: [(&str, usize, usize); 8] = [
+        ("tiny", 192, 3),
+        ("small", 384, 6),
+        ("base", 768, 12),
+        ("large", 1024, 16),
+        ("huge", 1280, 16),
+        ("giant", 1408, 16),
+        ("giant", 1536, 24),
+        ("gigantic", 1664, 16),
+    ];
+    let words: Vec<&str> = arch.split('_').collect();
+    if let Some(&(_, _, heads)) = SIZES
+        .iter()
+        .find(|(word, d, _)| *d == embed_dim && words.contains(word))
+    {
+        return Ok(heads);
+    }
+    if !embed_dim.is_multiple_of(64) {
+        anyhow::bail!(
+            "{arch}: cannot tell the attention heads of a width-{embed_dim} ViT (not a width \
+             timm gives its size word, nor a multiple of 64)"
+        );
+    }
+    Ok(embed_dim / 64)
 }
 
 /// Whether `arch` is a DINOv2 model (native input 518 px).
@@ -81,33 +176,79 @@ pub struct VisionTransformer {
     per_group: usize,
 }
 
-/// The dims of tensor `name`, if `params` has it.
-fn dims_of<'a>(params: &'a Params, name: &str) -> Option<&'a [usize]> {
-    params
-        .iter()
-        .find(|(k, _)| k.as_str() == name)
-        .map(|(_, v)| v.dims())
+/// Refuses, naming the reason, weights of a timm ViT variant that this model would compute
+/// wrongly and that shows in tensors it would otherwise not check or read.
+fn refuse_variants(arch: &str, params: &Params) -> anyhow::Result<()> {
+    let gated = params.has_prefix("blocks.0.mlp.fc1_g.")
+        || matches!(
+            (params.dims("blocks.0.mlp.fc1.weight"), params.dims("blocks.0.mlp.fc2.weight")),
+            (Some(&[h1, _]), Some(&[_, h2])) if h1 == 2 * h2
+        );
+    let variants = [
+        (
+            params.has_prefix("reg_token"),
+            "register tokens (reg_token, as in timm's *_reg4_dinov2)",
+        ),
+        (
+            params.has_prefix("dist_token"),
+            "a distillation token (dist_token, as in DeiT's *_distilled_*)",
+        ),
+        (
+            params.has_prefix("fc_norm."),
+            "fc_norm (a ViT that pools by averaging its patch tokens, global_pool=avg)",
+        ),
+        (
+            params.has_prefix("norm_pre."),
+            "norm_pre (a norm before the blocks, CLIP's pre_norm)",
+        ),
+        (gated, "a gated MLP (SwiGLU, as in DINOv2's giant)"),
+    ];
+    if let Some((_, what)) = variants.iter().find(|(present, _)| *present) {
+        anyhow::bail!(
+            "{arch}: weights with {what} are not supported: this ViT does not compute it"
+        );
+    }
+    Ok(())
+}
+
+/// Why a ViT variant lacks tensor `name`, when its absence marks one this model does not compute.
+fn missing_reason(name: &str) -> Option<&'static str> {
+    if name == "cls_token" {
+        Some("no class token (timm's class_token=False, a ViT pooled by averaging or attention)")
+    } else if name.ends_with(".attn.qkv.bias") {
+        Some("the attention's qkv projection has no bias (timm's qkv_bias=False)")
+    } else {
+        None
+    }
 }
 
 impl VisionTransformer {
     /// Builds `arch` from `params`, checking every tensor it needs. The patch size is read from
-    /// the patch embedding and the position grid from `pos_embed` when present; the classifier
-    /// (`head.*`) and DINOv2's `mask_token` are dropped.
+    /// the patch embedding, the position grid from `pos_embed` and the MLP's hidden width from
+    /// `blocks.0.mlp.fc1.weight` when present (4x the width otherwise) and checked in every
+    /// block; the classifier (`head.*`) and DINOv2's `mask_token` are dropped. Weights of a
+    /// variant this model would compute wrongly are refused, naming the reason: register or
+    /// distillation tokens, no class token, `fc_norm`, `norm_pre`, a gated MLP, qkv without
+    /// bias, `pos_embed` without the class token's slot, and any other tensor it would not read.
     pub fn new(arch: &str, spec: VitSpec, params: Params) -> anyhow::Result<Self> {
+        refuse_variants(arch, &params)?;
         let mut spec = spec;
-        let d = spec.embed_dim;
-        if let Some(&[_, _, kh, kw]) = dims_of(&params, "patch_embed.proj.weight") {
+        if let Some(&[_, _, kh, kw]) = params.dims("patch_embed.proj.weight") {
             if kh == kw {
                 spec.patch_size = kh;
             }
         }
-        let p = spec.patch_size;
-        params.get("patch_embed.proj.weight", &[d, 3, p, p])?;
-        params.get("patch_embed.proj.bias", &[d])?;
-        params.get("cls_token", &[1, 1, d])?;
-        let pos_grid = match dims_of(&params, "pos_embed") {
+        let (d, p) = (spec.embed_dim, spec.patch_size);
+        let pos_grid = match params.dims("pos_embed") {
             Some(&[1, t, _]) if t > 1 => {
                 let g = ((t - 1) as f64).sqrt().round() as usize;
+                let side = (t as f64).sqrt().round() as usize;
+                if side * side == t {
+                    anyhow::bail!(
+                        "{arch}: pos_embed has {t} tokens, a {side}x{side} patch grid without the \
+                         class token's slot (timm's no_embed_class, as in DeiT III): not supported"
+                    );
+                }
                 if g * g + 1 != t {
                     anyhow::bail!(
                         "pos_embed has {t} tokens: not a class token and a square patch grid"
@@ -117,11 +258,18 @@ impl VisionTransformer {
             }
             _ => spec.img_size / p,
         };
-        params.get("pos_embed", &[1, pos_grid * pos_grid + 1, d])?;
-        let hidden = 4 * d;
+        let hidden = match params.dims("blocks.0.mlp.fc1.weight") {
+            Some(&[h, _]) => h,
+            _ => 4 * d,
+        };
+        let mut needed: Vec<(String, Vec<usize>)> = vec![
+            ("patch_embed.proj.weight".into(), vec![d, 3, p, p]),
+            ("patch_embed.proj.bias".into(), vec![d]),
+            ("cls_token".into(), vec![1, 1, d]),
+            ("pos_embed".into(), vec![1, pos_grid * pos_grid + 1, d]),
+        ];
         for i in 0..spec.depth {
-            let b = format!("blocks.{i}");
-            for (name, shape) in [
+            let mut block = vec![
                 ("norm1.weight", vec![d]),
                 ("norm1.bias", vec![d]),
                 ("attn.qkv.weight", vec![3 * d, d]),
@@ -134,16 +282,42 @@ impl VisionTransformer {
                 ("mlp.fc1.bias", vec![hidden]),
                 ("mlp.fc2.weight", vec![d, hidden]),
                 ("mlp.fc2.bias", vec![d]),
-            ] {
-                params.get(&format!("{b}.{name}"), &shape)?;
-            }
+            ];
             if spec.layer_scale {
-                params.get(&format!("{b}.ls1.gamma"), &[d])?;
-                params.get(&format!("{b}.ls2.gamma"), &[d])?;
+                block.extend([("ls1.gamma", vec![d]), ("ls2.gamma", vec![d])]);
             }
+            needed.extend(
+                block
+                    .into_iter()
+                    .map(|(name, shape)| (format!("blocks.{i}.{name}"), shape)),
+            );
         }
-        params.get("norm.weight", &[d])?;
-        params.get("norm.bias", &[d])?;
+        needed.extend([
+            ("norm.weight".into(), vec![d]),
+            ("norm.bias".into(), vec![d]),
+        ]);
+        for (name, shape) in &needed {
+            if let (None, Some(reason)) = (params.dims(name), missing_reason(name)) {
+                anyhow::bail!(
+                    "{arch}: {reason}: weights lack tensor {name:?} (expected shape {shape:?})"
+                );
+            }
+            params.get(name, shape)?;
+        }
+        let read: std::collections::HashSet<&str> =
+            needed.iter().map(|(n, _)| n.as_str()).collect();
+        let unread: Vec<&str> = params
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .filter(|k| !read.contains(k) && !k.starts_with("head.") && *k != "mask_token")
+            .collect();
+        if let Some(first) = unread.first() {
+            anyhow::bail!(
+                "{arch}: the weights hold {} tensor(s) this ViT would not read (from a variant it \
+                 does not compute), first {first:?}",
+                unread.len()
+            );
+        }
 
         let mut groups = vec![(
             "patch_embed".to_string(),
@@ -163,7 +337,7 @@ impl VisionTransformer {
         }
         groups.push(("norm".to_string(), vec!["norm.".to_string()]));
         let mut params = params;
-        params.retain(|k| !k.starts_with("head.") && k != "mask_token");
+        params.retain(|k| read.contains(k));
         Ok(Self {
             parts: BackboneParts::new(arch, params, groups, d),
             spec,
@@ -359,6 +533,20 @@ mod tests {
             .unwrap()
             .to_vec2()
             .unwrap()
+    }
+
+    #[test]
+    fn heads_follow_timm_by_size_word_and_width() {
+        let heads = |arch, d| num_heads(arch, d).unwrap();
+        assert_eq!(heads("vit_tiny_patch16_224", 192), 3);
+        assert_eq!(heads("vit_huge_patch14_224", 1280), 16);
+        assert_eq!(heads("deit3_huge_patch14_224", 1280), 16);
+        assert_eq!(heads("vit_giant_patch14_224", 1408), 16);
+        assert_eq!(heads("vit_giant_patch14_dinov2", 1536), 24);
+        // timm's ViT-B+ is 896 wide with 14 heads of 64; unnamed widths get 64-wide heads too.
+        assert_eq!(heads("vit_base_patch16_plus_240", 896), 14);
+        assert_eq!(heads("vit_custom", 1280), 20);
+        assert!(num_heads("vit_custom", 200).is_err());
     }
 
     #[test]
