@@ -23,7 +23,7 @@ pub enum Activation {
 impl Activation {
     /// The activation of `z`.
     #[inline]
-    pub fn apply(self, z: f32) -> f32 {
+    fn apply(self, z: f32) -> f32 {
         match self {
             Activation::None => z,
             Activation::Relu => z.max(0.0),
@@ -37,7 +37,7 @@ impl Activation {
 
     /// The derivative at `z`, with PyTorch's choice at the kinks.
     #[inline]
-    pub fn derivative(self, z: f32) -> f32 {
+    fn derivative(self, z: f32) -> f32 {
         let step = |on: bool, v: f32| if on { v } else { 0.0 };
         match self {
             Activation::None => 1.0,
@@ -47,9 +47,15 @@ impl Activation {
                 let s = 1.0 / (1.0 + (-z).exp());
                 s * (1.0 + z * (1.0 - s))
             }
-            Activation::HardSwish if z < -3.0 => 0.0,
-            Activation::HardSwish if z <= 3.0 => z / 3.0 + 0.5,
-            Activation::HardSwish => 1.0,
+            Activation::HardSwish => {
+                if z < -3.0 {
+                    0.0
+                } else if z <= 3.0 {
+                    z / 3.0 + 0.5
+                } else {
+                    1.0
+                }
+            }
             Activation::Sigmoid => {
                 let s = 1.0 / (1.0 + (-z).exp());
                 s * (1.0 - s)
@@ -57,6 +63,23 @@ impl Activation {
             Activation::HardSigmoid => step(z > -3.0 && z < 3.0, 1.0 / 6.0),
         }
     }
+}
+
+/// `$call(args..., f)` with `f` the method `$method` of activation `$act` as a closure of its own
+/// type per activation, so that the loops of `$call` are compiled for one activation each (and
+/// vectorise) instead of matching on it per element.
+macro_rules! per_activation {
+    ($act:expr, $method:ident, $call:ident($($arg:expr),*)) => {
+        match $act {
+            Activation::None => $call($($arg,)* |z| Activation::None.$method(z)),
+            Activation::Relu => $call($($arg,)* |z| Activation::Relu.$method(z)),
+            Activation::Relu6 => $call($($arg,)* |z| Activation::Relu6.$method(z)),
+            Activation::Silu => $call($($arg,)* |z| Activation::Silu.$method(z)),
+            Activation::HardSwish => $call($($arg,)* |z| Activation::HardSwish.$method(z)),
+            Activation::Sigmoid => $call($($arg,)* |z| Activation::Sigmoid.$method(z)),
+            Activation::HardSigmoid => $call($($arg,)* |z| Activation::HardSigmoid.$method(z)),
+        }
+    };
 }
 
 /// Channel position of a tensor: the last dimension (NHWC) or the second (NCHW).
@@ -107,6 +130,33 @@ fn for_runs<T: Send>(data: &mut [T], c: usize, inner: usize, f: impl Fn(usize, &
         });
 }
 
+/// `act(x * scale + shift)` per channel, runs of `inner` elements sharing a channel.
+fn affine_act(
+    x: &[f32],
+    scale: &[f32],
+    shift: &[f32],
+    inner: usize,
+    act: impl Fn(f32) -> f32 + Sync,
+) -> Vec<f32> {
+    let c = scale.len();
+    let mut y = x.to_vec();
+    if inner == 1 {
+        y.par_chunks_mut(c * 256).for_each(|block| {
+            for px in block.chunks_mut(c) {
+                for ((v, s), b) in px.iter_mut().zip(scale).zip(shift) {
+                    *v = act(*v * s + b);
+                }
+            }
+        });
+    } else {
+        for_runs(&mut y, c, inner, |ch, run| {
+            let (s, b) = (scale[ch], shift[ch]);
+            run.iter_mut().for_each(|v| *v = act(*v * s + b));
+        });
+    }
+    y
+}
+
 struct BnAct {
     act: Activation,
     dim: ChannelDim,
@@ -130,23 +180,7 @@ impl CustomOp3 for BnAct {
         let scale = contiguous_f32(s2, l2)?;
         let shift = contiguous_f32(s3, l3)?;
         let inner = inner_len(l1.shape(), self.dim);
-        let c = scale.len();
-        let mut y = x.to_vec();
-        let act = self.act;
-        if inner == 1 {
-            y.par_chunks_mut(c * 256).for_each(|block| {
-                for px in block.chunks_mut(c) {
-                    for ((v, s), b) in px.iter_mut().zip(scale).zip(shift) {
-                        *v = act.apply(*v * s + b);
-                    }
-                }
-            });
-        } else {
-            for_runs(&mut y, c, inner, |ch, run| {
-                let (s, b) = (scale[ch], shift[ch]);
-                run.iter_mut().for_each(|v| *v = act.apply(*v * s + b));
-            });
-        }
+        let y = per_activation!(self.act, apply, affine_act(x, scale, shift, inner));
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
@@ -215,71 +249,86 @@ impl CustomOp2 for BnActGrad {
     ) -> Result<(CpuStorage, Shape)> {
         let x = contiguous_f32(s1, l1)?;
         let g = contiguous_f32(s2, l2)?;
-        let c = self.scale.len();
         let inner = inner_len(l1.shape(), self.dim);
-        let n = x.len();
-        let cycle = c * inner;
-        let act = self.act;
         let (scale, shift) = (&self.scale, &self.shift);
-        // gz = g * act'(x * scale + shift) per element; gx = gz * scale; sums per channel of
-        // gz * x and gz.
-        let mut gx = vec![0f32; n];
-        let block = cycle * (16384 / cycle).max(1);
-        let partials: Vec<Vec<f32>> = gx
-            .par_chunks_mut(block)
-            .enumerate()
-            .map(|(bi, out)| {
-                let range = bi * block..bi * block + out.len();
-                let (x, g) = (&x[range.clone()], &g[range]);
-                // Per-channel sums of gz * x, then of gz. Blocks hold whole channel cycles,
-                // so a block's channel pattern starts at channel 0.
-                let mut sums = vec![0f32; 2 * c];
-                let (sx, sb) = sums.split_at_mut(c);
-                let cycles = out
-                    .chunks_mut(cycle)
-                    .zip(x.chunks(cycle))
-                    .zip(g.chunks(cycle));
-                for ((o, x), g) in cycles {
-                    if inner == 1 {
-                        // Channels-last: one value per channel; this loop vectorises.
-                        let lanes = o
-                            .iter_mut()
-                            .zip(x)
-                            .zip(g)
-                            .zip(scale.iter().zip(shift))
-                            .zip(sx.iter_mut().zip(sb.iter_mut()));
-                        for ((((o, &xv), &gv), (&s, &b)), (ax, ab)) in lanes {
-                            let gz = gv * act.derivative(xv * s + b);
-                            *o = gz * s;
-                            *ax += gz * xv;
-                            *ab += gz;
-                        }
-                        continue;
-                    }
-                    for ch in 0..c {
-                        let r = ch * inner..(ch + 1) * inner;
-                        let (s, b) = (scale[ch], shift[ch]);
-                        let (mut ax, mut ab) = (0f32, 0f32);
-                        let run = o[r.clone()].iter_mut().zip(&x[r.clone()]).zip(&g[r]);
-                        for ((o, &xv), &gv) in run {
-                            let gz = gv * act.derivative(xv * s + b);
-                            *o = gz * s;
-                            ax += gz * xv;
-                            ab += gz;
-                        }
-                        sx[ch] += ax;
-                        sb[ch] += ab;
-                    }
-                }
-                sums
-            })
-            .collect();
-        let sums = sum_in_order(partials, 2 * c);
-        let (gs, gb) = sums.split_at(c);
-        gx.extend_from_slice(gs);
-        gx.extend_from_slice(gb);
-        Ok((CpuStorage::F32(gx), Shape::from(n + 2 * c)))
+        let packed = per_activation!(
+            self.act,
+            derivative,
+            affine_act_grad(x, g, scale, shift, inner)
+        );
+        Ok((CpuStorage::F32(packed), Shape::from(x.len() + 2 * scale.len())))
     }
+}
+
+/// `[gx (numel), gscale (C), gshift (C)]` of `y = act(x * scale + shift)` from `x` and `y`'s
+/// gradient `g`, with `derivative` the activation's; runs of `inner` elements share a channel.
+fn affine_act_grad(
+    x: &[f32],
+    g: &[f32],
+    scale: &[f32],
+    shift: &[f32],
+    inner: usize,
+    derivative: impl Fn(f32) -> f32 + Sync,
+) -> Vec<f32> {
+    let c = scale.len();
+    let n = x.len();
+    let cycle = c * inner;
+    // gz = g * act'(x * scale + shift) per element; gx = gz * scale; sums per channel of
+    // gz * x and gz.
+    let mut gx = vec![0f32; n];
+    let block = cycle * (16384 / cycle).max(1);
+    let partials: Vec<Vec<f32>> = gx
+        .par_chunks_mut(block)
+        .enumerate()
+        .map(|(bi, out)| {
+            let range = bi * block..bi * block + out.len();
+            let (x, g) = (&x[range.clone()], &g[range]);
+            // Per-channel sums of gz * x, then of gz. Blocks hold whole channel cycles,
+            // so a block's channel pattern starts at channel 0.
+            let mut sums = vec![0f32; 2 * c];
+            let (sx, sb) = sums.split_at_mut(c);
+            let cycles = out
+                .chunks_mut(cycle)
+                .zip(x.chunks(cycle))
+                .zip(g.chunks(cycle));
+            for ((o, x), g) in cycles {
+                if inner == 1 {
+                    // Channels-last: one value per channel; this loop vectorises.
+                    let lanes = o
+                        .iter_mut()
+                        .zip(x)
+                        .zip(g)
+                        .zip(scale.iter().zip(shift))
+                        .zip(sx.iter_mut().zip(sb.iter_mut()));
+                    for ((((o, &xv), &gv), (&s, &b)), (ax, ab)) in lanes {
+                        let gz = gv * derivative(xv * s + b);
+                        *o = gz * s;
+                        *ax += gz * xv;
+                        *ab += gz;
+                    }
+                    continue;
+                }
+                for ch in 0..c {
+                    let r = ch * inner..(ch + 1) * inner;
+                    let (s, b) = (scale[ch], shift[ch]);
+                    let (mut ax, mut ab) = (0f32, 0f32);
+                    let run = o[r.clone()].iter_mut().zip(&x[r.clone()]).zip(&g[r]);
+                    for ((o, &xv), &gv) in run {
+                        let gz = gv * derivative(xv * s + b);
+                        *o = gz * s;
+                        ax += gz * xv;
+                        ab += gz;
+                    }
+                    sx[ch] += ax;
+                    sb[ch] += ab;
+                }
+            }
+            sums
+        })
+        .collect();
+    let sums = sum_in_order(partials, 2 * c);
+    gx.extend_from_slice(&sums);
+    gx
 }
 
 #[cfg(test)]
