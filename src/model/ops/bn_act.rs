@@ -1,7 +1,7 @@
 //! BatchNorm in inference mode as a per-channel affine map, fused with its activation:
 //! `y = act(x * scale[c] + shift[c])`, with one backward pass for input, scale and shift.
 
-use super::{contiguous_f32, sum_in_order};
+use super::{contiguous_f32, exp_f32, sum_in_order};
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -28,9 +28,9 @@ impl Activation {
             Activation::None => z,
             Activation::Relu => z.max(0.0),
             Activation::Relu6 => z.clamp(0.0, 6.0),
-            Activation::Silu => z / (1.0 + (-z).exp()),
+            Activation::Silu => z / (1.0 + exp_f32(-z)),
             Activation::HardSwish => z * (z + 3.0).clamp(0.0, 6.0) / 6.0,
-            Activation::Sigmoid => 1.0 / (1.0 + (-z).exp()),
+            Activation::Sigmoid => 1.0 / (1.0 + exp_f32(-z)),
             Activation::HardSigmoid => (z + 3.0).clamp(0.0, 6.0) / 6.0,
         }
     }
@@ -44,7 +44,7 @@ impl Activation {
             Activation::Relu => step(z > 0.0, 1.0),
             Activation::Relu6 => step(z > 0.0 && z < 6.0, 1.0),
             Activation::Silu => {
-                let s = 1.0 / (1.0 + (-z).exp());
+                let s = 1.0 / (1.0 + exp_f32(-z));
                 s * (1.0 + z * (1.0 - s))
             }
             Activation::HardSwish => {
@@ -57,7 +57,7 @@ impl Activation {
                 }
             }
             Activation::Sigmoid => {
-                let s = 1.0 / (1.0 + (-z).exp());
+                let s = 1.0 / (1.0 + exp_f32(-z));
                 s * (1.0 - s)
             }
             Activation::HardSigmoid => step(z > -3.0 && z < 3.0, 1.0 / 6.0),
@@ -256,7 +256,10 @@ impl CustomOp2 for BnActGrad {
             derivative,
             affine_act_grad(x, g, scale, shift, inner)
         );
-        Ok((CpuStorage::F32(packed), Shape::from(x.len() + 2 * scale.len())))
+        Ok((
+            CpuStorage::F32(packed),
+            Shape::from(x.len() + 2 * scale.len()),
+        ))
     }
 }
 

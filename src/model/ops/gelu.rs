@@ -2,7 +2,7 @@
 //! MLPs of ConvNeXt and ViT), in parallel, with its backward in one pass. candle's GELU runs on
 //! one thread and its backward records ten elementwise operations.
 
-use super::{contiguous_f32, map_rows, sum_in_order};
+use super::{contiguous_f32, exp_f32, map_rows, sum_in_order};
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::f32::consts::FRAC_1_SQRT_2;
@@ -55,7 +55,7 @@ fn gelu_f32(z: f32) -> f32 {
 #[inline]
 fn gelu_grad(z: f32) -> f32 {
     const INV_SQRT_2PI: f32 = 0.398_942_3;
-    0.5 * (1.0 + erf_f32(z * FRAC_1_SQRT_2)) + z * INV_SQRT_2PI * (-0.5 * z * z).exp()
+    0.5 * (1.0 + erf_f32(z * FRAC_1_SQRT_2)) + z * INV_SQRT_2PI * exp_f32(-0.5 * z * z)
 }
 
 struct BiasGelu;

@@ -40,6 +40,35 @@ fn map_rows(x: &[f32], v: &[f32], op: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f3
     out
 }
 
+/// `e^x`, free of branches and calls so that loops over it vectorise (libm's `expf` is a scalar
+/// call): Cephes' single-precision `expf` — `x = n ln 2 + r`, a degree-7 polynomial in `r`, `2^n`
+/// put into the exponent bits — within 2 ulp of libm's. `x` is clamped to [-87.3, 88.3], the
+/// range whose results are normal floats.
+#[inline]
+pub(crate) fn exp_f32(x: f32) -> f32 {
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    /// Adding 1.5 * 2^23 rounds to an integer, which then sits in the low mantissa bits.
+    const ROUNDER: f32 = 12_582_912.0;
+    const P: [f32; 6] = [
+        1.987_569_1e-4,
+        1.398_199_9e-3,
+        8.333_452e-3,
+        4.166_579_6e-2,
+        1.666_666_5e-1,
+        5.000_000_1e-1,
+    ];
+    let x = x.clamp(-87.336_54, 88.376_26);
+    let t = x * std::f32::consts::LOG2_E + ROUNDER;
+    let n = t - ROUNDER;
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let p = P[1..].iter().fold(P[0], |acc, &c| acc * r + c);
+    let er = p * r * r + r + 1.0;
+    let two_n =
+        f32::from_bits(((t.to_bits() as i32 - ROUNDER.to_bits() as i32 + 127) << 23) as u32);
+    er * two_n
+}
+
 /// Element-wise sum of equally long partial results, in their order (so that parallel
 /// reductions give the same bits on every run).
 fn sum_in_order(partials: Vec<Vec<f32>>, len: usize) -> Vec<f32> {
@@ -47,6 +76,23 @@ fn sum_in_order(partials: Vec<Vec<f32>>, len: usize) -> Vec<f32> {
         acc.iter_mut().zip(&p).for_each(|(a, p)| *a += p);
         acc
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn exp_matches_libm_to_two_ulp() {
+        for i in -87_000..=88_000 {
+            let x = i as f32 * 1e-3;
+            let (got, want) = (super::exp_f32(x), x.exp());
+            assert!(
+                (got - want).abs() <= 2.0 * f32::EPSILON * want,
+                "exp({x}) = {got}, libm {want}"
+            );
+        }
+        assert_eq!(super::exp_f32(-200.0), (-87.336_54f32).exp());
+        assert!(super::exp_f32(200.0).is_finite());
+    }
 }
 
 #[cfg(test)]
