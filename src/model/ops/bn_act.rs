@@ -278,7 +278,9 @@ fn affine_act_grad(
     let cycle = c * inner;
     // gz = g * act'(x * scale + shift) per element; gx = gz * scale; sums per channel of
     // gz * x and gz.
-    let mut gx = vec![0f32; n];
+    // Allocated with room for the sums: growing it afterwards would copy all of it.
+    let mut packed = vec![0f32; n + 2 * c];
+    let (gx, tail) = packed.split_at_mut(n);
     let block = cycle * (16384 / cycle).max(1);
     let partials: Vec<Vec<f32>> = gx
         .par_chunks_mut(block)
@@ -330,8 +332,8 @@ fn affine_act_grad(
         })
         .collect();
     let sums = sum_in_order(partials, 2 * c);
-    gx.extend_from_slice(&sums);
-    gx
+    tail.copy_from_slice(&sums);
+    packed
 }
 
 #[cfg(test)]

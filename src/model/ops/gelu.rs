@@ -117,7 +117,9 @@ impl candle_core::CustomOp3 for BiasGeluGrad {
         let g = contiguous_f32(s3, l3)?;
         let c = b.len();
         let n = x.len();
-        let mut gx = vec![0f32; n];
+        // Allocated with room for the sums: growing it afterwards would copy all of it.
+        let mut packed = vec![0f32; n + c];
+        let (gx, tail) = packed.split_at_mut(n);
         let partials: Vec<Vec<f32>> = gx
             .par_chunks_mut(c * ROWS_PER_TASK)
             .zip(x.par_chunks(c * ROWS_PER_TASK))
@@ -135,8 +137,8 @@ impl candle_core::CustomOp3 for BiasGeluGrad {
                 sb
             })
             .collect();
-        gx.extend_from_slice(&sum_in_order(partials, c));
-        Ok((CpuStorage::F32(gx), Shape::from(n + c)))
+        tail.copy_from_slice(&sum_in_order(partials, c));
+        Ok((CpuStorage::F32(packed), Shape::from(n + c)))
     }
 }
 

@@ -112,7 +112,9 @@ impl CustomOp3 for LayerNormGrad {
         let c = w.len();
         let n = x.len();
         let inv_c = 1.0 / c as f32;
-        let mut gx = vec![0f32; n];
+        // Allocated with room for the sums: growing it afterwards would copy all of it.
+        let mut packed = vec![0f32; n + 2 * c];
+        let (gx, tail) = packed.split_at_mut(n);
         // xhat = (x - mean) * rstd; gh = g * w;
         // gx = rstd * (gh - mean(gh) - xhat * mean(gh * xhat)); gw += g * xhat; gb += g.
         let partials: Vec<Vec<f32>> = gx
@@ -145,8 +147,8 @@ impl CustomOp3 for LayerNormGrad {
             })
             .collect();
         let sums = sum_in_order(partials, 2 * c);
-        gx.extend_from_slice(&sums);
-        Ok((CpuStorage::F32(gx), Shape::from(n + 2 * c)))
+        tail.copy_from_slice(&sums);
+        Ok((CpuStorage::F32(packed), Shape::from(n + 2 * c)))
     }
 }
 
