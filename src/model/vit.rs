@@ -17,6 +17,7 @@
 //! fine-tuning trains the stored embeddings.
 
 use super::layers::{input_conv_nhwc, weight};
+use super::ops::batched_matmul::batched_matmul;
 use super::ops::channel_affine::{add_bias, scale_channels};
 use super::ops::gelu::bias_gelu;
 use super::ops::layer_norm::layer_norm;
@@ -392,12 +393,13 @@ impl VisionTransformer {
             .linear(x, &format!("{prefix}.attn.qkv"), mode)?
             .reshape((n, t, 3, heads, hd))?
             .permute((2, 0, 3, 1, 4))?;
-        let q = (qkv.get(0)?.contiguous()? * (hd as f64).powf(-0.5))?;
-        let k = qkv.get(1)?.contiguous()?;
-        let v = qkv.get(2)?.contiguous()?;
-        let attn = softmax_last_dim(&q.matmul(&k.t()?)?)?;
-        let o = attn
-            .matmul(&v)?
+        // Each of q, k, v as [N * heads, T, head dim].
+        let part = |i| qkv.get(i)?.contiguous()?.reshape((n * heads, t, hd));
+        let q = (part(0)? * (hd as f64).powf(-0.5))?;
+        let (k, v) = (part(1)?, part(2)?);
+        let attn = softmax_last_dim(&batched_matmul(&q, &k.transpose(1, 2)?)?)?;
+        let o = batched_matmul(&attn, &v)?
+            .reshape((n, heads, t, hd))?
             .transpose(1, 2)?
             .contiguous()?
             .reshape((n * t, d))?;

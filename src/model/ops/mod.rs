@@ -1,6 +1,7 @@
 //! CPU operations that candle lacks or runs slowly, each with its own backward; on other devices
 //! they run as [`portable`] compositions of candle operations.
 
+pub mod batched_matmul;
 pub mod bn_act;
 pub mod channel_affine;
 pub mod depthwise;

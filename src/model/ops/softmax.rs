@@ -2,7 +2,7 @@
 //! `dx = y * (dy - sum(dy * y))` computed from the result. candle's fast `softmax_last_dim` has
 //! no backward; its differentiable `softmax` runs on other devices.
 
-use super::contiguous_f32;
+use super::{contiguous_f32, exp_f32};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
 
@@ -31,12 +31,8 @@ impl CustomOp1 for Softmax {
         y.par_chunks_mut(c * ROWS).for_each(|rows| {
             for row in rows.chunks_mut(c) {
                 let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let mut sum = 0f32;
-                for v in row.iter_mut() {
-                    *v = (*v - max).exp();
-                    sum += *v;
-                }
-                let inv = 1.0 / sum;
+                row.iter_mut().for_each(|v| *v = exp_f32(*v - max));
+                let inv = 1.0 / row.iter().sum::<f32>();
                 row.iter_mut().for_each(|v| *v *= inv);
             }
         });
