@@ -57,7 +57,7 @@ pub(crate) fn exp_f32(x: f32) -> f32 {
         8.333_452e-3,
         4.166_579_6e-2,
         1.666_666_5e-1,
-        5.000_000_1e-1,
+        0.5,
     ];
     let x = x.clamp(-87.336_54, 88.376_26);
     let t = x * std::f32::consts::LOG2_E + ROUNDER;
