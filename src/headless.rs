@@ -294,7 +294,7 @@ impl Printer {
                     .map(|a| format!(" (without leaked images {a:.4})"))
                     .unwrap_or_default();
                 self.line(&format!(
-                    "{label}: train loss {:.4} acc {:.4} | val loss {loss:.4} acc {accuracy:.4}{clean} ({seconds:.1} s)",
+                    "{label}: train loss {:.4} acc {:.4} | val loss {loss:.4} acc {accuracy:.4}{clean} (validation {seconds:.1} s)",
                     self.epoch_loss / n,
                     self.epoch_correct / n
                 ));
