@@ -205,8 +205,7 @@ impl Backbone for EfficientNet {
     }
 
     fn forward_taped(&self, x: &Tensor) -> Option<Result<(Tensor, Box<dyn std::any::Any + Send>)>> {
-        // With batch statistics, BatchNorm's backward runs through candle's graph.
-        (!self.parts.train_batchnorm).then(|| efficientnet_tape::boxed(self.forward_taped(x)))
+        efficientnet_tape::forward_boxed(&self.parts, || self.forward_taped(x))
     }
 
     fn backward_taped(
@@ -215,6 +214,6 @@ impl Backbone for EfficientNet {
         grad: &Tensor,
         grads: &mut GradStore,
     ) -> Result<()> {
-        efficientnet_tape::unboxed(tape)?.backward(&self.trunk, &self.parts, grad, grads)
+        efficientnet_tape::backward_boxed(tape, &self.trunk, &self.parts, grad, grads)
     }
 }

@@ -409,14 +409,27 @@ fn pooled_conv_backward(
     gproduct.matmul(&w.reshape((co, ci))?)
 }
 
-/// A taped pass's result as [`super::Backbone::forward_taped`] returns it.
-pub fn boxed(pass: Result<(Tensor, Tape)>) -> Result<(Tensor, Box<dyn std::any::Any + Send>)> {
-    pass.map(|(features, tape)| (features, Box::new(tape) as Box<dyn std::any::Any + Send>))
+/// [`super::Backbone::forward_taped`] of a [`Trunk`] backbone: its taped `pass`, run unless
+/// BatchNorm trains with batch statistics (whose backward runs through candle's graph).
+pub fn forward_boxed(
+    parts: &BackboneParts,
+    pass: impl FnOnce() -> Result<(Tensor, Tape)>,
+) -> Option<Result<(Tensor, Box<dyn std::any::Any + Send>)>> {
+    (!parts.train_batchnorm).then(|| {
+        pass().map(|(features, tape)| (features, Box::new(tape) as Box<dyn std::any::Any + Send>))
+    })
 }
 
-/// The [`Tape`] inside a box from [`boxed`].
-pub fn unboxed(tape: Box<dyn std::any::Any + Send>) -> Result<Tape> {
+/// [`super::Backbone::backward_taped`] of a [`Trunk`] backbone, with a tape from
+/// [`forward_boxed`].
+pub fn backward_boxed(
+    tape: Box<dyn std::any::Any + Send>,
+    trunk: &Trunk,
+    parts: &BackboneParts,
+    grad: &Tensor,
+    grads: &mut GradStore,
+) -> Result<()> {
     tape.downcast::<Tape>()
-        .map(|t| *t)
-        .map_err(|_| candle_core::Error::Msg("not an EfficientNet-family tape".into()))
+        .map_err(|_| candle_core::Error::Msg("not an EfficientNet-family tape".into()))?
+        .backward(trunk, parts, grad, grads)
 }

@@ -43,7 +43,7 @@ fn map_rows(x: &[f32], v: &[f32], op: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f3
 
 /// `e^x`, free of branches and calls so that loops over it vectorise (libm's `expf` is a scalar
 /// call): Cephes' single-precision `expf` — `x = n ln 2 + r`, a degree-7 polynomial in `r`, `2^n`
-/// put into the exponent bits — within 2 ulp of libm's. `x` is clamped to [-87.3, 88.3], the
+/// put into the exponent bits — within 2 ulp of libm's. `x` is clamped to [-87.3, 88.4], the
 /// range whose results are normal floats.
 #[inline]
 pub(crate) fn exp_f32(x: f32) -> f32 {
