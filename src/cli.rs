@@ -117,11 +117,10 @@ pub struct PredictArgs {
 pub struct EvalArgs {
     /// A checkpoint written by tltui.
     pub checkpoint: PathBuf,
-    /// The dataset folder.
+    /// The dataset folder, or hf://datasets/ORG/NAME[@REVISION].
     pub dataset: PathBuf,
-    /// Use this folder's sub-folders as the classes.
-    #[arg(long, value_name = "PATH")]
-    pub classes_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub source: SourceArgs,
     /// Validation share (default: the one the checkpoint was trained with).
     #[arg(long, value_name = "FRACTION")]
     pub val_fraction: Option<f64>,
@@ -174,9 +173,12 @@ pub struct PushArgs {
 /// `tltui bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// The dataset folder to read images from (not needed with --scaling).
+    /// The dataset folder (or hf://datasets/ORG/NAME[@REVISION]) to read images from (not
+    /// needed with --scaling).
     #[arg(required_unless_present_any = ["scaling", "scaling_run"])]
     pub dataset: Option<PathBuf>,
+    #[command(flatten)]
+    pub source: SourceArgs,
     #[command(flatten)]
     pub model: BackboneArgs,
     /// Images per batch for the forward and train-step measurements.
@@ -206,15 +208,67 @@ pub struct BenchArgs {
     pub scaling_run: Option<usize>,
 }
 
+/// Options that say how a dataset's images are labelled.
+#[derive(Debug, Clone, Args)]
+pub struct SourceArgs {
+    /// Use this folder's sub-folders as the classes instead of searching for them.
+    #[arg(long, value_name = "PATH")]
+    pub classes_dir: Option<PathBuf>,
+    /// Label images by their file names with this regular expression (first capture group =
+    /// the class), e.g. '^(.+)_\d+\.jpg$'.
+    #[arg(long, value_name = "REGEX")]
+    pub label_regex: Option<String>,
+    /// A CSV, TSV or JSON-lines file listing images and their labels.
+    #[arg(long, value_name = "FILE")]
+    pub labels: Option<PathBuf>,
+    /// The label file's column of image paths (header name or 0-based index).
+    #[arg(long, value_name = "COLUMN")]
+    pub path_column: Option<String>,
+    /// The label file's (or Hub dataset's) label column.
+    #[arg(long, value_name = "COLUMN")]
+    pub label_column: Option<String>,
+    /// Hub dataset: the config to read (default `default`, else the first).
+    #[arg(long, value_name = "NAME")]
+    pub dataset_config: Option<String>,
+    /// Hub dataset: the training split (default `train`).
+    #[arg(long, value_name = "SPLIT")]
+    pub train_split: Option<String>,
+    /// Hub dataset: the validation split (default `validation`, `valid`, `val`, else `test`).
+    #[arg(long, value_name = "SPLIT")]
+    pub val_split: Option<String>,
+}
+
+impl SourceArgs {
+    /// How to read the dataset under `config`: these flags, the Hub settings, the memory budget.
+    pub fn options(&self, config: &crate::config::Config) -> crate::data::SourceOptions {
+        crate::data::SourceOptions {
+            classes_dir: self.classes_dir.clone(),
+            label_regex: self.label_regex.clone(),
+            labels: self.labels.clone(),
+            columns: crate::data::label_file::ColumnChoice {
+                path: self.path_column.clone(),
+                label: self.label_column.clone(),
+            },
+            hub_dataset: crate::data::hub_dataset::HubDatasetOptions {
+                config: self.dataset_config.clone(),
+                train_split: self.train_split.clone(),
+                val_split: self.val_split.clone(),
+                label_column: self.label_column.clone(),
+            },
+            hub: crate::hub::HubOptions::from_config(&config.hub),
+            cache_budget_bytes: config.data.cache_memory_mb * 1024 * 1024,
+        }
+    }
+}
+
 /// Options that shape how a dataset is read and split.
 #[derive(Debug, Clone, Args)]
 pub struct DataArgs {
     /// TOML file layered over the defaults (config/default.toml).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Use this folder's sub-folders as the classes instead of searching for them.
-    #[arg(long, value_name = "PATH")]
-    pub classes_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub source: SourceArgs,
     /// Share of each class held out for validation (overrides data.val_fraction).
     #[arg(long, value_name = "FRACTION")]
     pub val_fraction: Option<f64>,
@@ -237,7 +291,7 @@ pub struct DataArgs {
 /// `tltui inspect`.
 #[derive(Debug, Args)]
 pub struct InspectArgs {
-    /// The dataset folder.
+    /// The dataset folder, or hf://datasets/ORG/NAME[@REVISION].
     pub dataset: PathBuf,
     #[command(flatten)]
     pub data: DataArgs,
@@ -252,7 +306,8 @@ pub struct InspectArgs {
 /// The main job: train on DATASET.
 #[derive(Debug, Args)]
 pub struct TrainArgs {
-    /// The dataset folder: one sub-folder of images per class, found however nested.
+    /// The dataset: a folder (class folders however nested, labels in file names, or a label
+    /// file), or a Hub dataset as hf://datasets/ORG/NAME[@REVISION].
     pub dataset: Option<PathBuf>,
     #[command(flatten)]
     pub data: DataArgs,
@@ -345,10 +400,7 @@ impl TrainArgs {
         };
         let cache = dirs::cache_dir().map(|d| d.join("tltui"));
         let checkpoint_dir = if config.checkpoint.dir.is_empty() {
-            let name = std::fs::canonicalize(dataset)
-                .ok()
-                .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-                .unwrap_or_else(|| "dataset".into());
+            let name = crate::data::dataset_name(dataset);
             cache
                 .clone()
                 .ok_or_else(|| {
@@ -361,7 +413,7 @@ impl TrainArgs {
         };
         Ok(crate::train::EngineSetup {
             dataset: dataset.to_path_buf(),
-            classes_dir: self.data.classes_dir.clone(),
+            source: self.data.source.options(&config),
             config,
             weights,
             checkpoint_dir,

@@ -145,6 +145,7 @@ impl Printer {
                 skipped,
                 ignored,
                 report,
+                source,
                 ..
             } => {
                 let counts: Vec<String> = classes
@@ -152,7 +153,7 @@ impl Printer {
                     .map(|c| format!("{} {}/{}", c.name, c.train, c.val))
                     .collect();
                 self.line(&format!(
-                    "dataset: {} — {} classes (train/val): {}; {} skipped, {} ignored",
+                    "dataset: {} ({source}) — {} classes (train/val): {}; {} skipped, {} ignored",
                     class_root.display(),
                     classes.len(),
                     counts.join(", "),

@@ -1,5 +1,6 @@
-//! Resolving a backbone id to local files: the Hugging Face cache, downloads with progress, an
-//! integrity check of every file, retries, stall detection and the offline fallback.
+//! Resolving a backbone id or a dataset repository to local files: the Hugging Face cache,
+//! downloads with progress, an integrity check of every file, retries, stall detection and the
+//! offline fallback.
 //!
 //! hf-hub 1.0 writes whatever the GET returned into the cache (an error page, a short body), has
 //! no timeouts, races two downloads of one file on a lock, and ignores `HF_HUB_OFFLINE`; each is
@@ -156,7 +157,8 @@ pub async fn fetch_backbone(
     let mut offline_fallback = false;
     for file in BACKBONE_FILES {
         let _guard = DOWNLOADS.lock().await;
-        let (path, fallback) = fetch_file(&client, &handle, repo, file, options, &progress).await?;
+        let (path, fallback) =
+            fetch_file(&client, &handle, repo, "", file, options, &progress).await?;
         offline_fallback |= fallback;
         paths.push(path);
     }
@@ -167,13 +169,9 @@ pub async fn fetch_backbone(
     })
 }
 
-/// [`fetch_backbone`] for a one-shot command: the Hub settings of the default configuration and
-/// the environment, a line on stderr per file; returns the local weights path (`config.json`
-/// beside it).
-pub fn fetch_backbone_blocking(id: &str) -> anyhow::Result<PathBuf> {
-    let repo: RepoId = id.parse().map_err(anyhow::Error::msg)?;
-    let options = HubOptions::from_config(&crate::config::Config::default().hub);
-    let progress = Arc::new(|p: DownloadProgress| match p {
+/// Reports a download's progress for a one-shot command: a line on stderr per file.
+pub fn report_on_stderr(p: DownloadProgress) {
+    match p {
         DownloadProgress::Bytes { .. } => {}
         DownloadProgress::Cached { file, bytes } => eprintln!("{file}: cached ({bytes} bytes)"),
         DownloadProgress::Done { file, bytes } => eprintln!("{file}: downloaded ({bytes} bytes)"),
@@ -182,7 +180,16 @@ pub fn fetch_backbone_blocking(id: &str) -> anyhow::Result<PathBuf> {
             attempt,
             reason,
         } => eprintln!("{file}: attempt {attempt} failed ({reason}); retrying"),
-    });
+    }
+}
+
+/// [`fetch_backbone`] for a one-shot command: the Hub settings of the default configuration and
+/// the environment, a line on stderr per file ([`report_on_stderr`]); returns the local weights
+/// path (`config.json` beside it).
+pub fn fetch_backbone_blocking(id: &str) -> anyhow::Result<PathBuf> {
+    let repo: RepoId = id.parse().map_err(anyhow::Error::msg)?;
+    let options = HubOptions::from_config(&crate::config::Config::default().hub);
+    let progress = Arc::new(report_on_stderr);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -246,10 +253,14 @@ impl ProgressHandler for Watch {
     }
 }
 
-async fn fetch_file(
+/// Downloads one file of `repo` (a model, or with `kind = "datasets/"` a dataset) into the
+/// cache, verified; returns its path and whether the cache served it because the Hub was
+/// unreachable.
+async fn fetch_file<T: hf_hub::RepoType>(
     client: &HFClient,
-    handle: &hf_hub::HFRepository<hf_hub::RepoTypeModel>,
+    handle: &hf_hub::HFRepository<T>,
     repo: &RepoId,
+    kind: &str,
     file: &str,
     options: &HubOptions,
     progress: &Arc<dyn Fn(DownloadProgress) + Send + Sync>,
@@ -266,7 +277,7 @@ async fn fetch_file(
             .filter(|p| verify(p).is_ok())
     };
     let unavailable = |reason: String| HubError::Unavailable {
-        repo: repo.to_string(),
+        repo: format!("{kind}{repo}"),
         file: file.to_string(),
         reason,
         cache: client.cache_dir().display().to_string(),
@@ -325,7 +336,7 @@ async fn fetch_file(
             },
             Ok(Err(HFError::EntryNotFound { .. })) | Ok(Err(HFError::RepoNotFound { .. })) => {
                 return Err(HubError::NotFound {
-                    repo: format!("{}/{}", repo.owner, repo.name),
+                    repo: format!("{kind}{}/{}", repo.owner, repo.name),
                     file: file.to_string(),
                     revision: repo.revision.clone(),
                     endpoint: client.endpoint().to_string(),
@@ -389,6 +400,113 @@ async fn with_stall_watch<F: std::future::Future>(
     }
 }
 
+/// The files of a dataset repository at `repo.revision`, listed through the Hub API; when the
+/// Hub cannot be reached, those of the cached snapshot (`true` in the second place).
+pub async fn list_dataset_files(
+    repo: &RepoId,
+    options: &HubOptions,
+) -> Result<(Vec<String>, bool), HubError> {
+    use futures::StreamExt;
+    let client = build_client(options, None)?;
+    let cached = || cached_dataset_files(client.cache_dir(), repo);
+    let unavailable = |reason: String| HubError::Unavailable {
+        repo: format!("datasets/{repo}"),
+        file: "the file list".into(),
+        reason,
+        cache: client.cache_dir().display().to_string(),
+    };
+    if options.offline {
+        return cached()
+            .map(|f| (f, true))
+            .ok_or_else(|| unavailable("HF_HUB_OFFLINE is set".into()));
+    }
+    let handle = client.dataset(repo.owner.clone(), repo.name.clone());
+    let listing = async {
+        let stream = handle
+            .list_tree()
+            .revision(repo.revision.clone())
+            .recursive(true)
+            .send()?;
+        futures::pin_mut!(stream);
+        let mut files = Vec::new();
+        while let Some(entry) = stream.next().await {
+            if let hf_hub::repository::RepoTreeEntry::File { path, .. } = entry? {
+                files.push(path);
+            }
+        }
+        Ok::<_, HFError>(files)
+    };
+    match tokio::time::timeout(options.stall_timeout, listing).await {
+        Ok(Ok(mut files)) => {
+            files.sort();
+            Ok((files, false))
+        }
+        Ok(Err(HFError::RepoNotFound { .. })) | Ok(Err(HFError::RevisionNotFound { .. })) => {
+            Err(HubError::NotFound {
+                repo: format!("datasets/{}/{}", repo.owner, repo.name),
+                file: "any file".into(),
+                revision: repo.revision.clone(),
+                endpoint: client.endpoint().to_string(),
+            })
+        }
+        Ok(Err(e)) => cached()
+            .map(|f| (f, true))
+            .ok_or_else(|| unavailable(describe(&e))),
+        Err(_) => cached().map(|f| (f, true)).ok_or_else(|| {
+            unavailable(format!(
+                "no answer within {} s",
+                options.stall_timeout.as_secs()
+            ))
+        }),
+    }
+}
+
+/// The files of the cached snapshot of a dataset repository at `repo.revision`.
+fn cached_dataset_files(cache: &Path, repo: &RepoId) -> Option<Vec<String>> {
+    let dir = cache.join(format!("datasets--{}--{}", repo.owner, repo.name));
+    let commit = std::fs::read_to_string(dir.join("refs").join(&repo.revision))
+        .map(|c| c.trim().to_string())
+        .unwrap_or_else(|_| repo.revision.clone());
+    let snapshot = dir.join("snapshots").join(commit);
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(root, &path, out);
+            } else if let Ok(rel) = path.strip_prefix(root) {
+                out.push(rel.to_string_lossy().replace('\\', "/"));
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(&snapshot, &snapshot, &mut files);
+    files.sort();
+    (!files.is_empty()).then_some(files)
+}
+
+/// Downloads (or finds in the cache) one file of a dataset repository; returns its path and
+/// whether the cache served it because the Hub was unreachable.
+pub async fn fetch_dataset_file(
+    repo: &RepoId,
+    file: &str,
+    options: &HubOptions,
+    progress: Arc<dyn Fn(DownloadProgress) + Send + Sync>,
+) -> Result<(PathBuf, bool), HubError> {
+    let client = build_client(options, None)?;
+    let handle = client.dataset(repo.owner.clone(), repo.name.clone());
+    let _guard = DOWNLOADS.lock().await;
+    fetch_file(
+        &client,
+        &handle,
+        repo,
+        "datasets/",
+        file,
+        options,
+        &progress,
+    )
+    .await
+}
+
 /// An error's chain as one line; the token never appears in hf-hub's messages.
 pub(crate) fn describe(e: &HFError) -> String {
     let mut s = e.to_string();
@@ -410,24 +528,37 @@ pub fn verify(snapshot_path: &Path) -> Result<u64, String> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let bytes = std::fs::read(&blob).map_err(|e| format!("cached file unreadable: {e}"))?;
-    let hex = |d: &[u8]| d.iter().map(|b| format!("{b:02x}")).collect::<String>();
-    let actual = match etag.len() {
-        64 => hex(&sha2::Sha256::digest(&bytes)),
-        40 => {
-            let mut h = sha1::Sha1::new();
-            h.update(format!("blob {}\0", bytes.len()).as_bytes());
-            h.update(&bytes);
-            hex(&h.finalize())
+    let unreadable = |e: std::io::Error| format!("cached file unreadable: {e}");
+    let size = std::fs::metadata(&blob).map_err(unreadable)?.len();
+    // Hashed in pieces: a dataset shard can be larger than memory allows.
+    fn digest<D: Digest>(mut h: D, prefix: &[u8], blob: &Path) -> std::io::Result<String> {
+        h.update(prefix);
+        let mut file = std::fs::File::open(blob)?;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = std::io::Read::read(&mut file, &mut buf)?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
         }
-        _ => return Ok(bytes.len() as u64),
+        Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    }
+    let actual = match etag.len() {
+        64 => digest(sha2::Sha256::new(), b"", &blob).map_err(unreadable)?,
+        40 => digest(
+            sha1::Sha1::new(),
+            format!("blob {size}\0").as_bytes(),
+            &blob,
+        )
+        .map_err(unreadable)?,
+        _ => return Ok(size),
     };
     if actual == etag {
-        Ok(bytes.len() as u64)
+        Ok(size)
     } else {
         Err(format!(
-            "downloaded data is corrupt ({} bytes whose hash {actual} is not the expected {etag})",
-            bytes.len()
+            "downloaded data is corrupt ({size} bytes whose hash {actual} is not the expected {etag})"
         ))
     }
 }

@@ -274,7 +274,8 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
     let ckpt = Checkpoint::load(&args.checkpoint, &device)?;
     let val_fraction = args.val_fraction.unwrap_or(ckpt.meta.val_fraction);
     let seed = args.seed.unwrap_or(ckpt.meta.seed);
-    let data = &ckpt.meta.config.data;
+    let ckpt_config = ckpt.meta.config.clone();
+    let data = &ckpt_config.data;
     let split = SplitOptions {
         val_fraction,
         seed,
@@ -282,12 +283,8 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
     };
     let max_pixels = data.max_pixels();
     let model = Classifier::from_checkpoint(ckpt, device)?;
-    let ds = Dataset::open(
-        &args.dataset,
-        args.classes_dir.as_deref(),
-        &split,
-        max_pixels,
-    )?;
+    let source = args.source.options(&ckpt_config);
+    let ds = Dataset::open(&args.dataset, &source, &split, max_pixels)?;
     if ds.class_names != model.classes {
         anyhow::bail!(
             "the checkpoint was trained on classes {:?}, but {} has {:?}",

@@ -14,6 +14,8 @@ pub struct Report {
     /// The class folder chosen, relative to the dataset (`.` for the dataset folder itself).
     #[serde(serialize_with = "crate::data::lossy_path")]
     pub class_root: PathBuf,
+    /// The rule that labelled the images (`class folders`, `labels from file names: …`, …).
+    pub source: String,
     pub given_split: bool,
     pub classes: Vec<ClassCount>,
     pub skipped: Vec<Skipped>,
@@ -45,7 +47,7 @@ pub fn report(args: &InspectArgs) -> anyhow::Result<Report> {
     let config = args.data.config()?;
     let ds = Dataset::open(
         &args.dataset,
-        args.data.classes_dir.as_deref(),
+        &args.data.source.options(&config),
         &SplitOptions::of(&config.data),
         config.data.max_pixels(),
     )?;
@@ -69,6 +71,7 @@ pub fn report(args: &InspectArgs) -> anyhow::Result<Report> {
     Ok(Report {
         dataset: args.dataset.clone(),
         class_root: relative_to(&args.dataset, &ds.class_root),
+        source: ds.rule.clone(),
         given_split: ds.given_split,
         classes: ds.class_counts(),
         skipped: ds.skipped,
@@ -96,6 +99,7 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
             ""
         }
     );
+    println!("labels      {}", r.source);
     for c in &r.data.candidates {
         let mark = if c.chosen { "chosen" } else { "passed over" };
         println!(

@@ -84,7 +84,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         seed: 0,
         duplicates: DuplicateMode::Off,
     };
-    let ds = Dataset::open(dataset, None, &split, u64::MAX)?;
+    let source = args.source.options(&crate::config::Config::default());
+    let ds = Dataset::open(dataset, &source, &split, u64::MAX)?;
     let batch = args.batch;
     let reps = args.reps;
     let say = |what: &str| {
@@ -169,8 +170,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
 
     say("launch to first validation (cold, then with the feature cache)");
     let cache = tempfile::tempdir()?;
-    let cold = first_validation(weights, dataset, cache.path(), &device, image_size)?;
-    let cached = first_validation(weights, dataset, cache.path(), &device, image_size)?;
+    let cold = first_validation(weights, dataset, &source, cache.path(), &device, image_size)?;
+    let cached = first_validation(weights, dataset, &source, cache.path(), &device, image_size)?;
 
     let n = x.dim(0)? as f64;
     let report = BenchReport {
@@ -240,6 +241,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
 fn first_validation(
     weights: &std::path::Path,
     dataset: &std::path::Path,
+    source: &crate::data::SourceOptions,
     cache: &std::path::Path,
     device: &candle_core::Device,
     image_size: u32,
@@ -250,7 +252,7 @@ fn first_validation(
     config.data.seed = 0;
     let setup = EngineSetup {
         dataset: dataset.to_path_buf(),
-        classes_dir: None,
+        source: source.clone(),
         config,
         weights: crate::train::WeightsSource::Local {
             weights: weights.to_path_buf(),

@@ -96,7 +96,7 @@ pub fn run_one(args: &BenchArgs, weights: &Path, images: usize) -> anyhow::Resul
     config.augment.warmup = true;
     let setup = EngineSetup {
         dataset,
-        classes_dir: None,
+        source: crate::data::SourceOptions::folders(),
         config,
         weights: WeightsSource::Local {
             weights: weights.to_path_buf(),

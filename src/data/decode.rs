@@ -26,8 +26,12 @@ pub fn decode_fingerprinted(
     Ok((image, fingerprint))
 }
 
+/// The bytes of an image file, or of an image in a parquet file ([`super::parquet`]).
 fn read_file(path: &Path) -> Result<Vec<u8>, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read file: {e}"))?;
+    let bytes = match super::parquet::image_bytes(path) {
+        Some(bytes) => bytes?,
+        None => std::fs::read(path).map_err(|e| format!("cannot read file: {e}"))?,
+    };
     if bytes.is_empty() {
         return Err("empty file (0 bytes)".into());
     }

@@ -1,30 +1,48 @@
-//! Finding the class folders inside a dataset directory, however it is nested.
+//! Finding the classes inside a dataset directory, however it is laid out.
 //!
-//! A *class root* is a directory with at least two sub-directories that hold image files directly;
-//! those sub-directories are the classes. When several class roots exist (a clone of a project
-//! often carries layer visualisations, augmented copies or sample outputs beside the training
-//! data), they are ranked, each rule deciding only between roots the rules above it tie:
-//! 1. a root whose path has a part that looks like generated output (`output`, `layer`, `feature`,
-//!    `visual`, `checkpoint`, `log`, `result`, `sample`) loses, and so does the validation half of
-//!    a split layout (it is used with its `train` folder, never alone);
+//! A *class root* is one of two things:
+//! - a **folder of class folders**: a directory with at least two sub-directories that hold
+//!   images, directly or at any depth below; each sub-directory is a class and its images are
+//!   collected at any depth (as Keras' `image_dataset_from_directory` and torchvision's
+//!   `ImageFolder` do). Sub-directories named like splits (`train`, `training`, `val`, `valid`,
+//!   `validation`, `test`, `testing`, `eval`, any case) are never classes;
+//! - a **folder of labelled file names**: a directory whose images, directly in it, carry their
+//!   class in their names (`cat.0.jpg`, `Abyssinian_12.jpg`; see [`super::names`]). With
+//!   `--label-regex` only these are considered, labelled by the user's pattern.
+//!
+//! When several class roots exist (a clone of a project often carries layer visualisations,
+//! augmented copies or sample outputs beside the training data, or a nested class folder is
+//! itself a folder of sub-folders), they are ranked, each rule deciding only between roots the
+//! rules above it tie:
+//! 1. a root whose path has a part that looks like generated output (`output`, `layer`,
+//!    `feature`, `visual`, `checkpoint`, `log`, `result`, `sample`) loses, and so does the
+//!    validation half of a split layout (it is used with its `train` folder, never alone), and
+//!    a root most of whose class folders are named like data, splits or output (`Train_Data`,
+//!    `Layer_Outputs`): those are folders of a project, not classes;
 //! 2. a *derived copy* loses: a root whose own folder name says so (`augmented`, `aug`, `resized`,
 //!    `processed`, `preview`, `thumb`, `thumbs`, `thumbnails`, `copy`, `backup`, `old`, `tmp`, as the
 //!    whole name or a `_`/`-`/space-separated part: `train_augmented`, `images-resized`), or one
 //!    whose file stems are mostly another root's stems plus a derivation suffix
 //!    ([`super::groups::strip_derivation`]);
 //! 3. a *split layout* wins: a root named `train` or `training` with a sibling named `val`,
-//!    `valid`, `validation` or `test` that is a class root with the same class names (or some of
-//!    them); the dataset's own split is then used;
+//!    `valid`, `validation`, `test`, `testing` or `eval` that is a class root with the same class
+//!    names (or some of them); the dataset's own split is then used;
 //! 4. a root whose path has a part named like training data (`train`, `data`, `image`, `dataset`)
 //!    wins over one that has none;
-//! 5. a shallower root wins;
+//! 5. a shallower root wins: of `animals/{cats,dogs}/{2019,2020}` the classes are `cats` and
+//!    `dogs`, and `animals/cats` (classes `2019`, `2020`) is the runner-up (`--classes-dir`
+//!    decides otherwise);
 //! 6. a root with more images wins; then the path, alphabetically.
+//!
+//! Folders considered and passed over (a folder of only split folders, images whose names carry
+//! no label) are reported with the reason, beside the ranked roots.
 //!
 //! Symbolic links are followed, but a directory is walked at most once per real path: a link to
 //! the dataset root, to one of its parents or to a folder already walked is not followed and is
 //! reported in `skipped`; a file reached twice through links counts once.
 
 use super::groups::strip_derivation;
+use super::names::{classes_from_names, is_split_name, LabelPattern, SPLIT_NAMES};
 use super::{is_image_name, Skipped};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -45,7 +63,8 @@ const OUTPUT_WORDS: &[&str] = &[
 ];
 const DATA_WORDS: &[&str] = &["train", "data", "image", "dataset"];
 const TRAIN_NAMES: &[&str] = &["train", "training"];
-const VAL_NAMES: &[&str] = &["val", "valid", "validation", "test"];
+/// Validation folder names, the preferred first.
+const VAL_NAMES: &[&str] = &["val", "valid", "validation", "test", "testing", "eval"];
 const DERIVED_WORDS: &[&str] = &[
     "augmented",
     "aug",
@@ -74,17 +93,23 @@ pub struct ClassFiles {
 /// What discovery found: the chosen folder(s), the classes and what was passed over.
 #[derive(Debug, Clone)]
 pub struct Discovery {
-    /// The folder whose sub-folders are the classes (for a split layout: the `train` folder).
+    /// The folder whose sub-folders (or file names) are the classes (for a split layout: the
+    /// `train` folder).
     pub class_root: PathBuf,
+    /// The rule that labelled the images, for reports: `class folders`, `labels from file
+    /// names: <class>.<n>.jpg`, `labels from train.csv (columns path, label)`, …
+    pub rule: String,
     /// Training images per class (all images when the dataset has no split of its own).
     pub classes: Vec<ClassFiles>,
     /// Validation images per class, when the dataset has its own split (same class order).
     pub given_val: Option<Vec<ClassFiles>>,
-    /// Image-named files that could not be read as files (broken links, permission errors).
+    /// Image-named files that could not be used as labelled images (broken links, permission
+    /// errors, names that carry no label).
     pub skipped: Vec<Skipped>,
     /// Files ignored because they are hidden or not images.
     pub ignored: usize,
-    /// Every class root considered, the chosen one first, each with why it ranks where it does.
+    /// Every class root considered, the chosen one first, each with why it ranks where it does,
+    /// then the folders passed over.
     pub candidates: Vec<CandidateReport>,
 }
 
@@ -120,16 +145,34 @@ pub enum DiscoveryError {
     #[error("no images found under {0} (looked for .jpg .jpeg .png .bmp .gif .webp .tif .tiff)")]
     NoImages(PathBuf),
     #[error(
-        "{path} has only one class folder ({class}); a classifier needs at least two, one sub-folder per class"
+        "{path} has only one class ({class}); a classifier needs at least two: one sub-folder per class, labels in the file names, or a label file (--labels)"
     )]
     OneClass { path: PathBuf, class: String },
+    #[error(
+        "{path} has images but no classes: {detail}. Give one sub-folder per class, a label file (--labels FILE), or --label-regex"
+    )]
+    NoClasses { path: PathBuf, detail: String },
+    #[error("{0}")]
+    Labels(String),
+}
+
+/// How discovery labels what it finds.
+#[derive(Debug, Clone, Default)]
+pub struct DiscoverOptions {
+    /// Use this folder's sub-folders as the classes (`--classes-dir`).
+    pub classes_dir: Option<PathBuf>,
+    /// `--label-regex`: only folders labelled by file names, by this pattern.
+    pub label_regex: Option<LabelPattern>,
 }
 
 /// Finds the class root under `dataset` by the ranking above, or takes `classes_dir` when given.
-pub fn discover(dataset: &Path, classes_dir: Option<&Path>) -> Result<Discovery, DiscoveryError> {
+pub fn discover(dataset: &Path, options: &DiscoverOptions) -> Result<Discovery, DiscoveryError> {
     check_dir(dataset)?;
-    let mut scan = Scan::default();
-    if let Some(dir) = classes_dir {
+    let mut scan = Scan {
+        pattern: options.label_regex.clone(),
+        ..Scan::default()
+    };
+    if let Some(dir) = &options.classes_dir {
         check_dir(dir)?;
         let classes = scan.classes_of(dir);
         let candidates = vec![CandidateReport {
@@ -138,12 +181,18 @@ pub fn discover(dataset: &Path, classes_dir: Option<&Path>) -> Result<Discovery,
             chosen: true,
             reason: "given with --classes-dir".into(),
         }];
-        return finish(dir.to_owned(), classes, None, scan, dataset, candidates);
+        let rule = "class folders (--classes-dir)".to_string();
+        return finish(dir.clone(), rule, classes, None, scan, dataset, candidates);
     }
     let mut roots = Vec::new();
-    scan.find_roots(dataset, &mut roots);
+    let mut passed = Vec::new();
+    let mut visited: HashSet<PathBuf> = match dataset.canonicalize() {
+        Ok(real) => with_ancestors(&real).skip(1).collect(),
+        Err(_) => HashSet::new(),
+    };
+    scan.find_roots(dataset, 0, &mut roots, &mut passed, &mut visited);
     if roots.is_empty() {
-        return Err(nothing_usable(dataset, &mut scan));
+        return Err(nothing_usable(dataset, &mut scan, &passed));
     }
     let judged: Vec<Judgement> = (0..roots.len())
         .map(|i| judge(i, &roots, dataset))
@@ -151,7 +200,8 @@ pub fn discover(dataset: &Path, classes_dir: Option<&Path>) -> Result<Discovery,
     let mut order: Vec<usize> = (0..roots.len()).collect();
     order.sort_by_key(|&i| judged[i].key(&roots[i]));
     let best = order[0];
-    let candidates = order
+    let val_root = judged[best].split_sibling.map(|v| roots[v].path.clone());
+    let mut candidates: Vec<CandidateReport> = order
         .iter()
         .map(|&i| CandidateReport {
             path: relative_to(dataset, &roots[i].path),
@@ -160,17 +210,34 @@ pub fn discover(dataset: &Path, classes_dir: Option<&Path>) -> Result<Discovery,
             reason: if i == best {
                 judged[i].why_chosen(&roots[i], roots.len())
             } else {
-                judged[i].why_not(&roots[i], &judged[best], &roots[best], dataset)
+                let beside = val_root.as_deref();
+                judged[i].why_not(&roots[i], &judged[best], &roots[best], beside, dataset)
             },
         })
         .collect();
-    let best_path = roots[best].path.clone();
-    let classes = scan.classes_of(&best_path);
-    let val = judged[best]
-        .split_sibling
-        .clone()
-        .map(|v| scan.classes_of(&v));
-    finish(best_path, classes, val, scan, dataset, candidates)
+    // Folders passed over inside the chosen root's classes say nothing about the dataset.
+    let chosen_path = roots[best].path.clone();
+    candidates.extend(
+        passed
+            .into_iter()
+            .filter(|(path, _)| path == &chosen_path || !path.starts_with(&chosen_path))
+            .map(|(path, (images, reason))| CandidateReport {
+                path: relative_to(dataset, &path),
+                images,
+                chosen: false,
+                reason,
+            }),
+    );
+    let mut chosen = roots.swap_remove(best);
+    let (rule, classes) = scan.labelled(&mut chosen);
+    let val = val_root.map(|v| {
+        let mut root = roots
+            .into_iter()
+            .find(|r| r.path == v)
+            .expect("the split sibling is a root");
+        scan.labelled(&mut root).1
+    });
+    finish(chosen.path, rule, classes, val, scan, dataset, candidates)
 }
 
 /// `path` relative to `dataset`, `.` for the dataset folder itself.
@@ -190,23 +257,81 @@ fn check_dir(path: &Path) -> Result<(), DiscoveryError> {
     }
 }
 
-/// Explains why no class root exists: no images at all, or images of a single class.
-fn nothing_usable(dataset: &Path, scan: &mut Scan) -> DiscoveryError {
-    let single = scan.first_image_dir(dataset, 0);
-    match single {
-        Some(dir) => DiscoveryError::OneClass {
+/// Explains why no class root exists: no images at all, images of a single class, or images
+/// that carry no labels.
+fn nothing_usable(
+    dataset: &Path,
+    scan: &mut Scan,
+    passed: &[(PathBuf, (usize, String))],
+) -> DiscoveryError {
+    if scan.images_below(dataset, 0) == 0 {
+        return DiscoveryError::NoImages(dataset.to_owned());
+    }
+    // Descend while one folder holds every class-like image: its name is the one class seen.
+    let mut dir = dataset.to_owned();
+    for _ in 0..=MAX_DEPTH {
+        let listing = scan.list(&dir, false);
+        let with_images: Vec<PathBuf> = listing
+            .dirs
+            .iter()
+            .filter(|d| !is_split_name(&file_name(d)))
+            .filter(|d| scan.images_below(d, 0) > 0)
+            .cloned()
+            .collect();
+        match (with_images.as_slice(), listing.images.is_empty()) {
+            ([only], true) if scan.images_below(only, 0) > 0 => {
+                let inner = scan.list(only, false);
+                let sub_classes = inner
+                    .dirs
+                    .iter()
+                    .filter(|d| scan.images_below(d, 0) > 0)
+                    .count();
+                if sub_classes == 0 || !inner.images.is_empty() {
+                    return DiscoveryError::OneClass {
+                        path: dataset.to_owned(),
+                        class: relative_to(dataset, only).display().to_string(),
+                    };
+                }
+                dir = only.clone();
+            }
+            _ => break,
+        }
+    }
+    let detail = passed
+        .iter()
+        .map(|(p, (_, reason))| format!("{}: {reason}", relative_to(dataset, p).display()))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let single_label = passed
+        .iter()
+        .find_map(|(_, (_, r))| r.strip_prefix("one label: ").map(str::to_owned));
+    match single_label {
+        Some(class) => DiscoveryError::OneClass {
             path: dataset.to_owned(),
-            class: dir
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_else(|| dir.display().to_string()),
+            class,
         },
-        None => DiscoveryError::NoImages(dataset.to_owned()),
+        None => DiscoveryError::NoClasses {
+            path: dataset.to_owned(),
+            detail: if detail.is_empty() {
+                "no folder of class folders was found".into()
+            } else {
+                detail
+            },
+        },
     }
 }
 
-fn finish(
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
+}
+
+/// Checks what was found and assembles the [`Discovery`]: the classes of both splits aligned,
+/// at least two classes with images.
+pub fn finish(
     class_root: PathBuf,
+    rule: String,
     mut classes: Vec<ClassFiles>,
     mut given_val: Option<Vec<ClassFiles>>,
     scan: Scan,
@@ -214,25 +339,7 @@ fn finish(
     candidates: Vec<CandidateReport>,
 ) -> Result<Discovery, DiscoveryError> {
     if let Some(val) = &mut given_val {
-        // Keep the classes of both splits aligned: the union of names, in sorted order.
-        let names: std::collections::BTreeSet<String> = classes
-            .iter()
-            .chain(val.iter())
-            .map(|c| c.name.clone())
-            .collect();
-        let align = |list: &mut Vec<ClassFiles>| {
-            let mut by_name: BTreeMap<String, Vec<PathBuf>> =
-                list.drain(..).map(|c| (c.name, c.files)).collect();
-            *list = names
-                .iter()
-                .map(|n| ClassFiles {
-                    name: n.clone(),
-                    files: by_name.remove(n).unwrap_or_default(),
-                })
-                .collect();
-        };
-        align(&mut classes);
-        align(val);
+        align_classes(&mut classes, val);
     }
     let with_images = classes.iter().filter(|c| !c.files.is_empty()).count();
     if with_images == 0 {
@@ -246,6 +353,7 @@ fn finish(
     }
     Ok(Discovery {
         class_root,
+        rule,
         classes,
         given_val,
         skipped: scan.skipped,
@@ -254,15 +362,46 @@ fn finish(
     })
 }
 
+/// Gives both splits the same classes: the union of names, in sorted order.
+pub fn align_classes(train: &mut Vec<ClassFiles>, val: &mut Vec<ClassFiles>) {
+    let names: BTreeSet<String> = train
+        .iter()
+        .chain(val.iter())
+        .map(|c| c.name.clone())
+        .collect();
+    let align = |list: &mut Vec<ClassFiles>| {
+        let mut by_name: BTreeMap<String, Vec<PathBuf>> =
+            list.drain(..).map(|c| (c.name, c.files)).collect();
+        *list = names
+            .iter()
+            .map(|n| ClassFiles {
+                name: n.clone(),
+                files: by_name.remove(n).unwrap_or_default(),
+            })
+            .collect();
+    };
+    align(train);
+    align(val);
+}
+
+/// How a candidate's images are labelled.
+enum Layout {
+    /// Each sub-folder is a class.
+    Folders,
+    /// The images directly in the folder, labelled by their names.
+    Names(super::names::NamedClasses),
+}
+
 /// A directory that qualifies as a class root.
 struct Candidate {
     path: PathBuf,
     depth: usize,
     images: usize,
-    /// Names of its class folders, lower-cased.
+    /// Names of its classes, lower-cased.
     classes: BTreeSet<String>,
-    /// Stems of the images directly in its class folders.
+    /// Stems of its images.
     stems: HashSet<String>,
+    layout: Layout,
 }
 
 impl Candidate {
@@ -276,14 +415,26 @@ impl Candidate {
 
 /// What the ranking rules make of one candidate.
 struct Judgement {
-    /// Rule 1: a path part that looks like generated output, or `val` for a validation folder.
+    /// Rule 1: a path part that looks like generated output, `val` for a validation folder, or
+    /// why its class folders look like a project's folders.
     output_word: Option<String>,
     /// Rule 2: why it is a derived copy.
     derived: Option<String>,
-    /// Rule 3: its validation sibling, when it is the `train` half of a split layout.
-    split_sibling: Option<PathBuf>,
+    /// Rule 3: its validation sibling (an index into the roots), when it is the `train` half of
+    /// a split layout.
+    split_sibling: Option<usize>,
     /// Rule 4.
     data_named: bool,
+}
+
+/// Whether a class folder's name reads like a project folder (data, a split, output) rather
+/// than a class: `Train_Data`, `Layer_Outputs`, `images`.
+fn folder_like(class: &str) -> bool {
+    let lower = class.to_lowercase();
+    lower
+        .split(['_', '-', ' ', '.'])
+        .any(|part| SPLIT_NAMES.contains(&part) || ["data", "dataset", "images"].contains(&part))
+        || OUTPUT_WORDS.iter().any(|w| lower.contains(w))
 }
 
 /// Applies the ranking rules to `roots[i]`.
@@ -302,11 +453,24 @@ fn judge(i: usize, roots: &[Candidate], dataset: &Path) -> Judgement {
             .find_map(|p| words.iter().find(|w| p.contains(*w)).map(|w| w.to_string()))
     };
     let name = c.name();
-    let output_word = find(OUTPUT_WORDS).or_else(|| {
-        VAL_NAMES
-            .contains(&name.as_str())
-            .then(|| "val".to_string())
-    });
+    let folder_like_classes: Vec<&String> = c.classes.iter().filter(|n| folder_like(n)).collect();
+    let output_word = find(OUTPUT_WORDS)
+        .map(|w| format!("looks like generated output (`{w}`)"))
+        .or_else(|| {
+            VAL_NAMES
+                .contains(&name.as_str())
+                .then(|| "val".to_string())
+        })
+        .or_else(|| {
+            (matches!(c.layout, Layout::Folders) && 2 * folder_like_classes.len() > c.classes.len())
+                .then(|| {
+                    let names: Vec<&str> = folder_like_classes.iter().map(|s| s.as_str()).collect();
+                    format!(
+                        "its sub-folders ({}) are named like data or output folders, not classes",
+                        names.join(", ")
+                    )
+                })
+        });
     let derived_by_name = name
         .split(['_', '-', ' '])
         .find(|part| DERIVED_WORDS.contains(part))
@@ -326,11 +490,10 @@ fn judge(i: usize, roots: &[Candidate], dataset: &Path) -> Judgement {
                 })
             })
     });
-    let split_sibling = split_sibling(c, roots);
     Judgement {
         output_word,
         derived,
-        split_sibling,
+        split_sibling: split_sibling(c, roots),
         data_named: find(DATA_WORDS).is_some(),
     }
 }
@@ -352,21 +515,22 @@ fn derived_share(stems: &HashSet<String>, of: &HashSet<String>) -> f64 {
 
 /// The validation sibling of a root named `train`/`training`: a class root named like a
 /// validation folder whose classes are among the root's.
-fn split_sibling(root: &Candidate, roots: &[Candidate]) -> Option<PathBuf> {
+fn split_sibling(root: &Candidate, roots: &[Candidate]) -> Option<usize> {
     if !TRAIN_NAMES.contains(&root.name().as_str()) {
         return None;
     }
     let parent = root.path.parent()?;
     roots
         .iter()
-        .filter(|r| r.path.parent() == Some(parent))
-        .filter(|r| r.classes.is_subset(&root.classes))
-        .filter_map(|r| {
+        .enumerate()
+        .filter(|(_, r)| r.path.parent() == Some(parent))
+        .filter(|(_, r)| r.classes.is_subset(&root.classes))
+        .filter_map(|(i, r)| {
             let n = r.name();
-            VAL_NAMES.iter().position(|v| *v == n).map(|rank| (rank, r))
+            VAL_NAMES.iter().position(|v| *v == n).map(|rank| (rank, i))
         })
         .min_by_key(|(rank, _)| *rank)
-        .map(|(_, r)| r.path.clone())
+        .map(|(_, i)| i)
 }
 
 type RankKey = (
@@ -394,17 +558,17 @@ impl Judgement {
     }
 
     fn why_chosen(&self, c: &Candidate, candidates: usize) -> String {
-        if let Some(val) = &self.split_sibling {
-            let val = val.file_name().unwrap_or_default().to_string_lossy();
-            return format!(
-                "split layout: {}/ beside {val}/ with the same classes; the dataset's own split is used",
-                c.name()
-            );
+        let kind = match &c.layout {
+            Layout::Folders => "class folders".to_string(),
+            Layout::Names(n) => format!("labels from file names: {}", n.pattern),
+        };
+        if self.split_sibling.is_some() {
+            return format!("split layout: {}/ ({kind}) beside a validation folder with the same classes; the dataset's own split is used", c.name());
         }
         if candidates == 1 {
-            return "the only folder of class folders".into();
+            return format!("the only class root ({kind})");
         }
-        let mut traits = vec![];
+        let mut traits = vec![kind];
         if self.data_named {
             traits.push("named like training data".to_string());
         }
@@ -414,18 +578,26 @@ impl Judgement {
     }
 
     /// Why `c` lost to the chosen root: the first rule that ranks it lower.
-    fn why_not(&self, c: &Candidate, best: &Judgement, b: &Candidate, dataset: &Path) -> String {
+    /// `val_root` is the validation half of the chosen split layout, if any.
+    fn why_not(
+        &self,
+        c: &Candidate,
+        best: &Judgement,
+        b: &Candidate,
+        val_root: Option<&Path>,
+        dataset: &Path,
+    ) -> String {
         let (mine, theirs) = (self.key(c), best.key(b));
         if mine.0 != theirs.0 {
             return match self.output_word.as_deref() {
-                Some("val") if best.split_sibling.as_deref() == Some(c.path.as_path()) => {
+                Some("val") if val_root == Some(c.path.as_path()) => {
                     format!(
                         "validation half of the split layout with {}",
                         relative_to(dataset, &b.path).display()
                     )
                 }
                 Some("val") => "a validation folder: used only beside a train folder".into(),
-                Some(word) => format!("looks like generated output (`{word}`)"),
+                Some(why) => why.to_string(),
                 None => "ranked lower".into(),
             };
         }
@@ -440,8 +612,10 @@ impl Judgement {
         }
         if mine.4 != theirs.4 {
             return format!(
-                "deeper (depth {}) than the chosen root ({})",
-                c.depth, b.depth
+                "runner-up: deeper (depth {}) than the chosen root ({}); --classes-dir {} would take it",
+                c.depth,
+                b.depth,
+                c.path.display()
             );
         }
         if mine.5 != theirs.5 {
@@ -453,7 +627,9 @@ impl Judgement {
 
 /// Walks the tree once per question, remembering what it passed over.
 #[derive(Default)]
-struct Scan {
+pub struct Scan {
+    /// `--label-regex`, when given.
+    pattern: Option<LabelPattern>,
     skipped: Vec<Skipped>,
     ignored: usize,
     skipped_seen: HashSet<PathBuf>,
@@ -473,9 +649,22 @@ struct Listing {
     ignored: usize,
 }
 
+/// The images below one directory, as the root search counts them.
+#[derive(Default)]
+struct Subtree {
+    images: usize,
+    stems: Vec<String>,
+}
+
 /// `path` and every folder above it.
 fn with_ancestors(path: &Path) -> impl Iterator<Item = PathBuf> + '_ {
     path.ancestors().map(Path::to_path_buf)
+}
+
+fn stems_of(files: &[PathBuf]) -> impl Iterator<Item = String> + '_ {
+    files
+        .iter()
+        .filter_map(|f| f.file_stem().map(|s| s.to_string_lossy().into_owned()))
 }
 
 impl Scan {
@@ -516,81 +705,140 @@ impl Scan {
         out
     }
 
-    fn skip(&mut self, path: PathBuf, reason: String) {
+    /// Records `path` as skipped, once.
+    pub(crate) fn skip(&mut self, path: PathBuf, reason: String) {
         if self.skipped_seen.insert(path.clone()) {
             self.skipped.push(Skipped { path, reason });
         }
     }
 
-    /// Collects every directory under `dir` (to `MAX_DEPTH`) that is a class root.
-    fn find_roots(&mut self, dir: &Path, out: &mut Vec<Candidate>) {
-        let mut visited: HashSet<PathBuf> = match dir.canonicalize() {
-            Ok(real) => with_ancestors(&real).skip(1).collect(),
-            Err(_) => return,
-        };
-        self.find_roots_inner(dir, 0, out, &mut visited);
-    }
-
-    fn find_roots_inner(
+    /// Collects every directory under `dir` (to `MAX_DEPTH`) that is a class root into `out`,
+    /// and the folders considered and passed over (with their image counts and reasons) into
+    /// `passed`. Returns the images below `dir`.
+    fn find_roots(
         &mut self,
         dir: &Path,
         depth: usize,
         out: &mut Vec<Candidate>,
+        passed: &mut Vec<(PathBuf, (usize, String))>,
         visited: &mut HashSet<PathBuf>,
-    ) {
+    ) -> Subtree {
         let Ok(canonical) = dir.canonicalize() else {
-            return;
+            return Subtree::default();
         };
         if depth > MAX_DEPTH || !visited.insert(canonical) {
-            return;
+            return Subtree::default();
         }
         let listing = self.list(dir, false);
-        let mut classes = BTreeSet::new();
-        let mut stems = HashSet::new();
-        let mut images = 0;
-        for child in &listing.dirs {
-            let files = self.list(child, false).images;
-            if !files.is_empty() {
-                let name = child.file_name().unwrap_or_default();
-                classes.insert(name.to_string_lossy().to_lowercase());
-                images += files.len();
-                stems.extend(
-                    files
-                        .iter()
-                        .filter_map(|f| f.file_stem().map(|s| s.to_string_lossy().into_owned())),
-                );
-            }
-        }
-        if classes.len() >= 2 {
+        let children: Vec<(PathBuf, Subtree)> = listing
+            .dirs
+            .iter()
+            .map(|child| {
+                let below = self.find_roots(child, depth + 1, out, passed, visited);
+                (child.clone(), below)
+            })
+            .filter(|(_, below)| below.images > 0)
+            .collect();
+        let (splits, classes): (Vec<&(PathBuf, Subtree)>, Vec<&(PathBuf, Subtree)>) = children
+            .iter()
+            .partition(|(child, _)| is_split_name(&file_name(child)));
+        if self.pattern.is_none() && classes.len() >= 2 {
             out.push(Candidate {
                 path: dir.to_owned(),
                 depth,
-                images,
-                classes,
-                stems,
+                images: classes.iter().map(|(_, s)| s.images).sum(),
+                classes: classes
+                    .iter()
+                    .map(|(c, _)| file_name(c).to_lowercase())
+                    .collect(),
+                stems: classes
+                    .iter()
+                    .flat_map(|(_, s)| s.stems.iter().cloned())
+                    .collect(),
+                layout: Layout::Folders,
             });
+        } else if !splits.is_empty() {
+            let names: Vec<String> = splits.iter().map(|(c, _)| file_name(c)).collect();
+            let rest: Vec<String> = classes.iter().map(|(c, _)| file_name(c)).collect();
+            let mut reason = format!("{} name splits, not classes", names.join(", "));
+            if !rest.is_empty() {
+                reason += &format!("; {} alone is one class", rest.join(", "));
+            }
+            passed.push((
+                dir.to_owned(),
+                (children.iter().map(|(_, s)| s.images).sum(), reason),
+            ));
         }
-        for child in &listing.dirs {
-            self.find_roots_inner(child, depth + 1, out, visited);
+        if !listing.images.is_empty() {
+            let pattern = self.pattern.clone().unwrap_or_default();
+            match classes_from_names(&listing.images, &pattern) {
+                Ok(named) => out.push(Candidate {
+                    path: dir.to_owned(),
+                    depth,
+                    images: named.classes.iter().map(|c| c.files.len()).sum(),
+                    classes: named
+                        .classes
+                        .iter()
+                        .map(|c| c.name.to_lowercase())
+                        .collect(),
+                    stems: named
+                        .classes
+                        .iter()
+                        .flat_map(|c| stems_of(&c.files))
+                        .collect(),
+                    layout: Layout::Names(named),
+                }),
+                Err(why) => passed.push((
+                    dir.to_owned(),
+                    (
+                        listing.images.len(),
+                        format!("{} images directly in it: {why}", listing.images.len()),
+                    ),
+                )),
+            }
         }
+        let mut stems: Vec<String> = stems_of(&listing.images).collect();
+        let mut images = listing.images.len();
+        for (_, below) in children {
+            images += below.images;
+            stems.extend(below.stems);
+        }
+        Subtree { images, stems }
     }
 
-    /// The first directory (depth first) that holds images directly.
-    fn first_image_dir(&mut self, dir: &Path, depth: usize) -> Option<PathBuf> {
-        if depth > MAX_DEPTH {
-            return None;
+    /// Number of images at or below `dir` (to `MAX_DEPTH`), links not followed twice.
+    fn images_below(&mut self, dir: &Path, depth: usize) -> usize {
+        if depth > MAX_DEPTH || dir.is_symlink() && depth > 0 {
+            return 0;
         }
         let listing = self.list(dir, false);
-        if !listing.images.is_empty() {
-            return Some(dir.to_owned());
-        }
-        listing
-            .dirs
-            .iter()
-            .find_map(|d| self.first_image_dir(d, depth + 1))
+        listing.images.len()
+            + listing
+                .dirs
+                .iter()
+                .map(|d| self.images_below(d, depth + 1))
+                .sum::<usize>()
     }
 
-    /// Every sub-folder of `root` as a class, with the images anywhere below it.
+    /// The classes of a chosen candidate and the rule that labelled them.
+    fn labelled(&mut self, root: &mut Candidate) -> (String, Vec<ClassFiles>) {
+        match std::mem::replace(&mut root.layout, Layout::Folders) {
+            Layout::Folders => ("class folders".into(), self.classes_of(&root.path)),
+            Layout::Names(named) => {
+                self.ignored += self.list(&root.path, false).ignored;
+                for s in named.skipped {
+                    self.skip(s.path, s.reason);
+                }
+                (
+                    format!("labels from file names: {}", named.pattern),
+                    named.classes,
+                )
+            }
+        }
+    }
+
+    /// Every sub-folder of `root` but those named like splits as a class, with the images
+    /// anywhere below it.
     fn classes_of(&mut self, root: &Path) -> Vec<ClassFiles> {
         if let Ok(real) = root.canonicalize() {
             self.above_classes.extend(with_ancestors(&real));
@@ -600,15 +848,13 @@ impl Scan {
         listing
             .dirs
             .iter()
+            .filter(|dir| !is_split_name(&file_name(dir)))
             .map(|dir| {
                 let mut files = Vec::new();
                 self.collect_images(dir, 0, &mut files);
                 files.sort();
                 ClassFiles {
-                    name: dir
-                        .file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
-                        .unwrap_or_default(),
+                    name: file_name(dir),
                     files,
                 }
             })
@@ -689,7 +935,7 @@ mod tests {
         }
         touch(t.path(), "bees/notes.txt");
         touch(t.path(), "bees/.hidden.jpg");
-        let d = discover(t.path(), None).unwrap();
+        let d = discover(t.path(), &DiscoverOptions::default()).unwrap();
         assert_eq!(d.class_root, t.path());
         assert_eq!(
             counts(&d.classes),
@@ -709,7 +955,7 @@ mod tests {
         touch(t.path(), "valid/cat/a.jpg");
         touch(t.path(), "valid/dog/a.jpg");
         touch(t.path(), "valid/dog/b.jpg");
-        let d = discover(t.path(), None).unwrap();
+        let d = discover(t.path(), &DiscoverOptions::default()).unwrap();
         assert_eq!(d.class_root, t.path().join("train"));
         assert_eq!(
             counts(d.given_val.as_ref().unwrap()),
@@ -733,7 +979,7 @@ mod tests {
             }
         }
         touch(t.path(), "test_cat.jpg");
-        let d = discover(t.path(), None).unwrap();
+        let d = discover(t.path(), &DiscoverOptions::default()).unwrap();
         assert_eq!(d.class_root, t.path().join("Data/Train_Data"));
         assert_eq!(
             counts(&d.classes),
@@ -748,7 +994,11 @@ mod tests {
         touch(t.path(), "a/y/1.jpg");
         touch(t.path(), "b/p/1.jpg");
         touch(t.path(), "b/q/1.jpg");
-        let d = discover(t.path(), Some(&t.path().join("b"))).unwrap();
+        let options = DiscoverOptions {
+            classes_dir: Some(t.path().join("b")),
+            ..DiscoverOptions::default()
+        };
+        let d = discover(t.path(), &options).unwrap();
         assert_eq!(d.classes[0].name, "p");
     }
 
@@ -756,23 +1006,184 @@ mod tests {
     fn dataset_level_errors() {
         let t = tempfile::tempdir().unwrap();
         assert!(matches!(
-            discover(&t.path().join("nope"), None),
+            discover(&t.path().join("nope"), &DiscoverOptions::default()),
             Err(DiscoveryError::Missing(_))
         ));
         touch(t.path(), "file.jpg");
         assert!(matches!(
-            discover(&t.path().join("file.jpg"), None),
+            discover(&t.path().join("file.jpg"), &DiscoverOptions::default()),
             Err(DiscoveryError::NotADirectory(_))
         ));
         let empty = tempfile::tempdir().unwrap();
         assert!(matches!(
-            discover(empty.path(), None),
+            discover(empty.path(), &DiscoverOptions::default()),
             Err(DiscoveryError::NoImages(_))
         ));
         touch(empty.path(), "only/1.jpg");
         assert!(matches!(
-            discover(empty.path(), None),
+            discover(empty.path(), &DiscoverOptions::default()),
             Err(DiscoveryError::OneClass { .. })
         ));
+    }
+
+    #[test]
+    fn split_names_are_never_classes() {
+        let t = tempfile::tempdir().unwrap();
+        for i in 0..4 {
+            touch(t.path(), &format!("pets/cat/{i:04}.jpg"));
+            touch(t.path(), &format!("pets/dog/{i:04}.jpg"));
+            for split in ["train", "val", "test"] {
+                touch(t.path(), &format!("{split}/cat.{i}.jpg"));
+                touch(t.path(), &format!("{split}/dog.{i}.jpg"));
+            }
+        }
+        let d = discover(t.path(), &DiscoverOptions::default()).unwrap();
+        let names: Vec<&str> = d.classes.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, vec!["cat", "dog"]);
+        assert_eq!(d.class_root, t.path().join("train"));
+        assert_eq!(d.rule, "labels from file names: <class>.<n>.jpg");
+        assert_eq!(
+            counts(d.given_val.as_ref().unwrap()),
+            vec![("cat".into(), 4), ("dog".into(), 4)]
+        );
+        let reasons: Vec<String> = d
+            .candidates
+            .iter()
+            .map(|c| format!("{}: {}", c.path.display(), c.reason))
+            .collect();
+        assert!(
+            reasons.iter().any(|r| r.starts_with("pets:")),
+            "{reasons:?}"
+        );
+        assert!(
+            reasons
+                .iter()
+                .any(|r| r.starts_with(".: ") && r.contains("name splits, not classes")),
+            "{reasons:?}"
+        );
+        // Only the split folders: a split layout of class folders.
+        let s = tempfile::tempdir().unwrap();
+        for split in ["Train", "Test"] {
+            touch(s.path(), &format!("{split}/a/1.jpg"));
+            touch(s.path(), &format!("{split}/b/1.jpg"));
+        }
+        let d = discover(s.path(), &DiscoverOptions::default()).unwrap();
+        assert_eq!(d.class_root, s.path().join("Train"));
+        assert!(d.given_val.is_some());
+    }
+
+    #[test]
+    fn a_class_split_into_sub_folders_is_one_class() {
+        let t = tempfile::tempdir().unwrap();
+        for i in 0..3 {
+            touch(t.path(), &format!("Cats/indoor/{i}.jpg"));
+            touch(t.path(), &format!("Cats/outdoor/{i}.JPG"));
+            touch(t.path(), &format!("dogs/{i}.jpg"));
+        }
+        let d = discover(t.path(), &DiscoverOptions::default()).unwrap();
+        assert_eq!(
+            counts(&d.classes),
+            vec![("Cats".into(), 6), ("dogs".into(), 3)]
+        );
+        assert_eq!(d.rule, "class folders");
+    }
+
+    #[test]
+    fn two_readings_choose_the_shallower_and_name_the_runner_up() {
+        let t = tempfile::tempdir().unwrap();
+        for animal in ["cats", "dogs"] {
+            for year in ["2019", "2020"] {
+                for i in 0..2 {
+                    touch(t.path(), &format!("animals/{animal}/{year}/{i}.jpg"));
+                }
+            }
+        }
+        let d = discover(t.path(), &DiscoverOptions::default()).unwrap();
+        assert_eq!(
+            counts(&d.classes),
+            vec![("cats".into(), 4), ("dogs".into(), 4)]
+        );
+        let runner_up = &d.candidates[1];
+        assert_eq!(runner_up.path, PathBuf::from("animals/cats"));
+        assert!(
+            runner_up.reason.starts_with("runner-up"),
+            "{}",
+            runner_up.reason
+        );
+        let options = DiscoverOptions {
+            classes_dir: Some(t.path().join("animals/cats")),
+            ..DiscoverOptions::default()
+        };
+        let d = discover(t.path(), &options).unwrap();
+        assert_eq!(
+            counts(&d.classes),
+            vec![("2019".into(), 2), ("2020".into(), 2)]
+        );
+    }
+
+    #[test]
+    fn labels_from_file_names_and_an_unlabelled_test_folder() {
+        let t = tempfile::tempdir().unwrap();
+        for i in 0..5 {
+            touch(t.path(), &format!("train/cat.{i}.jpg"));
+            touch(t.path(), &format!("train/dog.{i}.jpg"));
+            touch(t.path(), &format!("test/{i}.jpg"));
+        }
+        let d = discover(t.path(), &DiscoverOptions::default()).unwrap();
+        assert_eq!(d.class_root, t.path().join("train"));
+        assert!(d.given_val.is_none());
+        let test = d
+            .candidates
+            .iter()
+            .find(|c| c.path == Path::new("test"))
+            .unwrap();
+        assert!(
+            test.reason.contains("carry no label (e.g. 0.jpg)"),
+            "{}",
+            test.reason
+        );
+        // Pointed at the flat folder itself (Kaggle's dogs-vs-cats `train/`).
+        let d = discover(&t.path().join("train"), &DiscoverOptions::default()).unwrap();
+        assert_eq!(
+            counts(&d.classes),
+            vec![("cat".into(), 5), ("dog".into(), 5)]
+        );
+        // Only unlabelled images: a refusal that says so.
+        let err = discover(&t.path().join("test"), &DiscoverOptions::default()).unwrap_err();
+        assert!(matches!(err, DiscoveryError::NoClasses { .. }), "{err}");
+        assert!(err.to_string().contains("carry no label"), "{err}");
+    }
+
+    #[test]
+    fn a_label_regex_labels_by_names_only() {
+        let t = tempfile::tempdir().unwrap();
+        for i in 0..5 {
+            touch(t.path(), &format!("imgs/a{i}_left.png"));
+            touch(t.path(), &format!("imgs/b{i}_right.png"));
+        }
+        touch(t.path(), "imgs/notes.png");
+        let options = DiscoverOptions {
+            label_regex: Some(LabelPattern::regex(r"_(left|right)\.png$").unwrap()),
+            ..DiscoverOptions::default()
+        };
+        let d = discover(t.path(), &options).unwrap();
+        assert_eq!(
+            counts(&d.classes),
+            vec![("left".into(), 5), ("right".into(), 5)]
+        );
+        assert_eq!(d.skipped.len(), 1, "{:?}", d.skipped);
+    }
+
+    #[test]
+    fn one_class_names_the_class() {
+        let t = tempfile::tempdir().unwrap();
+        touch(t.path(), "photos/Cats/indoor/1.jpg");
+        touch(t.path(), "photos/Cats/indoor/2.jpg");
+        let err = discover(t.path(), &DiscoverOptions::default()).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("only one class (photos/Cats/indoor)"),
+            "{err}"
+        );
     }
 }

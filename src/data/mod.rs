@@ -1,12 +1,18 @@
-//! Everything that turns a folder of images into batches: discovery, split, decoding,
-//! preprocessing, augmentation and the bad-file report.
+//! Everything that turns labelled images — class folders, labelled file names, a label file or
+//! a Hub dataset — into batches: discovery, split, decoding, preprocessing, augmentation and the
+//! bad-file report.
 
 pub mod augment;
 pub mod decode;
 pub mod discover;
 pub mod fingerprint;
 pub mod groups;
+pub mod hub_dataset;
+pub mod label_file;
+pub mod names;
+pub mod parquet;
 pub mod preprocess;
+pub mod source;
 pub mod split;
 pub mod store;
 
@@ -19,6 +25,7 @@ use std::path::{Path, PathBuf};
 
 pub use discover::{CandidateReport, Discovery, DiscoveryError};
 pub use preprocess::{Preprocess, PretrainedCfg};
+pub use source::{dataset_name, discover_source, SourceOptions};
 pub use store::ImageStore;
 
 /// Extensions read as images (compared case-insensitively).
@@ -93,8 +100,11 @@ pub struct DataReport {
 /// A dataset split into labelled training and validation samples.
 #[derive(Debug, Clone)]
 pub struct Dataset {
-    /// The folder whose sub-folders are the classes.
+    /// The folder whose sub-folders (or file names) are the classes, the label file's folder,
+    /// or the Hub dataset (`hf://datasets/ORG/NAME`).
     pub class_root: PathBuf,
+    /// The rule that labelled the images (see [`Discovery::rule`]).
+    pub rule: String,
     pub class_names: Vec<String>,
     pub train: Vec<Sample>,
     pub val: Vec<Sample>,
@@ -112,21 +122,28 @@ pub struct Dataset {
 }
 
 impl Dataset {
-    /// Discovers the classes under `path`, decodes every image once to fingerprint it and to
-    /// find unusable files, then groups and splits ([`Dataset::build`]).
+    /// Finds the labelled images of `path` ([`discover_source`]; Hub downloads are reported
+    /// on stderr), decodes every image once to fingerprint it and to find unusable files, then
+    /// groups and splits ([`Dataset::build`]).
     pub fn open(
         path: &Path,
-        classes_dir: Option<&Path>,
+        source: &SourceOptions,
         options: &SplitOptions,
         max_pixels: u64,
     ) -> Result<Self, DiscoveryError> {
-        let found = discover::discover(path, classes_dir)?;
+        let (found, notes) = discover_source(
+            path,
+            source,
+            std::sync::Arc::new(crate::hub::report_on_stderr),
+        )?;
         let (fingerprints, bad) = fingerprint_all(
             &found.files(),
             max_pixels,
             options.duplicates != DuplicateMode::Off,
         );
-        Self::build(found, &fingerprints, bad, options)
+        let mut ds = Self::build(found, &fingerprints, bad, options)?;
+        ds.warnings.splice(0..0, notes);
+        Ok(ds)
     }
 
     /// Groups the discovered files (derived names, and with `duplicates = "group"` exact and
@@ -240,6 +257,7 @@ impl Dataset {
             .collect();
         let mut ds = Self {
             class_root: found.class_root,
+            rule: found.rule,
             class_names,
             train: label(train),
             val: label(val),
@@ -381,17 +399,18 @@ pub fn fingerprint_all(
     fingerprint: bool,
 ) -> (HashMap<PathBuf, Fingerprint>, Vec<Skipped>) {
     use rayon::prelude::*;
-    let results: Vec<(PathBuf, Result<Option<Fingerprint>, String>)> = paths
-        .par_iter()
-        .map(|p| {
-            let result = if fingerprint {
-                decode::decode_fingerprinted(p, max_pixels).map(|(_, f)| Some(f))
-            } else {
-                decode::decode_rgb(p, max_pixels).map(|_| None)
-            };
-            (p.clone(), result)
-        })
-        .collect();
+    let results: Vec<(PathBuf, Result<Option<Fingerprint>, String>)> =
+        parquet::storage_order(paths)
+            .par_iter()
+            .map(|p| {
+                let result = if fingerprint {
+                    decode::decode_fingerprinted(p, max_pixels).map(|(_, f)| Some(f))
+                } else {
+                    decode::decode_rgb(p, max_pixels).map(|_| None)
+                };
+                (p.clone(), result)
+            })
+            .collect();
     let mut prints = HashMap::new();
     let mut bad = Vec::new();
     for (path, result) in results {
@@ -436,7 +455,7 @@ mod tests {
             seed: 0,
             duplicates: DuplicateMode::Group,
         };
-        let d = Dataset::open(t.path(), None, &options, u64::MAX).unwrap();
+        let d = Dataset::open(t.path(), &SourceOptions::folders(), &options, u64::MAX).unwrap();
         assert!(
             d.warnings
                 .iter()

@@ -56,7 +56,7 @@ impl ImageStore {
         let used = AtomicU64::new(0);
         let done = AtomicUsize::new(0);
         let halted = AtomicBool::new(false);
-        let results: Vec<(PathBuf, Decoded)> = paths
+        let results: Vec<(PathBuf, Decoded)> = super::parquet::storage_order(paths)
             .par_iter()
             .map(|path| {
                 if halted.load(Ordering::Relaxed) {

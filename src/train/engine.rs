@@ -10,9 +10,8 @@ use super::optim::{cosine_with_ramp, AdamW, Plateau, Verdict};
 use super::recipe::{self, Action, Due, Recipe, Replay};
 use super::{Command, Event, FeatureStatus, Pass, Phase, Picture, Summary};
 use crate::config::{AugmentConfig, ClassWeights, Config, Epochs};
-use crate::data::discover::discover;
 use crate::data::store::BatchMode;
-use crate::data::{Dataset, ImageStore, Preprocess, Sample, SplitOptions};
+use crate::data::{Dataset, ImageStore, Preprocess, Sample, SourceOptions};
 use crate::hub::{self, HubOptions, RepoId};
 use crate::model::{build_backbone, Backbone, Head, ModelConfig, Params, TrainingPass};
 use anyhow::Context;
@@ -26,6 +25,7 @@ use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::sync::Arc;
 use std::time::Instant;
 
+mod prepare;
 mod range_test;
 mod steering;
 
@@ -41,8 +41,10 @@ pub enum WeightsSource {
 /// Everything the engine needs to start.
 #[derive(Debug, Clone)]
 pub struct EngineSetup {
+    /// A folder, or `hf://datasets/ORG/NAME[@REVISION]`.
     pub dataset: PathBuf,
-    pub classes_dir: Option<PathBuf>,
+    /// How the dataset's images are labelled and read.
+    pub source: SourceOptions,
     pub config: Config,
     pub weights: WeightsSource,
     pub checkpoint_dir: PathBuf,
@@ -197,27 +199,6 @@ struct AutoStop {
 struct Scores {
     loss: f32,
     accuracy: f32,
-}
-
-/// Commands that arrive while `prepare` decodes images (on rayon's threads): `Stop` and
-/// `Interrupt` end the decoding, the others wait for training.
-struct Inbox {
-    rx: Receiver<Command>,
-    queued: VecDeque<Command>,
-    halt: Option<Halt>,
-}
-
-impl Inbox {
-    /// Takes the commands that arrived; `false` once decoding should end.
-    fn take_commands(&mut self) -> bool {
-        while let Ok(command) = self.rx.try_recv() {
-            match Halt::of(&command) {
-                Some(halt) => self.halt = Some(halt),
-                None => self.queued.push_back(command),
-            }
-        }
-        self.halt.is_none()
-    }
 }
 
 /// Whether `phase` trains on augmented images.
@@ -403,236 +384,6 @@ struct Trainer {
 impl Trainer {
     fn emit(&self, e: Event) {
         let _ = self.events.send(e);
-    }
-
-    /// Opens the dataset, fetches and builds the backbone, decodes the images.
-    fn prepare(
-        setup: EngineSetup,
-        events: Sender<Event>,
-        rx: Receiver<Command>,
-    ) -> anyhow::Result<Self> {
-        let started = Instant::now();
-        let config = setup.config.clone();
-        let emit = |e: Event| {
-            let _ = events.send(e);
-        };
-        let found = discover(&setup.dataset, setup.classes_dir.as_deref())?;
-
-        let (config_path, weights_path, backbone_name) = match &setup.weights {
-            WeightsSource::Local { weights } => {
-                let cfg = weights
-                    .parent()
-                    .unwrap_or(Path::new("."))
-                    .join("config.json");
-                (cfg, weights.clone(), weights.display().to_string())
-            }
-            WeightsSource::Hub { repo, options } => {
-                let sink = events.clone();
-                let progress = Arc::new(move |p| {
-                    let _ = sink.send(Event::Download { progress: p });
-                });
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()?;
-                let files = runtime.block_on(hub::fetch_backbone(repo, options, progress))?;
-                if files.offline_fallback {
-                    emit(Event::Warning {
-                        message: format!(
-                            "the Hub at {} is unreachable; using the cached snapshot of {repo}",
-                            options.endpoint.as_deref().unwrap_or("(HF_ENDPOINT)")
-                        ),
-                    });
-                }
-                (files.config, files.weights, repo.to_string())
-            }
-        };
-        let model_config = ModelConfig::from_file(&config_path)?;
-        let (image_size, note) = model_config.image_size(config.data.image_size, &setup.device);
-        if let Some(message) = note {
-            emit(Event::Warning { message });
-        }
-        let prep = Preprocess::from_cfg(&model_config.pretrained_cfg, image_size)
-            .map_err(anyhow::Error::msg)?;
-
-        let paths = found.files();
-        let inbox = std::sync::Mutex::new(Inbox {
-            rx,
-            queued: VecDeque::new(),
-            halt: None,
-        });
-        let progress = |done: usize, total: usize| {
-            if done.is_multiple_of(64) || done == total {
-                let _ = events.send(Event::Decoding { done, total });
-            }
-            inbox
-                .try_lock()
-                .map_or(true, |mut inbox| inbox.take_commands())
-        };
-        let loaded = ImageStore::load(
-            &paths,
-            prep,
-            config.augment.clone(),
-            config.data.seed,
-            config.data.max_pixels(),
-            config.data.cache_memory_mb * 1024 * 1024,
-            &progress,
-        );
-        let Inbox { rx, queued, halt } = inbox
-            .into_inner()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let Some((store, bad)) = loaded else {
-            return Err(halt.expect("decoding ends early only on a halt").into());
-        };
-        let dataset = Dataset::build(
-            found,
-            store.fingerprints(),
-            bad,
-            &SplitOptions::of(&config.data),
-        )?;
-        for message in dataset.warnings.clone() {
-            emit(Event::Warning { message });
-        }
-        if !dataset.skipped.is_empty() {
-            emit(Event::Warning {
-                message: format!(
-                    "{} unusable file(s) skipped (see the dataset report)",
-                    dataset.skipped.len()
-                ),
-            });
-        }
-        emit(Event::DatasetReady {
-            class_root: dataset.class_root.clone(),
-            classes: dataset.class_counts(),
-            skipped: dataset.skipped.clone(),
-            ignored: dataset.ignored,
-            cached_images: store.cached(),
-            report: dataset.report.clone(),
-        });
-
-        let device = setup.device.clone();
-        let params = Params::load(&weights_path, &device)?;
-        let mut backbone = build_backbone(&model_config, params)?;
-        backbone.parts_mut().train_batchnorm = config.train.train_batchnorm;
-        let mut rng = ChaCha8Rng::seed_from_u64(config.data.seed);
-        let classes = dataset.class_names.len();
-        let mut head = Head::new(
-            backbone.parts().num_features,
-            classes,
-            config.train.dropout,
-            &mut rng,
-            &device,
-        )?;
-
-        let mut phases_before = Vec::new();
-        if let Some(path) = &setup.resume {
-            let ckpt = Checkpoint::load(path, &device)?;
-            if ckpt.meta.architecture != model_config.architecture {
-                anyhow::bail!(
-                    "cannot resume from {}: it holds a {} model, but the backbone is {}",
-                    path.display(),
-                    ckpt.meta.architecture,
-                    model_config.architecture
-                );
-            }
-            if ckpt.meta.classes != dataset.class_names {
-                anyhow::bail!(
-                    "cannot resume from {}: it was trained on classes {:?}, but this dataset has {:?}",
-                    path.display(),
-                    ckpt.meta.classes,
-                    dataset.class_names
-                );
-            }
-            for (name, var) in backbone.parts().params.iter() {
-                var.set(ckpt.params.get(name, var.dims())?.as_tensor())?;
-            }
-            head = ckpt.head(config.train.dropout)?;
-            phases_before = ckpt.meta.record.phases;
-        }
-
-        let counts: Vec<usize> = dataset.class_counts().iter().map(|c| c.train).collect();
-        let class_weights = match (config.train.class_weights, balanced_weights(&counts)) {
-            (ClassWeights::Auto, Some(w)) => {
-                emit(Event::Warning {
-                    message: format!(
-                        "classes are imbalanced (train counts {counts:?}); the loss is weighted by inverse class frequency {w:.2?}"
-                    ),
-                });
-                Some(Tensor::new(w.as_slice(), &device)?)
-            }
-            _ => None,
-        };
-
-        let record = RunRecord {
-            train_counts: counts,
-            val_counts: dataset.class_counts().iter().map(|c| c.val).collect(),
-            phases: phases_before,
-            validation: None,
-            copies: CopiesRecord {
-                duplicate_groups: dataset.report.duplicates.len(),
-                leaked_val_images: dataset.report.leakage.val_images_with_train_twin,
-                given_split: dataset.given_split,
-            },
-        };
-        emit(Event::ModelReady {
-            backbone: backbone_name.clone(),
-            architecture: model_config.architecture.clone(),
-            device: device_name(&device),
-            groups: backbone.parts().groups.clone(),
-            head_params: head.weight.elem_count() + head.bias.elem_count(),
-        });
-        let preview_rng = ChaCha8Rng::seed_from_u64(config.data.seed ^ PREVIEW_SEED);
-        let summary = Summary {
-            leaked_val_images: dataset.report.leakage.val_images_with_train_twin,
-            ..Summary::default()
-        };
-        let recipe = Recipe {
-            tltui: env!("CARGO_PKG_VERSION").into(),
-            backbone: backbone_name.clone(),
-            revision: hub_revision(&weights_path),
-            seed: config.data.seed,
-            class_root: dataset.class_root.clone(),
-            decisions: Vec::new(),
-            config: config.clone(),
-        };
-        let control = Control {
-            rx,
-            queued,
-            events: events.clone(),
-            paused: false,
-            hold_after_finder: false,
-        };
-        let trainer = Self {
-            config,
-            events,
-            dataset,
-            store,
-            device,
-            backbone,
-            head,
-            model_config,
-            backbone_name,
-            weights_path,
-            class_weights,
-            checkpoint_dir: setup.checkpoint_dir,
-            feature_cache_dir: setup.feature_cache_dir,
-            features: None,
-            backbone_changed: false,
-            rng,
-            preview_rng,
-            run: None,
-            control,
-            steps_done: 0,
-            recipe,
-            replay: setup.replay.as_ref().map(Recipe::replay),
-            last_phase: None,
-            epochs_done: 0,
-            trained_since_save: false,
-            record,
-            summary,
-            started,
-        };
-        trainer.emit_freeze();
-        Ok(trainer)
     }
 
     /// Takes commands (or replays a recipe) and trains until told to stop.
@@ -1268,14 +1019,6 @@ impl Trainer {
             .finetune_val_accuracy
             .or(self.summary.warmup_val_accuracy)
     }
-}
-
-/// The Hub commit of weights in the Hugging Face cache (`…/snapshots/COMMIT/model.safetensors`).
-fn hub_revision(weights: &Path) -> Option<String> {
-    let snapshot = weights.parent()?;
-    (snapshot.parent()?.file_name()? == "snapshots")
-        .then(|| snapshot.file_name()?.to_str().map(String::from))
-        .flatten()
 }
 
 /// A device as the header shows it.

@@ -18,7 +18,9 @@ pub fn cache_key(
     let mut h = sha2::Sha256::new();
     let mut stamp = |p: &Path| {
         h.update(p.as_os_str().as_encoded_bytes());
-        if let Ok(m) = std::fs::metadata(p) {
+        if let Some(row) = crate::data::parquet::identity(p) {
+            h.update(row.as_bytes());
+        } else if let Ok(m) = std::fs::metadata(p) {
             h.update(m.len().to_le_bytes());
             if let Ok(t) = m.modified().and_then(|t| {
                 t.duration_since(std::time::UNIX_EPOCH)

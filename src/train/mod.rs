@@ -158,6 +158,9 @@ pub enum Event {
         cached_images: usize,
         /// The class-root choice, copies and leakage.
         report: DataReport,
+        /// The rule that labelled the images: `class folders`, `labels from file names:
+        /// <class>.<n>.jpg`, `hf://datasets/… train 1049 / validation 350`, …
+        source: String,
     },
     /// Images decoded so far.
     Decoding {

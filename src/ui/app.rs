@@ -138,6 +138,7 @@ pub enum Action {
 /// Everything the panels draw.
 pub struct App {
     pub dataset: String,
+    /// The class root and the rule that labelled the images.
     pub class_root: Option<String>,
     /// How the class root was chosen, copies and leakage.
     pub data_report: Option<DataReport>,
@@ -268,9 +269,10 @@ impl App {
                 classes,
                 skipped,
                 report,
+                source,
                 ..
             } => {
-                self.class_root = Some(class_root.display().to_string());
+                self.class_root = Some(format!("{} — {source}", class_root.display()));
                 self.classes = classes;
                 self.skipped = skipped.len();
                 self.data_report = Some(report);

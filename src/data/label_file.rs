@@ -1,0 +1,464 @@
+//! Labels from a file that lists images and their classes: fastai's `from_csv`, the Hugging
+//! Face `imagefolder` `metadata.csv` / `metadata.jsonl`, Kaggle's `train.csv`.
+//!
+//! The format follows the extension (`.jsonl`/`.ndjson`: one JSON object per line; anything else
+//! is delimited text whose delimiter — comma, tab, semicolon or bar — is the one that splits the
+//! first lines into the same number of fields). Columns are found by their values: the path
+//! column is the one whose values most often name an existing image (relative to the label file
+//! or the dataset folder, with `/` or `\` separators, an image extension added when the value
+//! has none); the label column is another column with at least two and the fewest distinct
+//! values. A first row whose path does not resolve while later ones do is a header.
+//! `--path-column` and `--label-column` (a header name or a 0-based index) say it instead.
+//! Rows naming missing files are listed, never fatal; an image listed under two labels keeps its
+//! first and is reported.
+
+use super::discover::ClassFiles;
+use super::{is_image_name, Skipped, IMAGE_EXTENSIONS};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+/// Extensions of files read as label files.
+pub const LABEL_FILE_EXTENSIONS: &[&str] = &["csv", "tsv", "txt", "jsonl", "ndjson"];
+/// Share of rows that must name an existing image for a label file to be used unasked.
+pub const RESOLVE_SHARE: f64 = 0.9;
+/// Rows read to find the columns.
+const SNIFF_ROWS: usize = 200;
+
+/// Which columns to read, when the user says it.
+#[derive(Debug, Clone, Default)]
+pub struct ColumnChoice {
+    pub path: Option<String>,
+    pub label: Option<String>,
+}
+
+/// A label file read against the images it names.
+#[derive(Debug, Clone)]
+pub struct LabelledFiles {
+    pub classes: Vec<ClassFiles>,
+    /// Rows whose file is missing, and images listed a second time.
+    pub skipped: Vec<Skipped>,
+    /// Images listed under more than one label.
+    pub conflicts: Vec<String>,
+    /// `labels from train.csv (columns path, label)`.
+    pub rule: String,
+    /// Rows read (header excluded).
+    pub rows: usize,
+}
+
+/// Reads `file` and resolves its paths against its own folder and `dataset`.
+pub fn read(file: &Path, dataset: &Path, columns: &ColumnChoice) -> Result<LabelledFiles, String> {
+    let text = std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let text = String::from_utf8_lossy(&text);
+    let table = parse(file, &text)?;
+    let bases: Vec<PathBuf> = [
+        file.parent().map(Path::to_path_buf),
+        Some(dataset.to_path_buf()),
+    ]
+    .into_iter()
+    .flatten()
+    .collect::<Vec<_>>();
+    let resolver = Resolver::new(bases);
+    let width = table.rows.iter().map(Vec::len).max().unwrap_or(0);
+    let header_names: Option<&Vec<String>> = table.header.as_ref();
+    let pick = |given: &Option<String>, what: &str| -> Result<Option<usize>, String> {
+        let Some(g) = given else { return Ok(None) };
+        if let Some(i) = header_names.and_then(|h| h.iter().position(|n| n == g)) {
+            return Ok(Some(i));
+        }
+        match g.parse::<usize>() {
+            Ok(i) if i < width => Ok(Some(i)),
+            _ => Err(format!(
+                "{} has no {what} column {g:?} (columns: {})",
+                file.display(),
+                header_names
+                    .map(|h| h.join(", "))
+                    .unwrap_or_else(|| format!("0..{width}"))
+            )),
+        }
+    };
+    let given_path = pick(&columns.path, "path")?;
+    let given_label = pick(&columns.label, "label")?;
+    let sample: Vec<&Vec<String>> = table.rows.iter().take(SNIFF_ROWS).collect();
+    let resolved_share = |col: usize| {
+        let hits = sample
+            .iter()
+            .filter(|r| r.get(col).is_some_and(|v| resolver.resolve(v).is_some()))
+            .count();
+        hits as f64 / sample.len().max(1) as f64
+    };
+    let path_col = match given_path {
+        Some(c) => c,
+        None => (0..width)
+            .map(|c| (c, resolved_share(c)))
+            .filter(|(_, s)| *s > 0.0)
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(c, _)| c)
+            .ok_or_else(|| {
+                format!(
+                    "no column of {} names image files under {} or {} (say which with --path-column)",
+                    file.display(),
+                    file.parent().unwrap_or(Path::new(".")).display(),
+                    dataset.display()
+                )
+            })?,
+    };
+    let label_col = match given_label {
+        Some(c) => c,
+        None => {
+            let distinct = |col: usize| {
+                sample
+                    .iter()
+                    .filter_map(|r| r.get(col))
+                    .collect::<HashSet<_>>()
+                    .len()
+            };
+            (0..width)
+                .filter(|&c| c != path_col)
+                .map(|c| (c, distinct(c)))
+                .filter(|(_, d)| *d >= 2)
+                .min_by_key(|(c, d)| (*d, *c))
+                .map(|(c, _)| c)
+                .ok_or_else(|| {
+                    format!(
+                        "no column of {} holds labels (one with at least two distinct values besides the paths; say which with --label-column)",
+                        file.display()
+                    )
+                })?
+        }
+    };
+    let name_of = |c: usize| {
+        header_names
+            .and_then(|h| h.get(c).cloned())
+            .unwrap_or_else(|| format!("{c}"))
+    };
+    let mut by_label: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+    let mut first_label: HashMap<PathBuf, String> = HashMap::new();
+    let mut skipped = Vec::new();
+    let mut conflicts = Vec::new();
+    let line_of = |i: usize| i + 1 + usize::from(table.header.is_some());
+    for (i, row) in table.rows.iter().enumerate() {
+        let (Some(value), Some(label)) = (row.get(path_col), row.get(label_col)) else {
+            skipped.push(Skipped {
+                path: file.to_path_buf(),
+                reason: format!("row {} has no path or label field", line_of(i)),
+            });
+            continue;
+        };
+        let label = label.trim();
+        if label.is_empty() {
+            skipped.push(Skipped {
+                path: PathBuf::from(value),
+                reason: format!(
+                    "row {} of {} has an empty label",
+                    line_of(i),
+                    file.display()
+                ),
+            });
+            continue;
+        }
+        let Some(path) = resolver.resolve(value) else {
+            skipped.push(Skipped {
+                path: PathBuf::from(value),
+                reason: format!(
+                    "listed in {} (row {}) but no such image file",
+                    file.display(),
+                    line_of(i)
+                ),
+            });
+            continue;
+        };
+        match first_label.get(&path) {
+            Some(first) if first == label => {}
+            Some(first) => {
+                conflicts.push(format!(
+                    "{} is listed under two labels in {}: {first:?} and {label:?} (row {}); kept under {first:?}",
+                    path.display(),
+                    file.display(),
+                    line_of(i)
+                ));
+            }
+            None => {
+                first_label.insert(path.clone(), label.to_string());
+                by_label.entry(label.to_string()).or_default().push(path);
+            }
+        }
+    }
+    let classes = by_label
+        .into_iter()
+        .map(|(name, mut files)| {
+            files.sort();
+            ClassFiles { name, files }
+        })
+        .collect();
+    let file_name = file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Ok(LabelledFiles {
+        classes,
+        skipped,
+        conflicts,
+        rule: format!(
+            "labels from {file_name} (columns {}, {})",
+            name_of(path_col),
+            name_of(label_col)
+        ),
+        rows: table.rows.len(),
+    })
+}
+
+/// The one label file in `dataset` that resolves to its images, if there is exactly one.
+pub fn find_in(dataset: &Path) -> Option<PathBuf> {
+    let entries = std::fs::read_dir(dataset).ok()?;
+    let mut found: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_file())
+        .filter(|p| {
+            p.extension()
+                .map(|e| e.to_string_lossy().to_lowercase())
+                .is_some_and(|e| LABEL_FILE_EXTENSIONS.contains(&e.as_str()))
+        })
+        .filter(|p| {
+            read(p, dataset, &ColumnChoice::default()).is_ok_and(|l| {
+                let used: usize = l.classes.iter().map(|c| c.files.len()).sum();
+                l.classes.len() >= 2 && used as f64 >= RESOLVE_SHARE * l.rows as f64
+            })
+        })
+        .collect();
+    (found.len() == 1).then(|| found.remove(0))
+}
+
+/// Rows of a label file, with its header when it has one.
+struct Table {
+    header: Option<Vec<String>>,
+    rows: Vec<Vec<String>>,
+}
+
+fn parse(file: &Path, text: &str) -> Result<Table, String> {
+    let ext = file
+        .extension()
+        .map(|e| e.to_string_lossy().to_lowercase())
+        .unwrap_or_default();
+    let mut table = if ext == "jsonl" || ext == "ndjson" {
+        parse_json_lines(file, text)?
+    } else {
+        parse_delimited(text)?
+    };
+    if table.rows.is_empty() {
+        return Err(format!("{} lists no rows", file.display()));
+    }
+    if table.header.is_none() && looks_like_header(&table.rows) {
+        table.header = Some(table.rows.remove(0));
+    }
+    Ok(table)
+}
+
+/// A first row none of whose fields looks like a file name while later rows have one.
+fn looks_like_header(rows: &[Vec<String>]) -> bool {
+    let has_file = |r: &Vec<String>| {
+        r.iter()
+            .any(|v| is_image_name(Path::new(v)) || v.contains('/') || v.contains('\\'))
+    };
+    let numeric = |r: &Vec<String>| r.iter().any(|v| v.trim().parse::<f64>().is_ok());
+    match rows {
+        [first, rest @ ..] if !rest.is_empty() => {
+            let later_files = rest.iter().take(20).any(has_file);
+            let later_numbers = rest.iter().take(20).any(numeric);
+            (later_files && !has_file(first)) || (later_numbers && !numeric(first))
+        }
+        _ => false,
+    }
+}
+
+fn parse_delimited(text: &str) -> Result<Table, String> {
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .take(20)
+        .collect();
+    let delimiter = [b',', b'\t', b';', b'|']
+        .into_iter()
+        .filter(|d| {
+            let counts: Vec<usize> = lines
+                .iter()
+                .map(|l| l.bytes().filter(|b| b == d).count())
+                .collect();
+            counts
+                .first()
+                .is_some_and(|&n| n > 0 && counts.iter().all(|&c| c == n))
+        })
+        .max_by_key(|d| {
+            lines
+                .first()
+                .map_or(0, |l| l.bytes().filter(|b| b == d).count())
+        })
+        .ok_or("its lines are not split consistently by a comma, tab, semicolon or bar")?;
+    let mut reader = csv::ReaderBuilder::new()
+        .delimiter(delimiter)
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(text.as_bytes());
+    let rows = reader
+        .records()
+        .filter_map(Result::ok)
+        .map(|r| r.iter().map(|f| f.trim().to_string()).collect::<Vec<_>>())
+        .filter(|r| r.iter().any(|f| !f.is_empty()))
+        .collect();
+    Ok(Table { header: None, rows })
+}
+
+fn parse_json_lines(file: &Path, text: &str) -> Result<Table, String> {
+    let mut keys: Vec<String> = Vec::new();
+    let mut objects = Vec::new();
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let value: serde_json::Value = serde_json::from_str(line)
+            .map_err(|e| format!("{} line {}: {e}", file.display(), i + 1))?;
+        let serde_json::Value::Object(map) = value else {
+            return Err(format!(
+                "{} line {}: not a JSON object",
+                file.display(),
+                i + 1
+            ));
+        };
+        for k in map.keys() {
+            if !keys.contains(k) {
+                keys.push(k.clone());
+            }
+        }
+        objects.push(map);
+    }
+    let text_of = |v: Option<&serde_json::Value>| match v {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(serde_json::Value::Null) | None => String::new(),
+        Some(other) => other.to_string(),
+    };
+    let rows = objects
+        .iter()
+        .map(|o| keys.iter().map(|k| text_of(o.get(k))).collect())
+        .collect();
+    Ok(Table {
+        header: Some(keys),
+        rows,
+    })
+}
+
+/// Finds the image a label file's value names.
+struct Resolver {
+    bases: Vec<PathBuf>,
+}
+
+impl Resolver {
+    fn new(bases: Vec<PathBuf>) -> Self {
+        Self { bases }
+    }
+
+    fn resolve(&self, value: &str) -> Option<PathBuf> {
+        let rel = value.trim().replace('\\', "/");
+        let rel = rel.trim_start_matches("./");
+        if rel.is_empty() {
+            return None;
+        }
+        let has_ext = is_image_name(Path::new(rel));
+        self.bases.iter().find_map(|base| {
+            let p = base.join(rel);
+            if has_ext {
+                return p.is_file().then_some(p);
+            }
+            IMAGE_EXTENSIONS
+                .iter()
+                .map(|e| base.join(format!("{rel}.{e}")))
+                .find(|p| p.is_file())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dataset() -> tempfile::TempDir {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(t.path().join("images/sub")).unwrap();
+        for n in ["a1", "a2", "b1", "b2"] {
+            std::fs::write(t.path().join(format!("images/sub/{n}.jpg")), b"x").unwrap();
+        }
+        t
+    }
+
+    fn counts(l: &LabelledFiles) -> Vec<(String, usize)> {
+        l.classes
+            .iter()
+            .map(|c| (c.name.clone(), c.files.len()))
+            .collect()
+    }
+
+    #[test]
+    fn csv_with_header_and_tsv_without() {
+        let t = dataset();
+        let csv = t.path().join("train.csv");
+        std::fs::write(
+            &csv,
+            "id,file,label\n1,images/sub/a1.jpg,ant\n2,images/sub/a2.jpg,ant\n3,images/sub/b1.jpg,bee\n",
+        )
+        .unwrap();
+        let l = read(&csv, t.path(), &ColumnChoice::default()).unwrap();
+        assert_eq!(counts(&l), vec![("ant".into(), 2), ("bee".into(), 1)]);
+        assert_eq!(l.rule, "labels from train.csv (columns file, label)");
+        let tsv = t.path().join("labels.tsv");
+        std::fs::write(&tsv, "images/sub/a1.jpg\tant\nimages/sub/b2.jpg\tbee\n").unwrap();
+        let l = read(&tsv, t.path(), &ColumnChoice::default()).unwrap();
+        assert_eq!(counts(&l), vec![("ant".into(), 1), ("bee".into(), 1)]);
+        assert_eq!(l.rule, "labels from labels.tsv (columns 0, 1)");
+    }
+
+    #[test]
+    fn semicolons_backslashes_missing_files_and_conflicts() {
+        let t = dataset();
+        let f = t.path().join("images/list.txt");
+        std::fs::write(
+            &f,
+            "name;class\nsub\\a1.jpg;ant\nsub\\a2;ant\nsub\\gone.jpg;ant\nsub\\b1.jpg;bee\nsub\\b1.jpg;ant\n",
+        )
+        .unwrap();
+        let l = read(&f, t.path(), &ColumnChoice::default()).unwrap();
+        assert_eq!(counts(&l), vec![("ant".into(), 2), ("bee".into(), 1)]);
+        assert_eq!(l.skipped.len(), 1);
+        assert!(l.skipped[0].reason.contains("row 4"), "{:?}", l.skipped);
+        assert_eq!(l.conflicts.len(), 1);
+        assert!(l.conflicts[0].contains("\"bee\" and \"ant\""));
+    }
+
+    #[test]
+    fn json_lines_and_named_columns() {
+        let t = dataset();
+        let f = t.path().join("metadata.jsonl");
+        std::fs::write(
+            &f,
+            "{\"file_name\": \"images/sub/a1.jpg\", \"label\": \"ant\", \"n\": 1}\n{\"file_name\": \"images/sub/b1.jpg\", \"label\": \"bee\", \"n\": 1}\n",
+        )
+        .unwrap();
+        let l = read(&f, t.path(), &ColumnChoice::default()).unwrap();
+        assert_eq!(
+            l.rule,
+            "labels from metadata.jsonl (columns file_name, label)"
+        );
+        let chosen = ColumnChoice {
+            path: Some("file_name".into()),
+            label: Some("n".into()),
+        };
+        assert_eq!(read(&f, t.path(), &chosen).unwrap().classes.len(), 1);
+        let wrong = ColumnChoice {
+            label: Some("nope".into()),
+            ..ColumnChoice::default()
+        };
+        assert!(read(&f, t.path(), &wrong)
+            .unwrap_err()
+            .contains("no label column"));
+        assert_eq!(find_in(t.path()), Some(f));
+    }
+}

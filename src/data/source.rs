@@ -1,0 +1,151 @@
+//! The one way in for every kind of dataset: which rule labels the images, applied in this
+//! order:
+//! 1. `hf://datasets/ORG/NAME[@REVISION]`: a Hub dataset of parquet files ([`super::hub_dataset`]);
+//! 2. `--labels FILE`: a label file ([`super::label_file`]);
+//! 3. `--classes-dir DIR`: that folder's sub-folders are the classes;
+//! 4. `--label-regex REGEX`: the folders whose file names carry the class, by that pattern;
+//! 5. a dataset folder holding exactly one label file (`.csv`, `.tsv`, `.txt`, `.jsonl`) that
+//!    names its images: that file, said so in the report;
+//! 6. otherwise the class folders or labelled file names found by [`super::discover`]'s ranking.
+
+use super::discover::{self, CandidateReport, DiscoverOptions, Discovery, DiscoveryError, Scan};
+use super::hub_dataset::{self, HubDatasetOptions};
+use super::label_file::{self, ColumnChoice};
+use super::names::LabelPattern;
+use crate::hub::{DownloadProgress, HubOptions};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// How to read a dataset, whatever its source.
+#[derive(Debug, Clone)]
+pub struct SourceOptions {
+    /// `--classes-dir`.
+    pub classes_dir: Option<PathBuf>,
+    /// `--label-regex`.
+    pub label_regex: Option<String>,
+    /// `--labels`.
+    pub labels: Option<PathBuf>,
+    /// `--path-column`, `--label-column` (the label column also for Hub datasets).
+    pub columns: ColumnChoice,
+    /// `--dataset-config`, `--train-split`, `--val-split`.
+    pub hub_dataset: HubDatasetOptions,
+    /// How to reach the Hub for `hf://datasets/…`.
+    pub hub: HubOptions,
+    /// Memory for the encoded images of parquet row groups (`data.cache_memory_mb`).
+    pub cache_budget_bytes: u64,
+}
+
+impl SourceOptions {
+    /// Folder discovery with no options, the Hub as configured by default.
+    pub fn folders() -> Self {
+        let config = crate::config::Config::default();
+        Self {
+            classes_dir: None,
+            label_regex: None,
+            labels: None,
+            columns: ColumnChoice::default(),
+            hub_dataset: HubDatasetOptions::default(),
+            hub: HubOptions::from_config(&config.hub),
+            cache_budget_bytes: config.data.cache_memory_mb * 1024 * 1024,
+        }
+    }
+}
+
+/// A short name for `dataset`: the Hub repository's name, else the folder's.
+pub fn dataset_name(dataset: &Path) -> String {
+    match hub_dataset::parse_spec(dataset) {
+        Some(Ok(repo)) => repo.name,
+        _ => std::fs::canonicalize(dataset)
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "dataset".into()),
+    }
+}
+
+/// Finds the labelled images of `dataset` by the first rule above that applies. Returns them
+/// with warnings (an offline fallback, an image listed under two labels). `progress` hears of
+/// Hub downloads.
+pub fn discover_source(
+    dataset: &Path,
+    options: &SourceOptions,
+    progress: Arc<dyn Fn(DownloadProgress) + Send + Sync>,
+) -> Result<(Discovery, Vec<String>), DiscoveryError> {
+    if let Some(repo) = hub_dataset::parse_spec(dataset) {
+        let repo = repo.map_err(DiscoveryError::Labels)?;
+        let mut hub = options.hub_dataset.clone();
+        hub.label_column = hub.label_column.or(options.columns.label.clone());
+        return hub_dataset::open(
+            &repo,
+            &hub,
+            &options.hub,
+            options.cache_budget_bytes,
+            progress,
+        );
+    }
+    let label_regex = options
+        .label_regex
+        .as_deref()
+        .map(LabelPattern::regex)
+        .transpose()
+        .map_err(DiscoveryError::Labels)?;
+    let (file, reason) = match (&options.labels, &options.classes_dir, &label_regex) {
+        (Some(f), _, _) => (Some(f.clone()), "given with --labels"),
+        (None, None, None) if dataset.is_dir() => (
+            label_file::find_in(dataset),
+            "the one label file in the dataset folder, and it names the images",
+        ),
+        _ => (None, ""),
+    };
+    match file {
+        Some(file) => from_label_file(dataset, &file, &options.columns, reason),
+        None => discover::discover(
+            dataset,
+            &DiscoverOptions {
+                classes_dir: options.classes_dir.clone(),
+                label_regex,
+            },
+        )
+        .map(|d| (d, Vec::new())),
+    }
+}
+
+fn from_label_file(
+    dataset: &Path,
+    file: &Path,
+    columns: &ColumnChoice,
+    reason: &str,
+) -> Result<(Discovery, Vec<String>), DiscoveryError> {
+    if !file.is_file() {
+        return Err(DiscoveryError::Labels(format!(
+            "label file {} does not exist",
+            file.display()
+        )));
+    }
+    let root = if dataset.is_dir() {
+        dataset
+    } else {
+        file.parent().unwrap_or(Path::new("."))
+    };
+    let labelled = label_file::read(file, root, columns).map_err(DiscoveryError::Labels)?;
+    let images = labelled.classes.iter().map(|c| c.files.len()).sum();
+    let candidates = vec![CandidateReport {
+        path: discover::relative_to(root, file),
+        images,
+        chosen: true,
+        reason: format!("{}: {reason}", labelled.rule),
+    }];
+    let mut scan = Scan::default();
+    for s in labelled.skipped {
+        scan.skip(s.path, s.reason);
+    }
+    let discovery = discover::finish(
+        root.to_path_buf(),
+        labelled.rule,
+        labelled.classes,
+        None,
+        scan,
+        dataset,
+        candidates,
+    )?;
+    Ok((discovery, labelled.conflicts))
+}

@@ -1,0 +1,314 @@
+//! Start-up: the dataset opened through [`crate::data::discover_source`] (every source), the
+//! backbone's files fetched, the images decoded, the model built.
+
+use super::*;
+use crate::data::{discover_source, SplitOptions};
+
+impl Trainer {
+    /// Opens the dataset, fetches and builds the backbone, decodes the images.
+    pub(super) fn prepare(
+        setup: EngineSetup,
+        events: Sender<Event>,
+        rx: Receiver<Command>,
+    ) -> anyhow::Result<Self> {
+        let started = Instant::now();
+        let config = setup.config.clone();
+        let emit = |e: Event| {
+            let _ = events.send(e);
+        };
+        let sink = events.clone();
+        let download = Arc::new(move |p| {
+            let _ = sink.send(Event::Download { progress: p });
+        });
+        let (found, notes) = discover_source(&setup.dataset, &setup.source, download.clone())?;
+        for message in notes {
+            emit(Event::Warning { message });
+        }
+        let LocalBackbone {
+            config: config_path,
+            weights: weights_path,
+            name: backbone_name,
+        } = fetch_backbone(&setup.weights, download, &emit)?;
+        let model_config = ModelConfig::from_file(&config_path)?;
+        let (image_size, note) = model_config.image_size(config.data.image_size, &setup.device);
+        if let Some(message) = note {
+            emit(Event::Warning { message });
+        }
+        let prep = Preprocess::from_cfg(&model_config.pretrained_cfg, image_size)
+            .map_err(anyhow::Error::msg)?;
+
+        let (store, bad, rx, queued) = decode_images(&found.files(), prep, &config, &events, rx)?;
+        let dataset = Dataset::build(
+            found,
+            store.fingerprints(),
+            bad,
+            &SplitOptions::of(&config.data),
+        )?;
+        for message in dataset.warnings.clone() {
+            emit(Event::Warning { message });
+        }
+        if !dataset.skipped.is_empty() {
+            emit(Event::Warning {
+                message: format!(
+                    "{} unusable file(s) skipped (see the dataset report)",
+                    dataset.skipped.len()
+                ),
+            });
+        }
+        emit(Event::DatasetReady {
+            class_root: dataset.class_root.clone(),
+            classes: dataset.class_counts(),
+            skipped: dataset.skipped.clone(),
+            ignored: dataset.ignored,
+            cached_images: store.cached(),
+            report: dataset.report.clone(),
+            source: dataset.rule.clone(),
+        });
+
+        let device = setup.device.clone();
+        let params = Params::load(&weights_path, &device)?;
+        let mut backbone = build_backbone(&model_config, params)?;
+        backbone.parts_mut().train_batchnorm = config.train.train_batchnorm;
+        let mut rng = ChaCha8Rng::seed_from_u64(config.data.seed);
+        let classes = dataset.class_names.len();
+        let mut head = Head::new(
+            backbone.parts().num_features,
+            classes,
+            config.train.dropout,
+            &mut rng,
+            &device,
+        )?;
+
+        let mut phases_before = Vec::new();
+        if let Some(path) = &setup.resume {
+            let ckpt = Checkpoint::load(path, &device)?;
+            if ckpt.meta.architecture != model_config.architecture {
+                anyhow::bail!(
+                    "cannot resume from {}: it holds a {} model, but the backbone is {}",
+                    path.display(),
+                    ckpt.meta.architecture,
+                    model_config.architecture
+                );
+            }
+            if ckpt.meta.classes != dataset.class_names {
+                anyhow::bail!(
+                    "cannot resume from {}: it was trained on classes {:?}, but this dataset has {:?}",
+                    path.display(),
+                    ckpt.meta.classes,
+                    dataset.class_names
+                );
+            }
+            for (name, var) in backbone.parts().params.iter() {
+                var.set(ckpt.params.get(name, var.dims())?.as_tensor())?;
+            }
+            head = ckpt.head(config.train.dropout)?;
+            phases_before = ckpt.meta.record.phases;
+        }
+
+        let counts: Vec<usize> = dataset.class_counts().iter().map(|c| c.train).collect();
+        let class_weights = match (config.train.class_weights, balanced_weights(&counts)) {
+            (ClassWeights::Auto, Some(w)) => {
+                emit(Event::Warning {
+                    message: format!(
+                        "classes are imbalanced (train counts {counts:?}); the loss is weighted by inverse class frequency {w:.2?}"
+                    ),
+                });
+                Some(Tensor::new(w.as_slice(), &device)?)
+            }
+            _ => None,
+        };
+
+        let record = RunRecord {
+            train_counts: counts,
+            val_counts: dataset.class_counts().iter().map(|c| c.val).collect(),
+            phases: phases_before,
+            validation: None,
+            copies: CopiesRecord {
+                duplicate_groups: dataset.report.duplicates.len(),
+                leaked_val_images: dataset.report.leakage.val_images_with_train_twin,
+                given_split: dataset.given_split,
+            },
+        };
+        emit(Event::ModelReady {
+            backbone: backbone_name.clone(),
+            architecture: model_config.architecture.clone(),
+            device: device_name(&device),
+            groups: backbone.parts().groups.clone(),
+            head_params: head.weight.elem_count() + head.bias.elem_count(),
+        });
+        let preview_rng = ChaCha8Rng::seed_from_u64(config.data.seed ^ PREVIEW_SEED);
+        let summary = Summary {
+            leaked_val_images: dataset.report.leakage.val_images_with_train_twin,
+            ..Summary::default()
+        };
+        let recipe = Recipe {
+            tltui: env!("CARGO_PKG_VERSION").into(),
+            backbone: backbone_name.clone(),
+            revision: hub_revision(&weights_path),
+            seed: config.data.seed,
+            class_root: dataset.class_root.clone(),
+            decisions: Vec::new(),
+            config: config.clone(),
+        };
+        let control = Control {
+            rx,
+            queued,
+            events: events.clone(),
+            paused: false,
+            hold_after_finder: false,
+        };
+        let trainer = Self {
+            config,
+            events,
+            dataset,
+            store,
+            device,
+            backbone,
+            head,
+            model_config,
+            backbone_name,
+            weights_path,
+            class_weights,
+            checkpoint_dir: setup.checkpoint_dir,
+            feature_cache_dir: setup.feature_cache_dir,
+            features: None,
+            backbone_changed: false,
+            rng,
+            preview_rng,
+            run: None,
+            control,
+            steps_done: 0,
+            recipe,
+            replay: setup.replay.as_ref().map(Recipe::replay),
+            last_phase: None,
+            epochs_done: 0,
+            trained_since_save: false,
+            record,
+            summary,
+            started,
+        };
+        trainer.emit_freeze();
+        Ok(trainer)
+    }
+}
+
+/// Where a backbone's files are and what to call it.
+struct LocalBackbone {
+    config: PathBuf,
+    weights: PathBuf,
+    name: String,
+}
+
+/// The backbone's local files: given with `--weights`, or fetched from the Hub (a warning
+/// when the Hub is unreachable and the cache serves them).
+fn fetch_backbone(
+    source: &WeightsSource,
+    progress: Arc<dyn Fn(hub::DownloadProgress) + Send + Sync>,
+    emit: &dyn Fn(Event),
+) -> anyhow::Result<LocalBackbone> {
+    Ok(match source {
+        WeightsSource::Local { weights } => LocalBackbone {
+            config: weights
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join("config.json"),
+            weights: weights.clone(),
+            name: weights.display().to_string(),
+        },
+        WeightsSource::Hub { repo, options } => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let files = runtime.block_on(hub::fetch_backbone(repo, options, progress))?;
+            if files.offline_fallback {
+                emit(Event::Warning {
+                    message: format!(
+                        "the Hub at {} is unreachable; using the cached snapshot of {repo}",
+                        options.endpoint.as_deref().unwrap_or("(HF_ENDPOINT)")
+                    ),
+                });
+            }
+            LocalBackbone {
+                config: files.config,
+                weights: files.weights,
+                name: repo.to_string(),
+            }
+        }
+    })
+}
+
+/// Decodes every image of the dataset into the store (within `data.cache_memory_mb`),
+/// reporting progress; `Stop` and `Interrupt` end it (an error holding the [`Halt`]), other
+/// commands wait for training. Returns the store, the unusable files and the command channel
+/// with the commands that arrived meanwhile.
+fn decode_images(
+    paths: &[PathBuf],
+    prep: Preprocess,
+    config: &Config,
+    events: &Sender<Event>,
+    rx: Receiver<Command>,
+) -> anyhow::Result<(
+    ImageStore,
+    Vec<crate::data::Skipped>,
+    Receiver<Command>,
+    VecDeque<Command>,
+)> {
+    let inbox = std::sync::Mutex::new(Inbox {
+        rx,
+        queued: VecDeque::new(),
+        halt: None,
+    });
+    let progress = |done: usize, total: usize| {
+        if done.is_multiple_of(64) || done == total {
+            let _ = events.send(Event::Decoding { done, total });
+        }
+        inbox
+            .try_lock()
+            .map_or(true, |mut inbox| inbox.take_commands())
+    };
+    let loaded = ImageStore::load(
+        paths,
+        prep,
+        config.augment.clone(),
+        config.data.seed,
+        config.data.max_pixels(),
+        config.data.cache_memory_mb * 1024 * 1024,
+        &progress,
+    );
+    let Inbox { rx, queued, halt } = inbox
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let Some((store, bad)) = loaded else {
+        return Err(halt.expect("decoding ends early only on a halt").into());
+    };
+    Ok((store, bad, rx, queued))
+}
+
+/// Commands that arrive while `prepare` decodes images (on rayon's threads): `Stop` and
+/// `Interrupt` end the decoding, the others wait for training.
+struct Inbox {
+    rx: Receiver<Command>,
+    queued: VecDeque<Command>,
+    halt: Option<Halt>,
+}
+
+impl Inbox {
+    /// Takes the commands that arrived; `false` once decoding should end.
+    fn take_commands(&mut self) -> bool {
+        while let Ok(command) = self.rx.try_recv() {
+            match Halt::of(&command) {
+                Some(halt) => self.halt = Some(halt),
+                None => self.queued.push_back(command),
+            }
+        }
+        self.halt.is_none()
+    }
+}
+
+/// The Hub commit of weights in the Hugging Face cache (`…/snapshots/COMMIT/model.safetensors`).
+fn hub_revision(weights: &Path) -> Option<String> {
+    let snapshot = weights.parent()?;
+    (snapshot.parent()?.file_name()? == "snapshots")
+        .then(|| snapshot.file_name()?.to_str().map(String::from))
+        .flatten()
+}
