@@ -6,8 +6,10 @@ usage: hub_stand_in.py DIR [--port 8765] [--upload-dir UP --user TOKEN:NAME[:ORG
 then:  HF_ENDPOINT=http://127.0.0.1:8765 HF_HOME=$(mktemp -d) tltui DATASET ...
 
 It speaks the part of the protocol hf-hub uses: HEAD/GET /ORG/NAME/resolve/REV/FILE answers a
-small file with 200 and its git blob sha1 as ETag; a .safetensors file with 302 to /blobs/...
-carrying X-Linked-Etag (sha256) and X-Linked-Size, as the Hub's LFS storage does.
+small file with 200 and its git blob sha1 as ETag; a .safetensors or .parquet file with 302 to
+/blobs/... carrying X-Linked-Etag (sha256) and X-Linked-Size, as the Hub's LFS storage does.
+Dataset repositories live under DIR/datasets/ORG/NAME and answer
+/datasets/ORG/NAME/resolve/REV/FILE and GET /api/datasets/ORG/NAME/tree/REV (the file list).
 
 With --upload-dir and one --user per accepted token it also speaks the write API `tltui push`
 uses: GET /api/whoami-v2; POST /api/repos/create (409 when the repository exists, 403 outside
@@ -33,9 +35,9 @@ class Handler(BaseHTTPRequestHandler):
     upload = None
     users = {}  # token -> (name, [orgs])
 
-    def find(self, org, name, file):
+    def find(self, org, name, file, kind=""):
         for root in [self.upload, *self.roots]:
-            path = os.path.join(root or "", org, name, *file)
+            path = os.path.join(root or "", kind, org, name, *file)
             if root and os.path.isfile(path):
                 return path
         return None
@@ -64,25 +66,47 @@ class Handler(BaseHTTPRequestHandler):
         parts = self.path.split("?")[0].strip("/").split("/")
         if parts[:2] == ["api", "whoami-v2"]:
             return self.api(parts[1:], b"")
+        if parts[:2] == ["api", "datasets"] and len(parts) >= 6 and parts[4] == "tree":
+            return self.tree(parts[2], parts[3])
+        kind = ""
+        if parts[0] == "datasets" or parts[:2] == ["blobs", "datasets"]:
+            kind = "datasets"
+            parts.remove("datasets")
         if parts[0] == "blobs" and len(parts) >= 4:
-            path = self.find(parts[1], parts[2], parts[3:])
+            path = self.find(parts[1], parts[2], parts[3:], kind)
             if path:
                 size, _, sha256 = digests(path, os.path.getmtime(path))
                 return self.answer(200, {"ETag": f'"{sha256}"', "Content-Length": size}, path)
         elif len(parts) >= 5 and parts[2] == "resolve":
             org, name, _, _rev, *file = parts
-            path = self.find(org, name, file)
+            path = self.find(org, name, file, kind)
             if path:
                 size, blob, sha256 = digests(path, os.path.getmtime(path))
-                if path.endswith(".safetensors"):
+                if path.endswith((".safetensors", ".parquet")):
+                    prefix = f"{kind}/" if kind else ""
                     return self.answer(302, {
-                        "Location": f"/blobs/{org}/{name}/{'/'.join(file)}",
+                        "Location": f"/blobs/{prefix}{org}/{name}/{'/'.join(file)}",
                         "ETag": f'"{blob}"', "X-Linked-Etag": f'"{sha256}"',
                         "X-Linked-Size": size})
                 return self.answer(200, {"ETag": f'"{blob}"', "Content-Length": size}, path)
         self.answer(404, {"X-Error-Code": "EntryNotFound"})
 
     do_HEAD = do_GET
+
+    def tree(self, org, name):
+        """The Hub API's recursive file list of a dataset repository."""
+        for root in self.roots:
+            repo = os.path.join(root, "datasets", org, name)
+            if os.path.isdir(repo):
+                entries = []
+                for dirpath, _, files in sorted(os.walk(repo)):
+                    for f in sorted(files):
+                        path = os.path.join(dirpath, f)
+                        size, blob, _ = digests(path, os.path.getmtime(path))
+                        entries.append({"type": "file", "oid": blob, "size": size,
+                                         "path": os.path.relpath(path, repo).replace(os.sep, "/")})
+                return self.json(200, entries)
+        self.answer(404, {"X-Error-Code": "RepoNotFound"})
 
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))

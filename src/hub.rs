@@ -137,6 +137,16 @@ pub enum HubError {
         reason: String,
         cache: String,
     },
+    #[error(
+        "could not get {file} of {repo}: {reason}; it is not in the Hugging Face cache at {cache} either. \
+         Check the network, or point HF_ENDPOINT at a reachable Hub (or mirror)"
+    )]
+    DatasetUnavailable {
+        repo: String,
+        file: String,
+        reason: String,
+        cache: String,
+    },
     #[error("cannot set up the Hub client: {0}")]
     Client(String),
 }
@@ -276,11 +286,24 @@ async fn fetch_file<T: hf_hub::RepoType>(
             .ok()
             .filter(|p| verify(p).is_ok())
     };
-    let unavailable = |reason: String| HubError::Unavailable {
-        repo: format!("{kind}{repo}"),
-        file: file.to_string(),
-        reason,
-        cache: client.cache_dir().display().to_string(),
+    let unavailable = |reason: String| {
+        let (repo, file) = (format!("{kind}{repo}"), file.to_string());
+        let cache = client.cache_dir().display().to_string();
+        if kind.is_empty() {
+            HubError::Unavailable {
+                repo,
+                file,
+                reason,
+                cache,
+            }
+        } else {
+            HubError::DatasetUnavailable {
+                repo,
+                file,
+                reason,
+                cache,
+            }
+        }
     };
     if options.offline {
         return match cached().await {
@@ -409,7 +432,7 @@ pub async fn list_dataset_files(
     use futures::StreamExt;
     let client = build_client(options, None)?;
     let cached = || cached_dataset_files(client.cache_dir(), repo);
-    let unavailable = |reason: String| HubError::Unavailable {
+    let unavailable = |reason: String| HubError::DatasetUnavailable {
         repo: format!("datasets/{repo}"),
         file: "the file list".into(),
         reason,
@@ -421,7 +444,7 @@ pub async fn list_dataset_files(
             .ok_or_else(|| unavailable("HF_HUB_OFFLINE is set".into()));
     }
     let handle = client.dataset(repo.owner.clone(), repo.name.clone());
-    let listing = async {
+    let listing = || async {
         let stream = handle
             .list_tree()
             .revision(repo.revision.clone())
@@ -436,29 +459,37 @@ pub async fn list_dataset_files(
         }
         Ok::<_, HFError>(files)
     };
-    match tokio::time::timeout(options.stall_timeout, listing).await {
-        Ok(Ok(mut files)) => {
-            files.sort();
-            Ok((files, false))
+    let mut last_error = String::new();
+    for attempt in 1..=options.attempts {
+        if attempt > 1 {
+            tokio::time::sleep(Duration::from_millis(250 << (attempt - 2).min(4))).await;
         }
-        Ok(Err(HFError::RepoNotFound { .. })) | Ok(Err(HFError::RevisionNotFound { .. })) => {
-            Err(HubError::NotFound {
-                repo: format!("datasets/{}/{}", repo.owner, repo.name),
-                file: "any file".into(),
-                revision: repo.revision.clone(),
-                endpoint: client.endpoint().to_string(),
-            })
+        match tokio::time::timeout(options.stall_timeout, listing()).await {
+            Ok(Ok(mut files)) => {
+                files.sort();
+                return Ok((files, false));
+            }
+            Ok(Err(HFError::RepoNotFound { .. })) | Ok(Err(HFError::RevisionNotFound { .. })) => {
+                return Err(HubError::NotFound {
+                    repo: format!("datasets/{}/{}", repo.owner, repo.name),
+                    file: "any file".into(),
+                    revision: repo.revision.clone(),
+                    endpoint: client.endpoint().to_string(),
+                });
+            }
+            Ok(Err(e)) => last_error = describe(&e),
+            Err(_) => {
+                last_error = format!("no answer within {} s", options.stall_timeout.as_secs())
+            }
         }
-        Ok(Err(e)) => cached()
-            .map(|f| (f, true))
-            .ok_or_else(|| unavailable(describe(&e))),
-        Err(_) => cached().map(|f| (f, true)).ok_or_else(|| {
-            unavailable(format!(
-                "no answer within {} s",
-                options.stall_timeout.as_secs()
-            ))
-        }),
     }
+    cached().map(|f| (f, true)).ok_or_else(|| {
+        unavailable(format!(
+            "{} attempts at {} failed, the last with: {last_error}",
+            options.attempts,
+            client.endpoint()
+        ))
+    })
 }
 
 /// The files of the cached snapshot of a dataset repository at `repo.revision`.

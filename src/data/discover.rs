@@ -215,12 +215,18 @@ pub fn discover(dataset: &Path, options: &DiscoverOptions) -> Result<Discovery, 
             },
         })
         .collect();
-    // Folders passed over inside the chosen root's classes say nothing about the dataset.
+    // Folders passed over inside the chosen root's classes, or named like generated output,
+    // say nothing about the dataset.
     let chosen_path = roots[best].path.clone();
+    let generated = |path: &Path| {
+        let rel = relative_to(dataset, path).to_string_lossy().to_lowercase();
+        OUTPUT_WORDS.iter().any(|w| rel.contains(w))
+    };
     candidates.extend(
         passed
             .into_iter()
             .filter(|(path, _)| path == &chosen_path || !path.starts_with(&chosen_path))
+            .filter(|(path, _)| !generated(path))
             .map(|(path, (images, reason))| CandidateReport {
                 path: relative_to(dataset, &path),
                 images,

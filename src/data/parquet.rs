@@ -4,12 +4,12 @@
 //! Nothing is extracted to disk. Each image gets a *virtual path* (`hf://datasets/ORG/NAME/
 //! SPLIT/NAME`), registered here with the row that holds it, so every part of tltui that reads
 //! an image by path ([`super::decode`]) reads it from the parquet file. The encoded bytes of a
-//! row group are read once and kept within a memory budget (least recently used row groups
-//! leave first); [`storage_order`] lets bulk passes walk the files row group by row group.
+//! row group are read once and kept within a memory budget (the oldest row groups leave
+//! first); [`storage_order`] lets bulk passes walk the files row group by row group.
 
 use parquet::basic::Type as PhysicalType;
 use parquet::column::reader::{get_typed_column_reader, ColumnReader};
-use parquet::data_type::{ByteArrayType, Int32Type, Int64Type};
+use parquet::data_type::{ByteArray, ByteArrayType, Int32Type, Int64Type};
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -38,7 +38,7 @@ struct GroupCache {
     budget: u64,
     used: u64,
     order: VecDeque<usize>,
-    groups: HashMap<usize, Arc<Vec<Option<Vec<u8>>>>>,
+    groups: HashMap<usize, Arc<Vec<Option<ByteArray>>>>,
 }
 
 /// One row of a parquet dataset: its label and the name stored with its image.
@@ -138,7 +138,7 @@ pub fn rows(
             )
             .map_err(bad)?
             .into_iter()
-            .map(|b| b.map(|b| String::from_utf8_lossy(&b).into_owned()))
+            .map(|b| b.map(|b| String::from_utf8_lossy(b.data()).into_owned()))
             .collect(),
             None => vec![None; n],
         };
@@ -158,12 +158,13 @@ pub fn rows(
     Ok(out)
 }
 
-/// The values of a byte-array column in one row group, `None` where null.
+/// The values of a byte-array column in one row group, `None` where null (slices of the
+/// decoded pages, not copies).
 fn read_bytes(
     reader: ColumnReader,
     rows: usize,
     max_def: i16,
-) -> parquet::errors::Result<Vec<Option<Vec<u8>>>> {
+) -> parquet::errors::Result<Vec<Option<ByteArray>>> {
     let mut reader = get_typed_column_reader::<ByteArrayType>(match reader {
         r @ ColumnReader::ByteArrayColumnReader(_) => r,
         _ => {
@@ -183,9 +184,7 @@ fn read_bytes(
         read += records;
     }
     let mut values = values.into_iter();
-    Ok(spread(&defs, max_def, rows, || {
-        values.next().map(|v| v.data().to_vec())
-    }))
+    Ok(spread(&defs, max_def, rows, || values.next()))
 }
 
 /// The labels of one row group: integers (a `ClassLabel`) or text.
@@ -218,7 +217,7 @@ fn read_labels(
         r @ ColumnReader::Int32ColumnReader(_) => ints!(Int32Type, r),
         r @ ColumnReader::ByteArrayColumnReader(_) => Ok(read_bytes(r, rows, max_def)?
             .into_iter()
-            .map(|b| b.map(|b| Label::Text(String::from_utf8_lossy(&b).into_owned())))
+            .map(|b| b.map(|b| Label::Text(String::from_utf8_lossy(b.data()).into_owned())))
             .collect()),
         _ => Err(parquet::errors::ParquetError::General(
             "the label column is neither an integer nor a string".into(),
@@ -308,13 +307,16 @@ fn lookup(path: &Path) -> Option<RowRef> {
 pub fn image_bytes(path: &Path) -> Option<Result<Vec<u8>, String>> {
     let row = lookup(path)?;
     Some(row.shard.group(row.group).and_then(|g| {
-        g.get(row.index).cloned().flatten().ok_or_else(|| {
-            format!(
-                "row {} of {} has no image bytes",
-                row.index,
-                row.shard.path.display()
-            )
-        })
+        g.get(row.index)
+            .and_then(|b| b.as_ref())
+            .map(|b| b.data().to_vec())
+            .ok_or_else(|| {
+                format!(
+                    "row {} of {} has no image bytes",
+                    row.index,
+                    row.shard.path.display()
+                )
+            })
     }))
 }
 
@@ -353,7 +355,7 @@ pub fn storage_order(paths: &[PathBuf]) -> Vec<PathBuf> {
 
 impl Shard {
     /// The encoded images of row group `group`, from the cache or the file.
-    fn group(&self, group: usize) -> Result<Arc<Vec<Option<Vec<u8>>>>, String> {
+    fn group(&self, group: usize) -> Result<Arc<Vec<Option<ByteArray>>>, String> {
         if let Some(g) = self.lock().groups.get(&group) {
             return Ok(g.clone());
         }

@@ -5,6 +5,10 @@
 //! sha1), `X-Repo-Commit` and `Content-Length`; a `.safetensors` file answers 302 to a second
 //! port with `X-Linked-Etag` (sha256) and `X-Linked-Size`; a missing file answers 404.
 //!
+//! Dataset repositories (keyed `datasets/{org}/{name}`, see [`HubStub::serve_dataset_dir`])
+//! answer `/datasets/{org}/{name}/resolve/{rev}/{file}` the same way (a `.parquet` file as an LFS
+//! file) and `GET /api/datasets/{org}/{name}/tree/{rev}` with their file list.
+//!
 //! The write API `tltui push` uses, for the users given to [`HubStub::add_user`] (a bearer token
 //! each; a user may write to their own namespace and their organisations'):
 //! `GET /api/whoami-v2`; `POST /api/repos/create` (409 when the repository exists, 403 outside
@@ -167,6 +171,39 @@ impl HubStub {
         Self::start(repo, files)
     }
 
+    /// Also serves every file under `dir` as the dataset repository `repo` (`org/name`).
+    pub fn serve_dataset_dir(&self, repo: &str, dir: &std::path::Path) {
+        fn walk(root: &std::path::Path, dir: &std::path::Path, out: &mut HashMap<String, Vec<u8>>) {
+            for entry in std::fs::read_dir(dir).unwrap().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    walk(root, &path, out);
+                } else {
+                    let rel = path
+                        .strip_prefix(root)
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned();
+                    out.insert(rel, std::fs::read(&path).unwrap());
+                }
+            }
+        }
+        let mut files = HashMap::new();
+        walk(dir, dir, &mut files);
+        self.set_dataset(repo, files);
+    }
+
+    /// Serves `files` (path to bytes) as the dataset repository `repo` (`org/name`).
+    pub fn set_dataset(&self, repo: &str, files: HashMap<String, Vec<u8>>) {
+        self.state.lock().unwrap().repos.insert(
+            format!("datasets/{repo}"),
+            Repo {
+                files,
+                private: false,
+            },
+        );
+    }
+
     pub fn set_fault(&self, fault: Fault) {
         self.state.lock().unwrap().fault = fault;
     }
@@ -277,6 +314,32 @@ fn serve(
             return respond(&mut stream, "500 Internal Server Error", "", b"");
         }
     }
+    if let (false, ["api", "datasets", org, name, "tree", ..]) = (
+        is_cdn,
+        path.trim_start_matches('/')
+            .split('?')
+            .next()
+            .unwrap_or("")
+            .split('/')
+            .collect::<Vec<_>>()
+            .as_slice(),
+    ) {
+        let Some(repo) = st.repos.get(&format!("datasets/{org}/{name}")) else {
+            return respond(
+                &mut stream,
+                "404 Not Found",
+                "X-Error-Code: RepoNotFound\r\n",
+                b"",
+            );
+        };
+        let mut list: Vec<serde_json::Value> = repo
+            .files
+            .iter()
+            .map(|(p, body)| serde_json::json!({"type": "file", "oid": git_sha1(body), "size": body.len(), "path": p}))
+            .collect();
+        list.sort_by(|a, b| a["path"].as_str().cmp(&b["path"].as_str()));
+        return json_reply(&mut stream, "200 OK", serde_json::Value::Array(list));
+    }
     if !is_cdn && path.starts_with("/api/") {
         return api(
             &mut stream,
@@ -292,7 +355,13 @@ fn serve(
     let fault = st.fault;
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let (repo, file) = match (is_cdn, segments.as_slice()) {
+        (true, ["blobs", "datasets", org, name, file @ ..]) => {
+            (format!("datasets/{org}/{name}"), file.join("/"))
+        }
         (true, ["blobs", org, name, file @ ..]) => (format!("{org}/{name}"), file.join("/")),
+        (false, ["datasets", org, name, "resolve", _rev, file @ ..]) => {
+            (format!("datasets/{org}/{name}"), file.join("/"))
+        }
         (false, [org, name, "resolve", _rev, file @ ..]) => {
             (format!("{org}/{name}"), file.join("/"))
         }
@@ -312,7 +381,7 @@ fn serve(
         );
     };
     drop(st);
-    let large = file.ends_with(".safetensors");
+    let large = file.ends_with(".safetensors") || file.ends_with(".parquet");
     if large && !is_cdn {
         let headers = format!(
             "Location: {cdn_base}/blobs/{repo}/{file}\r\nX-Linked-Etag: \"{}\"\r\nX-Linked-Size: {}\r\nETag: \"{}\"\r\n",
