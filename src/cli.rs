@@ -141,10 +141,31 @@ pub struct EvalArgs {
 /// `tltui export`.
 #[derive(Debug, Args)]
 pub struct ExportArgs {
-    /// A checkpoint written by tltui.
+    /// A checkpoint written by tltui (with --format onnx also a directory written by `export`
+    /// or hf-hub:ORG/NAME[@REV], as `predict` takes).
     pub checkpoint: PathBuf,
-    /// Directory for model.safetensors and config.json.
+    /// Directory for model.safetensors and config.json (timm), or model.onnx.
     pub out_dir: PathBuf,
+    /// timm (model.safetensors + config.json) or onnx (model.onnx, opset 17, class names and
+    /// preprocessing in its metadata).
+    #[arg(long, value_enum, default_value_t = ExportFormat::Timm)]
+    pub format: ExportFormat,
+    /// ONNX: add a `probabilities` output (softmax of `logits`).
+    #[arg(long)]
+    pub softmax: bool,
+    /// ONNX: the graph takes uint8 RGB pixels [N, H, W, 3], already resized and cropped to the
+    /// input size, and scales, normalises and reorders them itself.
+    #[arg(long)]
+    pub with_preprocessing: bool,
+}
+
+/// What `tltui export` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// timm's model.safetensors and config.json.
+    Timm,
+    /// model.onnx.
+    Onnx,
 }
 
 /// `tltui push`.
