@@ -25,7 +25,8 @@ pub enum Command {
     Predict(PredictArgs),
     /// Accuracy, per-class precision/recall/F1 and confusion of a checkpoint on a dataset.
     Eval(EvalArgs),
-    /// Write a checkpoint as a timm model: model.safetensors and config.json.
+    /// Write a checkpoint as a timm model (model.safetensors, config.json) or, with --format onnx,
+    /// as model.onnx for ONNX runtimes.
     Export(ExportArgs),
     /// Pooled backbone features of images, after the backbone's own eval transform.
     Embed(EmbedArgs),
@@ -187,6 +188,10 @@ pub struct PushArgs {
     /// The Hub dataset the model was trained on, for the card's `datasets`.
     #[arg(long, value_name = "NAME")]
     pub dataset: Option<String>,
+    /// Also upload model.onnx (`export --format onnx --with-preprocessing --softmax`); the
+    /// model card says how to run it.
+    #[arg(long)]
+    pub onnx: bool,
     /// Print one JSON object per line, each with an "event" field.
     #[arg(long)]
     pub json: bool,

@@ -404,6 +404,51 @@ fn a_checkpoint_of_generated_classes_exports_with_its_class_names() {
     assert_eq!(meta["label_names"], r#"["blue","grün","red"]"#);
     assert_eq!(meta["hf_hub_id"], weights.to_str().unwrap());
     assert_eq!(meta["input_size"], "[3,64,64]");
+
+    // `push --onnx` uploads the same bytes, and the card says how to run them.
+    let stub = common::hub_stub::HubStub::start("someone/else", vec![]);
+    stub.add_user("hf_stubTokenOfAlice0123456789", "alice", &[]);
+    let home = dir.path().join("hf-home");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::write(home.join("token"), "hf_stubTokenOfAlice0123456789\n").unwrap();
+    let status = Command::new(env!("CARGO_BIN_EXE_tltui"))
+        .args([
+            os("push"),
+            ckpt.as_os_str(),
+            os("alice/shapes"),
+            os("--onnx"),
+        ])
+        .env_remove("HF_TOKEN")
+        .env_remove("HF_TOKEN_PATH")
+        .env("HF_HOME", &home)
+        .env("HF_ENDPOINT", &stub.endpoint)
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let (files, _) = stub.repo("alice/shapes").unwrap();
+    let mut names: Vec<&str> = files.keys().map(|k| k.as_str()).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "README.md",
+            "config.json",
+            "model.onnx",
+            "model.safetensors"
+        ]
+    );
+    assert!(files["model.onnx"] == std::fs::read(out.join("model.onnx")).unwrap());
+    let card = String::from_utf8(files["README.md"].clone()).unwrap();
+    assert!(
+        card.contains("## With ONNX Runtime")
+            && card.contains(r#"hf_hub_download("alice/shapes", "model.onnx")"#),
+        "{card}"
+    );
 }
 
 #[test]

@@ -27,6 +27,9 @@ pub const OPSET: i64 = 17;
 /// The ONNX IR version of opset 17.
 const IR_VERSION: i64 = 8;
 
+/// The file `export` writes and `push --onnx` uploads.
+pub const FILE_NAME: &str = "model.onnx";
+
 /// What the exported graph adds around the classifier.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Options {
@@ -35,6 +38,41 @@ pub struct Options {
     /// The input is `pixels`, uint8 RGB `[N, H, W, 3]` already resized and cropped to the input
     /// size; scaling, normalisation and the channel reordering run in the graph.
     pub with_preprocessing: bool,
+}
+
+impl Options {
+    /// What `push --onnx` uploads: the preprocessing inside and a `probabilities` output.
+    pub const DEPLOY: Options = Options {
+        softmax: true,
+        with_preprocessing: true,
+    };
+}
+
+/// The model card's section on running the pushed `model.onnx` of `repo` in onnxruntime.
+pub fn card_section(repo: &str) -> String {
+    format!(
+        "\n\n## With ONNX Runtime\n\n`model.onnx` (opset 17) takes uint8 RGB pixels `[N, H, W, 3]` \
+         resized as below and does the scaling, normalisation and channel order itself; its \
+         metadata holds the class names (`label_names`) and the preprocessing \
+         (`input_size`, `resize`, `interpolation`, `crop_pct`, `mean`, `std`):\n\n\
+         ```python\n\
+         import json, numpy as np, onnxruntime as ort\n\
+         from huggingface_hub import hf_hub_download\n\
+         from PIL import Image\n\n\
+         session = ort.InferenceSession(hf_hub_download(\"{repo}\", \"model.onnx\"))\n\
+         meta = session.get_modelmeta().custom_metadata_map\n\
+         labels = json.loads(meta[\"label_names\"])\n\
+         size, resize = json.loads(meta[\"input_size\"])[1], int(meta[\"resize\"])\n\n\
+         img = Image.open(\"image.jpg\").convert(\"RGB\")\n\
+         w, h = img.size  # shorter side to `resize` (bicubic), then the center crop\n\
+         nw, nh = (resize, resize * h // w) if w <= h else (resize * w // h, resize)\n\
+         img = img.resize((nw, nh), Image.BICUBIC)\n\
+         left, top = round((nw - size) / 2), round((nh - size) / 2)\n\
+         pixels = np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.uint8)[None]\n\n\
+         probs = session.run([\"probabilities\"], {{\"pixels\": pixels}})[0][0]\n\
+         print(labels[int(probs.argmax())], float(probs.max()))\n\
+         ```\n"
+    )
 }
 
 /// What the file's metadata says about the model besides its graph.
@@ -259,7 +297,7 @@ pub fn export(
     };
     std::fs::create_dir_all(out_dir)
         .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", out_dir.display()))?;
-    let path = out_dir.join("model.onnx");
+    let path = out_dir.join(FILE_NAME);
     crate::train::checkpoint::atomic_write(&path, &bytes)
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
     Ok(path)
