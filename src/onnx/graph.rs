@@ -275,9 +275,11 @@ impl Graph {
 /// Stride, padding and groups of a convolution.
 #[derive(Debug, Clone, Copy)]
 pub struct ConvGeo {
+    /// The same stride along both axes.
     pub stride: usize,
     /// `[top, left, bottom, right]`, ONNX's order.
     pub pads: [usize; 4],
+    /// Channel groups (the channel count for a depthwise convolution).
     pub group: usize,
 }
 

@@ -86,8 +86,9 @@ pub struct Info {
     pub pretrained_cfg: PretrainedCfg,
     /// The eval transform the model was trained with; its size is the graph's input size.
     pub preprocess: Preprocess,
-    /// The backbone's Hub id (or local weights path) and Hub commit, when known.
+    /// The backbone's Hub id (or local weights path), when known.
     pub backbone: Option<String>,
+    /// The Hub commit the backbone's weights came from, when known.
     pub revision: Option<String>,
 }
 
