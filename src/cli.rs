@@ -25,7 +25,8 @@ pub enum Command {
     Predict(PredictArgs),
     /// Accuracy, per-class precision/recall/F1 and confusion of a checkpoint on a dataset.
     Eval(EvalArgs),
-    /// Write a checkpoint as a timm model: model.safetensors and config.json.
+    /// Write a checkpoint as a timm model (model.safetensors, config.json) or, with --format onnx,
+    /// as model.onnx for ONNX runtimes.
     Export(ExportArgs),
     /// Pooled backbone features of images, after the backbone's own eval transform.
     Embed(EmbedArgs),
@@ -140,10 +141,31 @@ pub struct EvalArgs {
 /// `tltui export`.
 #[derive(Debug, Args)]
 pub struct ExportArgs {
-    /// A checkpoint written by tltui.
+    /// A checkpoint written by tltui (with --format onnx also a directory written by `export`
+    /// or hf-hub:ORG/NAME[@REV], as `predict` takes).
     pub checkpoint: PathBuf,
-    /// Directory for model.safetensors and config.json.
+    /// Directory for model.safetensors and config.json (timm), or model.onnx.
     pub out_dir: PathBuf,
+    /// timm (model.safetensors + config.json) or onnx (model.onnx, opset 17, class names and
+    /// preprocessing in its metadata).
+    #[arg(long, value_enum, default_value_t = ExportFormat::Timm)]
+    pub format: ExportFormat,
+    /// ONNX: add a `probabilities` output (softmax of `logits`).
+    #[arg(long)]
+    pub softmax: bool,
+    /// ONNX: the graph takes uint8 RGB pixels [N, H, W, 3], already resized and cropped to the
+    /// input size, and scales, normalises and reorders them itself.
+    #[arg(long)]
+    pub with_preprocessing: bool,
+}
+
+/// What `tltui export` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// timm's model.safetensors and config.json.
+    Timm,
+    /// model.onnx.
+    Onnx,
 }
 
 /// `tltui push`.
@@ -165,6 +187,10 @@ pub struct PushArgs {
     /// The Hub dataset the model was trained on, for the card's `datasets`.
     #[arg(long, value_name = "NAME")]
     pub dataset: Option<String>,
+    /// Also upload model.onnx (`export --format onnx --with-preprocessing --softmax`); the
+    /// model card says how to run it.
+    #[arg(long)]
+    pub onnx: bool,
     /// Print one JSON object per line, each with an "event" field.
     #[arg(long)]
     pub json: bool,

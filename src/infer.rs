@@ -27,6 +27,7 @@ pub struct Classifier {
     /// Class names in the order of the head's outputs.
     pub classes: Vec<String>,
     preprocess: Preprocess,
+    pretrained_cfg: PretrainedCfg,
 }
 
 /// The fields of an exported `config.json` a classifier needs.
@@ -79,6 +80,7 @@ impl Classifier {
             head,
             classes: ckpt.meta.classes,
             preprocess: ckpt.meta.preprocess,
+            pretrained_cfg: config.pretrained_cfg,
         })
     }
 
@@ -117,7 +119,7 @@ impl Classifier {
         let config = ModelConfig {
             architecture: cfg.architecture,
             num_features: None,
-            pretrained_cfg: cfg.pretrained_cfg,
+            pretrained_cfg: cfg.pretrained_cfg.clone(),
         };
         let backbone = build_backbone(&config, params)
             .map_err(|e| anyhow::anyhow!("{}: {e}", weights.display()))?;
@@ -127,11 +129,19 @@ impl Classifier {
             head,
             classes: cfg.label_names,
             preprocess,
+            pretrained_cfg: cfg.pretrained_cfg,
         })
     }
 
     fn preprocess(&self) -> &Preprocess {
         &self.preprocess
+    }
+
+    /// The backbone, the head, the eval transform and the backbone's `pretrained_cfg`: what
+    /// an ONNX export writes.
+    pub fn parts(&self) -> (&dyn Backbone, &Head, &Preprocess, &PretrainedCfg) {
+        let backbone: &dyn Backbone = self.backbone.as_ref();
+        (backbone, &self.head, &self.preprocess, &self.pretrained_cfg)
     }
 
     /// Class probabilities `[N, K]` of decoded-and-preprocessed inputs.
@@ -461,8 +471,21 @@ pub fn timm_files(ckpt: &Checkpoint) -> anyhow::Result<TimmFiles> {
     })
 }
 
-/// `tltui export`: [`timm_files`] written to a directory.
+/// `tltui export`: [`timm_files`] written to a directory, or with `--format onnx`
+/// [`crate::onnx::export`]'s `model.onnx`.
 pub fn export(args: &ExportArgs) -> anyhow::Result<()> {
+    if args.format == crate::cli::ExportFormat::Onnx {
+        let options = crate::onnx::Options {
+            softmax: args.softmax,
+            with_preprocessing: args.with_preprocessing,
+        };
+        let path = crate::onnx::export(&args.checkpoint, &args.out_dir, options)?;
+        println!("exported {}", path.display());
+        return Ok(());
+    }
+    if args.softmax || args.with_preprocessing {
+        anyhow::bail!("--softmax and --with-preprocessing apply to --format onnx only");
+    }
     let ckpt = Checkpoint::load(&args.checkpoint, &Device::Cpu)?;
     std::fs::create_dir_all(&args.out_dir)
         .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", args.out_dir.display()))?;

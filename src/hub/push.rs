@@ -254,6 +254,10 @@ pub fn run(args: &PushArgs) -> anyhow::Result<()> {
     }
     let ckpt = Checkpoint::load(&args.checkpoint, &candle_core::Device::Cpu)?;
     let files = timm_files(&ckpt)?;
+    let onnx = args
+        .onnx
+        .then(|| crate::onnx::checkpoint_bytes(&ckpt, crate::onnx::Options::DEPLOY))
+        .transpose()?;
     let options = HubOptions::from_config(&crate::config::Config::default().hub);
     let Some(token) = find_token() else {
         let client = build_client(&options, None)?;
@@ -282,18 +286,22 @@ pub fn run(args: &PushArgs) -> anyhow::Result<()> {
             Some(base) => backbone_license(&client, base).await,
             None => None,
         };
-        let card = model_card(&CardInput {
+        let mut card = model_card(&CardInput {
             repo: &repo,
             meta: &ckpt.meta,
             base_model: base.as_ref(),
             license: license.as_deref(),
             dataset: args.dataset.as_deref(),
         });
-        let files = vec![
+        let mut files = vec![
             ("model.safetensors", files.weights),
             ("config.json", files.config),
-            ("README.md", card.into_bytes()),
         ];
+        if let Some(bytes) = onnx {
+            card.push_str(&crate::onnx::card_section(&args.repo));
+            files.push((crate::onnx::FILE_NAME, bytes));
+        }
+        files.push(("README.md", card.into_bytes()));
         upload(&client, &repo, &token, &user, args, files, &printer).await
     });
     let pushed = pushed.map_err(|e| anyhow::anyhow!(redact(&e.to_string(), &token.value)))?;

@@ -16,7 +16,7 @@ use super::{Backbone, BackboneParts, GroupMode, Params};
 use candle_core::{Result, Tensor};
 
 /// timm's LayerNorm / LayerNorm2d epsilon in ConvNeXt.
-const NORM_EPS: f32 = 1e-6;
+pub(crate) const NORM_EPS: f32 = 1e-6;
 
 /// Depths and widths of one ConvNeXt, as timm's model table gives them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,23 +71,23 @@ impl ConvNeXtSpec {
 
 /// One block: its key prefix and depthwise kernel size.
 #[derive(Debug, Clone)]
-struct Block {
-    prefix: String,
-    kernel: usize,
+pub(crate) struct Block {
+    pub(crate) prefix: String,
+    pub(crate) kernel: usize,
 }
 
 /// One stage: whether it starts with a downsample (norm + strided conv), and its blocks.
 #[derive(Debug, Clone)]
-struct Stage {
-    prefix: String,
-    downsample: bool,
-    blocks: Vec<Block>,
+pub(crate) struct Stage {
+    pub(crate) prefix: String,
+    pub(crate) downsample: bool,
+    pub(crate) blocks: Vec<Block>,
 }
 
 /// A ConvNeXt backbone.
 pub struct ConvNeXt {
-    parts: BackboneParts,
-    stages: Vec<Stage>,
+    pub(crate) parts: BackboneParts,
+    pub(crate) stages: Vec<Stage>,
 }
 
 impl ConvNeXt {
@@ -242,6 +242,15 @@ impl Backbone for ConvNeXt {
         }
         let mode = self.parts.mode(self.stages.len() + 1, training);
         self.norm(&global_pool_nhwc(&h)?, "head.norm", mode)
+    }
+
+    fn onnx(
+        &self,
+        g: &mut crate::onnx::Graph,
+        x: &str,
+        _hw: (usize, usize),
+    ) -> anyhow::Result<crate::onnx::Value> {
+        crate::onnx::convnext::convnext(g, self, x)
     }
 }
 

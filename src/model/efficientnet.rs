@@ -204,6 +204,16 @@ impl Backbone for EfficientNet {
         global_pool_nhwc(&self.feature_map(x, training)?)
     }
 
+    fn onnx(
+        &self,
+        g: &mut crate::onnx::Graph,
+        x: &str,
+        hw: (usize, usize),
+    ) -> anyhow::Result<crate::onnx::Value> {
+        let (p, head) = (&self.parts.params, self.head_ch.is_some());
+        crate::onnx::efficientnet::efficientnet(g, p, &self.trunk, head, x, hw)
+    }
+
     fn forward_taped(&self, x: &Tensor) -> Option<Result<(Tensor, Box<dyn std::any::Any + Send>)>> {
         efficientnet_tape::forward_boxed(&self.parts, || self.forward_taped(x))
     }

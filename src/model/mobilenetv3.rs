@@ -159,6 +159,15 @@ impl Backbone for MobileNetV3 {
         Ok(pooled_conv_act(&pooled, &w, &b, act)?.1)
     }
 
+    fn onnx(
+        &self,
+        g: &mut crate::onnx::Graph,
+        x: &str,
+        hw: (usize, usize),
+    ) -> anyhow::Result<crate::onnx::Value> {
+        crate::onnx::efficientnet::mobilenetv3(g, &self.parts.params, &self.trunk, x, hw)
+    }
+
     fn forward_taped(&self, x: &Tensor) -> Option<Result<(Tensor, Box<dyn std::any::Any + Send>)>> {
         efficientnet_tape::forward_boxed(&self.parts, || self.forward_taped(x))
     }

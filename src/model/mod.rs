@@ -202,6 +202,16 @@ pub trait Backbone: Send {
     /// Pooled features; `training` lets trainable groups record gradients.
     fn forward(&self, x: &Tensor, training: bool) -> Result<Tensor>;
 
+    /// Adds the inference graph of [`Backbone::forward`] to `g` (BatchNorm in inference mode,
+    /// folded into the convolutions): pooled features `[N, C]` of the NCHW input `x`, whose
+    /// spatial size `hw` the graph fixes. An error names the layer that stops the export.
+    fn onnx(
+        &self,
+        g: &mut crate::onnx::Graph,
+        x: &str,
+        hw: (usize, usize),
+    ) -> anyhow::Result<crate::onnx::Value>;
+
     /// Pooled features of a training pass without a candle graph, and a tape for
     /// [`Backbone::backward_taped`], when the backbone has a hand-written backward for its
     /// current mode (faster than candle's graph); `None` otherwise.

@@ -45,18 +45,18 @@ impl ResNetSpec {
 
 /// One residual block: its key prefix, stride and whether it has a projection shortcut.
 #[derive(Debug, Clone)]
-struct Block {
-    prefix: String,
-    stride: usize,
-    downsample: bool,
+pub(crate) struct Block {
+    pub(crate) prefix: String,
+    pub(crate) stride: usize,
+    pub(crate) downsample: bool,
 }
 
 /// A ResNet backbone.
 pub struct ResNet {
-    parts: BackboneParts,
-    spec: ResNetSpec,
-    stages: Vec<Vec<Block>>,
-    bns: HashMap<String, BatchNorm>,
+    pub(crate) parts: BackboneParts,
+    pub(crate) spec: ResNetSpec,
+    pub(crate) stages: Vec<Vec<Block>>,
+    pub(crate) bns: HashMap<String, BatchNorm>,
 }
 
 impl ResNet {
@@ -224,5 +224,14 @@ impl Backbone for ResNet {
             }
         }
         global_pool_nchw(&h)
+    }
+
+    fn onnx(
+        &self,
+        g: &mut crate::onnx::Graph,
+        x: &str,
+        _hw: (usize, usize),
+    ) -> anyhow::Result<crate::onnx::Value> {
+        crate::onnx::resnet::resnet(g, self, x)
     }
 }

@@ -26,7 +26,7 @@ use super::{Backbone, BackboneParts, GroupMode, Params};
 use candle_core::{Device, Result, Tensor};
 
 /// LayerNorm epsilon of every timm ViT.
-const LN_EPS: f32 = 1e-6;
+pub(crate) const LN_EPS: f32 = 1e-6;
 
 /// Block groups for freezing and partial unfreezing.
 const BLOCK_GROUPS: usize = 6;
@@ -169,8 +169,8 @@ pub fn is_dinov2(arch: &str) -> bool {
 
 /// A ViT backbone.
 pub struct VisionTransformer {
-    parts: BackboneParts,
-    spec: VitSpec,
+    pub(crate) parts: BackboneParts,
+    pub(crate) spec: VitSpec,
     /// Side of the patch grid the stored position embeddings cover.
     pos_grid: usize,
     /// Blocks per layer group.
@@ -420,7 +420,7 @@ impl VisionTransformer {
     }
 
     /// Position embeddings `[1, 1 + gh*gw, D]` for a `gh` x `gw` patch grid.
-    fn pos_embed(&self, gh: usize, gw: usize, mode: GroupMode) -> Result<Tensor> {
+    pub(crate) fn pos_embed(&self, gh: usize, gw: usize, mode: GroupMode) -> Result<Tensor> {
         let pos = self.w("pos_embed", mode);
         let g = self.pos_grid;
         if (gh, gw) == (g, g) {
@@ -459,6 +459,15 @@ impl Backbone for VisionTransformer {
         let last = self.parts.groups.len() - 1;
         let cls = h.reshape((n, t, d))?.narrow(1, 0, 1)?.squeeze(1)?;
         self.norm(&cls, "norm", self.parts.mode(last, training))
+    }
+
+    fn onnx(
+        &self,
+        g: &mut crate::onnx::Graph,
+        x: &str,
+        hw: (usize, usize),
+    ) -> anyhow::Result<crate::onnx::Value> {
+        crate::onnx::vit::vit(g, self, x, hw)
     }
 }
 
