@@ -14,5 +14,6 @@ pub mod hub;
 pub mod infer;
 pub mod inspect;
 pub mod model;
+pub mod share;
 pub mod train;
 pub mod ui;

@@ -7,7 +7,7 @@
 //! protocol, and the commit only names them. Byte progress exists only for the xet path.
 
 use super::card::{license_of, model_card, timm_snippet, CardInput};
-use super::{build_client, describe, HubOptions, RepoId};
+use crate::hub::{build_client, describe, HubOptions, RepoId};
 use crate::cli::PushArgs;
 use crate::infer::timm_files;
 use crate::train::checkpoint::Checkpoint;
