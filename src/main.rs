@@ -34,7 +34,7 @@ fn main() -> ExitCode {
         Some(Command::Backbones(args)) => tltui::backbones::run(args).map(|()| ExitCode::SUCCESS),
         Some(Command::Push(args)) => tltui::share::push::run(args).map(|()| ExitCode::SUCCESS),
         Some(Command::Recipe(args)) => {
-            tltui::train::recipe::print(&args.checkpoint).map(|()| ExitCode::SUCCESS)
+            tltui::train::checkpoint::print_recipe(&args.checkpoint).map(|()| ExitCode::SUCCESS)
         }
         None => match &cli.train.dataset {
             Some(dataset) if cli.train.headless => tltui::headless::run(&cli.train, dataset),
