@@ -51,7 +51,9 @@ pub fn history(f: &mut Frame, app: &App, area: Rect) {
         ),
     ];
     for (name, a, train, val) in &charts {
-        let y = bounds(train.iter().chain(val).map(|p| p.1));
+        let mut y = bounds(train.iter().chain(val).map(|p| p.1));
+        // Losses and accuracies are never negative: the margin stops at zero.
+        y[0] = y[0].max(0.0);
         let walls: Vec<Vec<(f64, f64)>> = boundaries.iter().map(|b| vertical(*b, y)).collect();
         let mut datasets = vec![
             Dataset::default()

@@ -1,6 +1,7 @@
 //! The learning-rate finder's chart.
 
 use super::{block, bounds, fg, labels, vertical};
+use crate::train::lr_find::{LrFind, Verdict};
 use crate::ui::app::{App, Status};
 use ratatui::layout::Rect;
 use ratatui::style::Color;
@@ -11,12 +12,18 @@ use ratatui::Frame;
 /// The learning-rate finder: smoothed loss against the rate on a log axis, the suggestions
 /// marked.
 pub fn lr_finder(f: &mut Frame, app: &App, area: Rect) {
-    let title = match app.lr_find.as_ref().and_then(|r| r.suggestion) {
-        Some(s) => format!(
+    let title = match app.lr_find.as_ref() {
+        Some(LrFind {
+            suggestion: Some(s),
+            ..
+        }) => format!(
             "LR finder — valley {:.1e} (Enter adopts) · steepest {:.1e} · Esc keeps the rate",
             s.valley, s.steepest
         ),
-        None => "LR finder — Esc keeps the rate".to_string(),
+        Some(r) if r.verdict == Verdict::NoClearDescent => {
+            format!("LR finder — {} (Enter or Esc)", r.message)
+        }
+        _ => "LR finder — Esc keeps the rate".to_string(),
     };
     let outer = block(&title);
     let Some(result) = app.lr_find.as_ref().filter(|r| r.points.len() > 1) else {
