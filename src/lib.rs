@@ -14,6 +14,7 @@ pub mod hub;
 pub mod infer;
 pub mod inspect;
 pub mod model;
+pub mod rundir;
 pub mod share;
 pub mod train;
 pub mod ui;

@@ -154,10 +154,7 @@ fn clear_descent(p: &[LrPoint]) -> bool {
         .map(|q| (q.loss as f64 - start).powi(2))
         .sum::<f64>()
         / (k - 1) as f64;
-    let lowest = p[k..]
-        .windows(k)
-        .map(mean)
-        .fold(f64::INFINITY, f64::min);
+    let lowest = p[k..].windows(k).map(mean).fold(f64::INFINITY, f64::min);
     let margin = (CLEAR_DROP * start).max(CLEAR_SIGMAS * (2.0 * var / k as f64).sqrt());
     lowest.is_finite() && start - lowest > margin
 }
@@ -260,7 +257,11 @@ mod tests {
             >> 33) as f64
             / (1u64 << 31) as f64;
         let base = if i % 12 == 7 { 0.12 } else { 0.02 + 0.03 * r };
-        let rise = if lr > 1e-3 { (lr / 1e-3).ln() * 0.2 } else { 0.0 };
+        let rise = if lr > 1e-3 {
+            (lr / 1e-3).ln() * 0.2
+        } else {
+            0.0
+        };
         (base + rise) as f32
     }
 

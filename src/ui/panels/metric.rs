@@ -27,7 +27,8 @@ pub fn metric(f: &mut Frame, app: &App, area: Rect, name: &str, accuracy: bool) 
     } else {
         &app.losses
     };
-    let value = |v: &crate::ui::app::ValPoint| f64::from(if accuracy { v.accuracy } else { v.loss });
+    let value =
+        |v: &crate::ui::app::ValPoint| f64::from(if accuracy { v.accuracy } else { v.loss });
     let stats = match (
         series.points.back(),
         series.points.iter().map(|p| p.value).reduce(f32::min),
@@ -78,19 +79,21 @@ pub fn metric(f: &mut Frame, app: &App, area: Rect, name: &str, accuracy: bool) 
     let (Some(first), Some(last)) = (visible.first(), visible.last()) else {
         return;
     };
-    let x = [first.step as f64, (last.step as f64).max(first.step as f64 + 1.0)];
+    let x = [
+        first.step as f64,
+        (last.step as f64).max(first.step as f64 + 1.0),
+    ];
     let marks: Vec<(f64, f64)> = app
         .validations
         .iter()
         .filter(|v| (first.step..=last.step).contains(&v.step))
         .map(|v| (v.step as f64, value(v)))
         .collect();
+    // The trend is a mean of the points, inside their range but for the outliers' pull: it
+    // is clamped like them rather than given the axis.
     let y = fitted(
         visible.iter().map(|p| f64::from(p.value)).collect(),
-        visible
-            .iter()
-            .map(|p| f64::from(p.trend))
-            .chain(marks.iter().map(|m| m.1)),
+        marks.iter().map(|m| m.1),
         accuracy,
     );
     let clamp = |v: f32| f64::from(v).clamp(y[0], y[1]);
@@ -145,7 +148,7 @@ pub fn metric(f: &mut Frame, app: &App, area: Rect, name: &str, accuracy: bool) 
     f.render_widget(chart, chart_area);
 }
 
-/// The value axis for `raw` points and the `keep` values (trend, validations) that must show:
+/// The value axis for `raw` points and the `keep` values (the validations) that must show:
 /// the raw points without the [`OUTLIERS`] at each end, widened to every kept value, with a
 /// margin, at least [`MIN_SPAN`] wide; a loss axis does not run below zero nor an accuracy
 /// axis outside [0, 1].
@@ -193,7 +196,7 @@ mod tests {
     }
 
     #[test]
-    fn a_spike_does_not_take_the_axis_but_the_trend_does() {
+    fn a_spike_does_not_take_the_axis_but_a_validation_does() {
         let mut loss = vec![0.02; 99];
         loss.push(3.0);
         let [_, hi] = fitted(loss.clone(), std::iter::empty(), false);
