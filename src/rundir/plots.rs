@@ -80,6 +80,9 @@ fn tick(row: &EpochRow) -> String {
     }
 }
 
+/// Picks an epoch's training value (absent before any batch) and validation value.
+type Pick = fn(&EpochRow) -> (Option<f32>, f32);
+
 /// `history.png`: training and validation loss (left) and accuracy (right) per epoch, a grey
 /// line where a phase starts, the epochs named `w1…` (warm-up) and `f1…` (fine-tune).
 pub fn history(path: &Path, rows: &[EpochRow]) -> anyhow::Result<()> {
@@ -92,7 +95,7 @@ pub fn history(path: &Path, rows: &[EpochRow]) -> anyhow::Result<()> {
         .collect();
     picture(path, (1200, 480), None, |root| {
         let halves = root.split_evenly((1, 2));
-        let metrics: [(&str, fn(&EpochRow) -> (Option<f32>, f32)); 2] = [
+        let metrics: [(&str, Pick); 2] = [
             ("Loss", |r| (r.train_loss, r.val_loss)),
             ("Accuracy", |r| (r.train_accuracy, r.val_accuracy)),
         ];
