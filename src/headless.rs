@@ -4,6 +4,7 @@
 use crate::cli::TrainArgs;
 use crate::config::Epochs;
 use crate::hub::DownloadProgress;
+use crate::rundir::RunLog;
 use crate::train::recipe::Recipe;
 use crate::train::{Command, Engine, Event, FeatureStatus, Phase, Summary};
 use std::io::{IsTerminal, Write};
@@ -25,6 +26,7 @@ pub fn run(args: &TrainArgs, dataset: &Path) -> anyhow::Result<ExitCode> {
     let mut setup = args.engine_setup(dataset, config)?;
     setup.replay = recipe;
     let replaying = setup.replay.is_some();
+    let mut run_log = RunLog::new(&setup.checkpoint_dir);
     let (tx, rx) = std::sync::mpsc::channel();
     crate::train::quiet_engine_panics();
     let engine = Engine::spawn(setup, tx);
@@ -47,6 +49,9 @@ pub fn run(args: &TrainArgs, dataset: &Path) -> anyhow::Result<ExitCode> {
     let mut printer = Printer::new(args.json);
     let mut summary = Summary::default();
     for event in rx {
+        for message in run_log.observe(&event) {
+            printer.print(&Event::Warning { message })?;
+        }
         printer.print(&event)?;
         match event {
             Event::PhaseFinished { phase, .. } if !replaying => {
@@ -253,8 +258,10 @@ impl Printer {
                     if f.adopted.is_some() { "; adopted" } else { "" }
                 ),
                 None => format!(
-                    "lr finder: {} batches, too few for a suggestion",
-                    f.points.len()
+                    "lr finder: {} batches in {:.1} s; {}",
+                    f.points.len(),
+                    f.seconds,
+                    f.message
                 ),
             }),
             Event::Batch {

@@ -6,9 +6,6 @@
 //! no timeouts, races two downloads of one file on a lock, and ignores `HF_HUB_OFFLINE`; each is
 //! handled here.
 
-pub mod card;
-pub mod push;
-
 use hf_hub::progress::{DownloadEvent, ProgressEvent, ProgressHandler};
 use hf_hub::{HFClient, HFError};
 use sha2::Digest;

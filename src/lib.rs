@@ -15,5 +15,7 @@ pub mod infer;
 pub mod inspect;
 pub mod model;
 pub mod onnx;
+pub mod rundir;
+pub mod share;
 pub mod train;
 pub mod ui;

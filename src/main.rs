@@ -32,9 +32,9 @@ fn main() -> ExitCode {
         Some(Command::Export(args)) => tltui::infer::export(args).map(|()| ExitCode::SUCCESS),
         Some(Command::Embed(args)) => tltui::embed::run(args).map(|()| ExitCode::SUCCESS),
         Some(Command::Backbones(args)) => tltui::backbones::run(args).map(|()| ExitCode::SUCCESS),
-        Some(Command::Push(args)) => tltui::hub::push::run(args).map(|()| ExitCode::SUCCESS),
+        Some(Command::Push(args)) => tltui::share::push::run(args).map(|()| ExitCode::SUCCESS),
         Some(Command::Recipe(args)) => {
-            tltui::train::recipe::print(&args.checkpoint).map(|()| ExitCode::SUCCESS)
+            tltui::train::checkpoint::print_recipe(&args.checkpoint).map(|()| ExitCode::SUCCESS)
         }
         None => match &cli.train.dataset {
             Some(dataset) if cli.train.headless => tltui::headless::run(&cli.train, dataset),

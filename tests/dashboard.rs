@@ -175,23 +175,19 @@ fn shows_classes_phase_and_freeze_states_at_80x24() {
     assert!(fine.contains("6.6k trainable"), "{fine}");
 }
 
-fn sparkline_cells(s: &str) -> usize {
-    s.chars().filter(|c| "▁▂▃▄▅▆▇█".contains(*c)).count()
-}
-
 #[test]
-fn sparklines_grow_with_batches_and_validation_shows() {
+fn charts_grow_with_batches_and_validation_shows() {
     let mut app = ready_app();
     app.apply(Event::PhaseChanged {
         phase: Some(Phase::Warmup),
         epochs: 3,
     });
     app.apply(batch(Phase::Warmup, 1, 0.7));
-    let few = sparkline_cells(&screen(&mut app, 100, 30));
+    let few = braille_cells(&render(&mut app, 100, 30), None);
     for step in 2..30 {
         app.apply(batch(Phase::Warmup, step, 0.7 / step as f32));
     }
-    let many = sparkline_cells(&screen(&mut app, 100, 30));
+    let many = braille_cells(&render(&mut app, 100, 30), None);
     assert!(many > few + 20, "{few} -> {many}");
     app.apply(Event::Validation {
         phase: Some(Phase::Warmup),
@@ -409,7 +405,7 @@ fn braille_cells(buf: &Buffer, color: Option<Color>) -> usize {
 
 #[test]
 fn finder_panel_draws_the_curve_and_marks_the_suggestion() {
-    use tltui::train::lr_find::{lr_at, Curve, LrFind, Suggestion};
+    use tltui::train::lr_find::{lr_at, Curve, LrFind, Suggestion, Verdict};
     let mut app = ready_app();
     app.apply(Event::PhaseChanged {
         phase: Some(Phase::Warmup),
@@ -442,6 +438,8 @@ fn finder_panel_draws_the_curve_and_marks_the_suggestion() {
     }
     app.apply(Event::LrFind(LrFind {
         points: curve.points,
+        verdict: Verdict::Suggested,
+        message: Verdict::Suggested.to_string(),
         suggestion: Some(Suggestion {
             steepest: 1e-4,
             valley: 2e-4,
@@ -529,4 +527,142 @@ fn history_panel_plots_both_phases_with_the_boundary() {
     assert!(boundary >= 4, "the warm-up/fine-tune boundary\n{s}");
     app.on_key(key('h'));
     assert!(!screen(&mut app, 100, 30).contains("History"));
+}
+
+/// The inner area of the panel whose top border starts with `title`: (left, top, right,
+/// bottom), borders excluded.
+fn panel(buf: &Buffer, title: &str) -> (u16, u16, u16, u16) {
+    let area = buf.area;
+    let row = |y: u16| -> String { (0..area.width).map(|x| buf[(x, y)].symbol()).collect() };
+    let (x, y) = (0..area.height)
+        .find_map(|y| {
+            let r = row(y);
+            let at = r.find(&format!("┌{title}"))?;
+            Some((r[..at].chars().count() as u16, y))
+        })
+        .unwrap_or_else(|| panic!("no {title} panel"));
+    let right = (x + 1..area.width)
+        .find(|&c| buf[(c, y)].symbol() == "┐")
+        .unwrap();
+    let bottom = (y + 1..area.height)
+        .find(|&r| buf[(x, r)].symbol() == "└")
+        .unwrap();
+    (x + 1, y + 1, right - 1, bottom - 1)
+}
+
+/// Rows of the chart part of a metric panel (above its legend line) that hold braille cells
+/// in `color`, and those rows' count.
+fn chart_rows(buf: &Buffer, title: &str, color: Color) -> (usize, usize) {
+    let (left, top, right, bottom) = panel(buf, title);
+    let rows = (top..bottom).collect::<Vec<_>>();
+    let used = rows
+        .iter()
+        .filter(|&&y| {
+            (left..=right).any(|x| {
+                let c = &buf[(x, y)];
+                c.fg == color
+                    && c.symbol()
+                        .chars()
+                        .any(|ch| ('\u{2801}'..='\u{28ff}').contains(&ch))
+            })
+        })
+        .count();
+    (used, rows.len())
+}
+
+fn cells_in(buf: &Buffer, title: &str, symbol: &str, color: Color) -> usize {
+    let (left, top, right, bottom) = panel(buf, title);
+    (top..=bottom)
+        .flat_map(|y| (left..=right).map(move |x| (x, y)))
+        .filter(|&(x, y)| buf[(x, y)].symbol() == symbol && buf[(x, y)].fg == color)
+        .count()
+}
+
+#[test]
+fn high_accuracies_fill_the_accuracy_panel_with_a_trend_and_validation_marks() {
+    let mut app = ready_app();
+    app.apply(Event::PhaseChanged {
+        phase: Some(Phase::Warmup),
+        epochs: 3,
+    });
+    for step in 1..=240 {
+        // Per-batch accuracies between 0.97 and 1.0, as after a converged warm-up.
+        let wobble = ((step * 7919) % 31) as f32 / 30.0;
+        app.apply(Event::Batch {
+            phase: Phase::Warmup,
+            epoch: 1 + step / 80,
+            step: 1 + step % 80,
+            steps_per_epoch: 80,
+            loss: 0.02 + 0.05 * wobble + if step % 80 == 40 { 0.8 } else { 0.0 },
+            accuracy: 0.97 + 0.03 * wobble,
+            lr: 1e-3,
+            images_per_sec: 100.0,
+        });
+        if step % 80 == 0 {
+            app.apply(Event::Validation {
+                phase: Some(Phase::Warmup),
+                epoch: step / 80,
+                loss: 0.04,
+                accuracy: 0.985,
+                accuracy_clean: None,
+                per_class_accuracy: vec![0.98, 0.99],
+                confusion: vec![vec![172, 3], vec![2, 173]],
+                top_losses: vec![],
+                seconds: 0.1,
+            });
+        }
+    }
+    let buf = render(&mut app, 160, 48);
+    let text = screen(&mut app, 160, 48);
+    let (used, rows) = chart_rows(&buf, "Accuracy", Color::Yellow);
+    assert!(
+        2 * used > rows,
+        "the points use {used} of {rows} rows\n{text}"
+    );
+    let trend = chart_rows(&buf, "Accuracy", Color::White).0;
+    assert!(trend >= 2, "the trend line is drawn ({trend} rows)\n{text}");
+    assert!(
+        cells_in(&buf, "Accuracy", "█", Color::Green) >= 2,
+        "the validations are marked\n{text}"
+    );
+    assert!(text.contains("trend 0."), "{text}");
+    // The loss panel's spikes (one batch in 80) do not flatten the rest.
+    let (used, rows) = chart_rows(&buf, "Loss", Color::Yellow);
+    assert!(
+        2 * used > rows,
+        "loss points use {used} of {rows} rows\n{text}"
+    );
+}
+
+#[test]
+fn the_finder_says_when_it_found_no_clear_descent() {
+    use tltui::train::lr_find::{lr_at, Curve, LrFind, Verdict};
+    let mut app = ready_app();
+    app.apply(Event::PhaseChanged {
+        phase: Some(Phase::Finetune),
+        epochs: 1,
+    });
+    app.on_key(key('r'));
+    let mut curve = Curve::default();
+    for i in 0..60 {
+        curve.push(lr_at(i, 100), 0.03 + 0.01 * ((i * 13) % 7) as f32 / 7.0);
+    }
+    app.apply(Event::LrFind(LrFind {
+        points: curve.points,
+        verdict: Verdict::NoClearDescent,
+        message: Verdict::NoClearDescent.to_string(),
+        suggestion: None,
+        diverged: true,
+        adopted: None,
+        seconds: 0.4,
+    }));
+    let s = screen(&mut app, 120, 30);
+    assert!(s.contains("no clear descent: keep the current rate"), "{s}");
+    assert!(!s.contains("valley"), "{s}");
+    let enter = KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE);
+    assert_eq!(
+        app.on_key(enter),
+        Some(Action::Engine(Command::Resume)),
+        "Enter keeps the rate"
+    );
 }

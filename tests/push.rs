@@ -145,9 +145,37 @@ fn push_then_download_and_predict() {
     );
     let mut names: Vec<&str> = commits[0].files.iter().map(|(p, _)| p.as_str()).collect();
     names.sort();
-    assert_eq!(names, ["README.md", "config.json", "model.safetensors"]);
+    // The model, its card, and the run directory: pictures, metrics and TensorBoard's files.
+    let events = names
+        .iter()
+        .filter(|n| n.starts_with("runs/events.out.tfevents."))
+        .count();
+    assert_eq!(events, 1, "{names:?}");
+    names.retain(|n| !n.starts_with("runs/"));
+    assert_eq!(
+        names,
+        [
+            "README.md",
+            "config.json",
+            "confusion_matrix.png",
+            "history.png",
+            "metrics.csv",
+            "model.safetensors",
+            "top_losses.png"
+        ]
+    );
     let (files, private) = stub.repo("lab/shapes").unwrap();
     assert!(private);
+    // The run directory's files arrive as they are beside the checkpoint.
+    let run_dir = ckpt.parent().unwrap();
+    for f in [
+        "history.png",
+        "confusion_matrix.png",
+        "top_losses.png",
+        "metrics.csv",
+    ] {
+        assert_eq!(files[f], std::fs::read(run_dir.join(f)).unwrap(), "{f}");
+    }
     // The weights and config are exactly what `export` writes.
     let export = dir.path().join("export");
     let (ok, _, err) = tltui(&[os("export"), ckpt.as_os_str(), export.as_os_str()], &[]);
@@ -173,6 +201,12 @@ fn push_then_download_and_predict() {
         "{card}"
     );
     assert!(card.contains("tltui predict hf-hub:lab/shapes"), "{card}");
+    assert!(
+        card.contains("![Loss and accuracy per epoch](history.png)")
+            && card.contains("![Confusion matrix of the last validation](confusion_matrix.png)"),
+        "the card shows the pictures: {card}"
+    );
+    assert!(card.contains("`runs/`"), "{card}");
 
     // Every write and the token check carried the token; nothing else was asked of the API.
     let api: Vec<_> = stub

@@ -2,6 +2,7 @@
 //! safetensors file whose header metadata holds what is needed to use it again. Written
 //! atomically: temp file, fsync, rename, so a crash mid-write leaves the previous file intact.
 
+use super::recipe::Recipe;
 use super::Phase;
 use crate::config::Config;
 use crate::data::{Preprocess, PretrainedCfg};
@@ -9,8 +10,9 @@ use crate::model::{Head, Params};
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
+
+pub use super::atomic::{atomic_write, atomic_write_with};
 
 /// Metadata key holding [`CheckpointMeta`] as JSON.
 const META_KEY: &str = "tltui";
@@ -40,7 +42,7 @@ pub struct CheckpointMeta {
     pub record: RunRecord,
     /// How the weights were trained (absent in checkpoints of older versions).
     #[serde(default)]
-    pub recipe: Option<super::recipe::Recipe>,
+    pub recipe: Option<Recipe>,
 }
 
 /// A run's history as the model card tells it.
@@ -169,60 +171,27 @@ pub fn serialize(params: &Params, head: &Head, meta: &CheckpointMeta) -> anyhow:
     Ok(safetensors::serialize(tensors, Some(info))?)
 }
 
-/// Writes `bytes` to `path` through a temp file in the same directory, fsynced and renamed.
-pub fn atomic_write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    atomic_write_with(path, bytes, |file, bytes| file.write_all(bytes))
+/// The recipe stored in a checkpoint's metadata.
+pub fn recipe_of(path: &Path) -> anyhow::Result<Recipe> {
+    let ckpt = Checkpoint::load(path, &Device::Cpu)?;
+    ckpt.meta.recipe.ok_or_else(|| {
+        anyhow::anyhow!(
+            "{} holds no recipe (it was written by an older tltui)",
+            path.display()
+        )
+    })
 }
 
-/// [`atomic_write`] with the write itself supplied (tests inject failing writers). On any
-/// failure the temp file is removed and `path` is untouched.
-pub fn atomic_write_with(
-    path: &Path,
-    bytes: &[u8],
-    write: impl FnOnce(&mut std::fs::File, &[u8]) -> std::io::Result<()>,
-) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    remove_stale_temps(dir, &name);
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
-        write(&mut file, bytes)?;
-        file.sync_all()?;
-        drop(file);
-        std::fs::rename(&tmp, path)?;
-        // Make the rename itself durable.
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
-/// Removes temp files of `name` left by a process that was killed mid-write.
-fn remove_stale_temps(dir: &Path, name: &str) {
-    let prefix = format!(".{name}.tmp-");
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries.flatten() {
-        if e.file_name().to_string_lossy().starts_with(&prefix) {
-            let _ = std::fs::remove_file(e.path());
-        }
-    }
+/// `tltui recipe CKPT`: prints the recipe stored in a checkpoint, as TOML.
+pub fn print_recipe(checkpoint: &Path) -> anyhow::Result<()> {
+    print!("{}", recipe_of(checkpoint)?.to_toml()?);
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     #[test]
     fn failed_write_leaves_previous_file_and_no_temp() {

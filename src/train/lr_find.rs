@@ -3,6 +3,7 @@
 //! from the curve. The engine runs the batches and restores the model afterwards
 //! (`engine/range_test.rs`); this module holds the schedule and the reading of the curve.
 
+use super::metrics::Ema;
 use serde::Serialize;
 
 /// The rate of the first batch.
@@ -34,10 +35,38 @@ pub struct Suggestion {
     pub valley: f64,
 }
 
+/// What a range test concluded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// The loss fell clearly: the [`Suggestion`] is worth adopting.
+    Suggested,
+    /// The loss never fell clearly below where it started (a converged model, say, whose range
+    /// test is noise): keep the current rate.
+    NoClearDescent,
+    /// Too few batches to read a curve.
+    TooFewPoints,
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Verdict::Suggested => "a clear descent: the valley is suggested",
+            Verdict::NoClearDescent => "no clear descent: keep the current rate",
+            Verdict::TooFewPoints => "too few batches for a suggestion",
+        })
+    }
+}
+
 /// A finished range test, as the [`crate::train::Event::LrFind`] event carries it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LrFind {
     pub points: Vec<LrPoint>,
+    /// Whether the curve supports a suggestion, and the verdict in words (`message`).
+    pub verdict: Verdict,
+    /// The verdict as the log and the chart say it.
+    pub message: String,
+    /// Set only with [`Verdict::Suggested`].
     pub suggestion: Option<Suggestion>,
     /// Whether the loss diverged before the last batch.
     pub diverged: bool,
@@ -54,23 +83,32 @@ pub fn lr_at(i: usize, n: usize) -> f64 {
 
 /// Smooths losses as they come and tells when they diverge (never within the first tenth of
 /// [`STEPS`]).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Curve {
     pub points: Vec<LrPoint>,
-    average: f64,
+    average: Ema,
     best: f32,
+}
+
+impl Default for Curve {
+    fn default() -> Self {
+        Self {
+            points: Vec::new(),
+            average: Ema::new(BETA),
+            best: 0.0,
+        }
+    }
 }
 
 impl Curve {
     /// Adds the loss of a batch at rate `lr`; `true` when the test should stop (the smoothed
     /// loss is not finite or exceeds [`DIVERGENCE`] times its minimum).
     pub fn push(&mut self, lr: f64, loss: f32) -> bool {
-        self.average = BETA * self.average + (1.0 - BETA) * loss as f64;
-        let n = self.points.len() as i32 + 1;
-        let smoothed = (self.average / (1.0 - BETA.powi(n))) as f32;
+        let smoothed = self.average.push(loss as f64) as f32;
+        let n = self.points.len() + 1;
         self.points.push(LrPoint { lr, loss, smoothed });
         // Small batches make the first losses noisy; rates in the first tenth never diverge.
-        let settled = n as usize > STEPS / 10;
+        let settled = n > STEPS / 10;
         if !smoothed.is_finite() || (settled && smoothed as f64 > DIVERGENCE * self.best as f64) {
             return true;
         }
@@ -81,12 +119,50 @@ impl Curve {
     }
 }
 
+/// The verdict on a curve and, when it fell clearly, the suggestions (see [`suggest`]).
+pub fn read(points: &[LrPoint]) -> (Verdict, Option<Suggestion>) {
+    match (suggest(points), considered(points).map(clear_descent)) {
+        (Some(s), Some(true)) => (Verdict::Suggested, Some(s)),
+        (Some(_), _) => (Verdict::NoClearDescent, None),
+        (None, _) => (Verdict::TooFewPoints, None),
+    }
+}
+
+/// The points a curve is read on: without its first tenth and last five, as fastai does; `None`
+/// when fewer than three remain.
+fn considered(points: &[LrPoint]) -> Option<&[LrPoint]> {
+    let skip_start = points.len() / 10;
+    let end = points.len().saturating_sub(5);
+    points.get(skip_start..end).filter(|p| p.len() >= 3)
+}
+
+/// Fraction of the starting loss by which a later stretch must fall below it, at the least.
+const CLEAR_DROP: f64 = 0.1;
+/// How many standard errors (of a difference of two stretch means) the fall must exceed.
+const CLEAR_SIGMAS: f64 = 3.0;
+
+/// Whether the loss falls clearly below its start: the mean raw loss of the first fifth of the
+/// points (rates too small to change the model, so their spread is the batches' noise) against
+/// the lowest mean of any later stretch of the same length. The fall must exceed [`CLEAR_DROP`]
+/// of the start and [`CLEAR_SIGMAS`] standard errors of the difference.
+fn clear_descent(p: &[LrPoint]) -> bool {
+    let k = (p.len() / 5).max(2);
+    let mean = |w: &[LrPoint]| w.iter().map(|q| q.loss as f64).sum::<f64>() / w.len() as f64;
+    let start = mean(&p[..k]);
+    let var = p[..k]
+        .iter()
+        .map(|q| (q.loss as f64 - start).powi(2))
+        .sum::<f64>()
+        / (k - 1) as f64;
+    let lowest = p[k..].windows(k).map(mean).fold(f64::INFINITY, f64::min);
+    let margin = (CLEAR_DROP * start).max(CLEAR_SIGMAS * (2.0 * var / k as f64).sqrt());
+    lowest.is_finite() && start - lowest > margin
+}
+
 /// The suggestions of a curve, skipping its first tenth and last five points as fastai does;
 /// `None` when too few points remain.
 pub fn suggest(points: &[LrPoint]) -> Option<Suggestion> {
-    let skip_start = points.len() / 10;
-    let end = points.len().saturating_sub(5);
-    let p = points.get(skip_start..end).filter(|p| p.len() >= 3)?;
+    let p = considered(points)?;
     let steepest = p
         .windows(2)
         .map(|w| {
@@ -153,7 +229,9 @@ mod tests {
             "stopped at {}",
             lr_at(stopped, STEPS)
         );
-        let s = suggest(&curve.points).unwrap();
+        let (verdict, s) = read(&curve.points);
+        assert_eq!(verdict, Verdict::Suggested);
+        let s = s.unwrap();
         assert!((1e-4..1e-2).contains(&s.steepest), "{s:?}");
         assert!((1e-5..1e-1).contains(&s.valley), "{s:?}");
     }
@@ -165,5 +243,58 @@ mod tests {
             curve.push(lr_at(i, STEPS), 1.0);
         }
         assert_eq!(suggest(&curve.points), None);
+        assert_eq!(read(&curve.points), (Verdict::TooFewPoints, None));
+    }
+
+    /// A converged model's range test: batch noise around 0.035 (a batch in twelve a spike to
+    /// 0.12), flat until the rate passes 1e-3, then rising to divergence, as Dog-Cat's
+    /// fine-tuning after a warm-up does.
+    fn noise(i: usize, lr: f64) -> f32 {
+        // A fixed pseudo-random sequence (a linear congruential generator) for the noise.
+        let r = ((i as u64)
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407)
+            >> 33) as f64
+            / (1u64 << 31) as f64;
+        let base = if i % 12 == 7 { 0.12 } else { 0.02 + 0.03 * r };
+        let rise = if lr > 1e-3 {
+            (lr / 1e-3).ln() * 0.2
+        } else {
+            0.0
+        };
+        (base + rise) as f32
+    }
+
+    #[test]
+    fn a_flat_noisy_curve_has_no_clear_descent() {
+        let mut curve = Curve::default();
+        for i in 0..STEPS {
+            if curve.push(lr_at(i, STEPS), noise(i, lr_at(i, STEPS))) {
+                break;
+            }
+        }
+        assert!(curve.points.len() > 30, "{} points", curve.points.len());
+        // fastai's reading alone still names a valley in the noise...
+        assert!(suggest(&curve.points).is_some());
+        // ...which the verdict refuses.
+        assert_eq!(read(&curve.points), (Verdict::NoClearDescent, None));
+        assert_eq!(
+            Verdict::NoClearDescent.to_string(),
+            "no clear descent: keep the current rate"
+        );
+    }
+
+    #[test]
+    fn a_fall_from_noise_is_a_clear_descent() {
+        // The same noise, with the loss halving past a rate of 1e-4: a descent the verdict sees.
+        let mut curve = Curve::default();
+        for i in 0..STEPS {
+            let lr = lr_at(i, STEPS);
+            let fall = if lr > 1e-4 { 0.5 } else { 1.0 };
+            if curve.push(lr, noise(i, lr) * fall + if lr > 1e-4 { 0.0 } else { 0.2 }) {
+                break;
+            }
+        }
+        assert_eq!(read(&curve.points).0, Verdict::Suggested);
     }
 }

@@ -4,6 +4,33 @@ use candle_core::{Result, Tensor, D};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
+/// A debiased exponential moving average (fastai's smoothed loss, the trend of Keras's progress
+/// bar): `beta` is the weight of the past.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Ema {
+    beta: f64,
+    average: f64,
+    count: i32,
+}
+
+impl Ema {
+    /// An empty average whose past weighs `beta` (0 < beta < 1).
+    pub fn new(beta: f64) -> Self {
+        Self {
+            beta,
+            average: 0.0,
+            count: 0,
+        }
+    }
+
+    /// Adds a value; returns the average so far, debiased for the zero it started from.
+    pub fn push(&mut self, value: f64) -> f64 {
+        self.average = self.beta * self.average + (1.0 - self.beta) * value;
+        self.count += 1;
+        self.average / (1.0 - self.beta.powi(self.count))
+    }
+}
+
 /// Mean cross-entropy of `logits` `[N, K]` against `labels` `[N]` (u32), each sample weighted
 /// by its class's weight when `class_weights` is given (PyTorch's weighted mean).
 pub fn cross_entropy(

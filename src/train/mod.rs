@@ -1,6 +1,7 @@
 //! The training engine and the protocol it speaks: [`Command`]s in, [`Event`]s out. Nothing here
 //! touches the terminal.
 
+pub mod atomic;
 pub mod checkpoint;
 pub mod engine;
 pub mod features;

@@ -94,7 +94,7 @@ impl Recipe {
 
     /// Writes the recipe atomically to `path`.
     pub fn save(&self, path: &Path) -> anyhow::Result<()> {
-        super::checkpoint::atomic_write(path, self.to_toml()?.as_bytes())
+        super::atomic::atomic_write(path, self.to_toml()?.as_bytes())
             .map_err(|e| anyhow::anyhow!("cannot write recipe {}: {e}", path.display()))
     }
 
@@ -103,27 +103,10 @@ impl Recipe {
         self.decisions.push(Decision { step, action });
     }
 
-    /// The recipe stored in a checkpoint's metadata.
-    pub fn from_checkpoint(path: &Path) -> anyhow::Result<Self> {
-        let ckpt = super::checkpoint::Checkpoint::load(path, &candle_core::Device::Cpu)?;
-        ckpt.meta.recipe.ok_or_else(|| {
-            anyhow::anyhow!(
-                "{} holds no recipe (it was written by an older tltui)",
-                path.display()
-            )
-        })
-    }
-
     /// The decisions, ready to be replayed.
     pub fn replay(&self) -> Replay {
         Replay(self.decisions.iter().cloned().collect())
     }
-}
-
-/// `tltui recipe CKPT`: prints the recipe stored in a checkpoint, as TOML.
-pub fn print(checkpoint: &Path) -> anyhow::Result<()> {
-    print!("{}", Recipe::from_checkpoint(checkpoint)?.to_toml()?);
-    Ok(())
 }
 
 /// The decisions of a recipe not yet replayed.

@@ -6,7 +6,7 @@ use crate::data::{ClassCount, DataReport};
 use crate::hub::DownloadProgress;
 use crate::model::LayerGroup;
 use crate::train::lr_find::LrFind;
-use crate::train::metrics::TopLoss;
+use crate::train::metrics::{Ema, TopLoss};
 use crate::train::{Command, Event, FeatureStatus, Pass, Phase, Picture};
 use crate::ui::pictures::Pictures;
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
@@ -47,9 +47,61 @@ pub struct FileDownload {
     started: Instant,
 }
 
+/// Weight of the past in a live chart's trend: an exponential moving average over about ten
+/// batches, restarted when the phase changes.
+pub const TREND_BETA: f64 = 0.9;
+
+/// One batch's value in a live chart, with the trend up to it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BatchPoint {
+    /// Optimisation steps so far in the run, this one included.
+    pub step: usize,
+    pub phase: Phase,
+    pub value: f32,
+    /// The smoothed value ([`TREND_BETA`]).
+    pub trend: f32,
+}
+
+/// A per-batch metric (the last [`HISTORY`] batches) and its trend.
+#[derive(Debug, Clone)]
+pub struct Series {
+    pub points: VecDeque<BatchPoint>,
+    trend: Ema,
+}
+
+impl Default for Series {
+    fn default() -> Self {
+        Self {
+            points: VecDeque::new(),
+            trend: Ema::new(TREND_BETA),
+        }
+    }
+}
+
+impl Series {
+    /// Adds the value of optimisation step `step`.
+    pub fn push(&mut self, step: usize, phase: Phase, value: f32) {
+        if self.points.back().is_some_and(|p| p.phase != phase) {
+            self.trend = Ema::new(TREND_BETA);
+        }
+        let trend = self.trend.push(value as f64) as f32;
+        push_bounded(
+            &mut self.points,
+            BatchPoint {
+                step,
+                phase,
+                value,
+                trend,
+            },
+        );
+    }
+}
+
 /// One validation result.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ValPoint {
+    /// Optimisation steps in the run when it was taken.
+    pub step: usize,
     pub phase: Option<Phase>,
     pub epoch: usize,
     pub loss: f32,
@@ -164,8 +216,10 @@ pub struct App {
     pub progress: Option<PassProgress>,
     pub classes: Vec<ClassCount>,
     pub skipped: usize,
-    pub losses: VecDeque<(Phase, f32)>,
-    pub accuracies: VecDeque<(Phase, f32)>,
+    /// Optimisation steps so far in the run.
+    pub batches: usize,
+    pub losses: Series,
+    pub accuracies: Series,
     pub validations: Vec<ValPoint>,
     /// Every epoch that ended in a validation, across phases.
     pub history: Vec<EpochPoint>,
@@ -228,8 +282,9 @@ impl App {
             progress: None,
             classes: Vec::new(),
             skipped: 0,
-            losses: VecDeque::new(),
-            accuracies: VecDeque::new(),
+            batches: 0,
+            losses: Series::default(),
+            accuracies: Series::default(),
             validations: Vec::new(),
             history: Vec::new(),
             epoch_sums: (0.0, 0.0, 0),
@@ -323,15 +378,14 @@ impl App {
             }
             Event::LrFind(result) => {
                 self.pending = None;
-                if let Some(s) = result.suggestion {
-                    self.log(
-                        Level::Info,
-                        format!(
-                            "lr finder: suggestion {:.2e} (valley), steepest descent at {:.2e}",
-                            s.valley, s.steepest
-                        ),
-                    );
-                }
+                let text = match result.suggestion {
+                    Some(s) => format!(
+                        "lr finder: suggestion {:.2e} (valley), steepest descent at {:.2e}",
+                        s.valley, s.steepest
+                    ),
+                    None => format!("lr finder: {}", result.message),
+                };
+                self.log(Level::Info, text);
                 self.lr_find = Some(result);
             }
             Event::PhaseChanged { phase, epochs } => {
@@ -379,8 +433,9 @@ impl App {
                 (self.epoch, self.step, self.steps_per_epoch) = (epoch, step, steps_per_epoch);
                 self.images_per_sec = images_per_sec;
                 self.lr = lr;
-                push_bounded(&mut self.losses, (phase, loss));
-                push_bounded(&mut self.accuracies, (phase, accuracy));
+                self.batches += 1;
+                self.losses.push(self.batches, phase, loss);
+                self.accuracies.push(self.batches, phase, accuracy);
                 self.unsaved = true;
             }
             Event::Validation {
@@ -400,6 +455,7 @@ impl App {
                 self.selected_loss = 0;
                 self.pictures.forget(TOP_LOSS_PICTURES);
                 self.validations.push(ValPoint {
+                    step: self.batches,
                     phase,
                     epoch,
                     loss,
@@ -580,9 +636,13 @@ impl App {
                     return self.send(Command::Resume);
                 }
                 KeyCode::Enter => {
-                    let lr = self.lr_find.as_ref()?.suggestion?.valley;
+                    let result = self.lr_find.as_ref()?;
                     self.panel = Panel::Layers;
-                    return self.send(Command::AdoptLr(lr));
+                    // Without a clear descent, Enter keeps the rate, as Esc does.
+                    return match result.suggestion {
+                        Some(s) => self.send(Command::AdoptLr(s.valley)),
+                        None => self.send(Command::Resume),
+                    };
                 }
                 _ => {}
             }
@@ -703,6 +763,7 @@ fn describe(c: &Command) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::train::lr_find::Verdict;
 
     fn key(c: char) -> KeyEvent {
         KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE)
@@ -804,6 +865,8 @@ mod tests {
         assert_eq!(a.on_key(enter), None, "nothing to adopt before the result");
         a.apply(Event::LrFind(LrFind {
             points: vec![],
+            verdict: Verdict::Suggested,
+            message: Verdict::Suggested.to_string(),
             suggestion: Some(crate::train::lr_find::Suggestion {
                 steepest: 1e-3,
                 valley: 2e-3,
@@ -830,6 +893,25 @@ mod tests {
             "Esc leaves the finder, not the dashboard"
         );
         assert!(!a.should_quit && !a.confirm_quit);
+        a.on_key(key('r'));
+        a.apply(Event::LrFind(LrFind {
+            points: vec![],
+            verdict: Verdict::NoClearDescent,
+            message: Verdict::NoClearDescent.to_string(),
+            suggestion: None,
+            diverged: true,
+            adopted: None,
+            seconds: 0.1,
+        }));
+        assert_eq!(
+            a.on_key(enter),
+            Some(Action::Engine(Command::Resume)),
+            "without a clear descent Enter keeps the rate"
+        );
+        assert!(a
+            .log
+            .iter()
+            .any(|(_, l)| l.contains("no clear descent: keep the current rate")));
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod pictures;
 
 use crate::cli::TrainArgs;
 use crate::config::AutoStart;
+use crate::rundir::RunLog;
 use crate::train::{Command, Engine, Event};
 use app::{Action, App, Panel};
 use futures::StreamExt;
@@ -95,6 +96,7 @@ pub fn run(args: &TrainArgs, dataset: &Path) -> anyhow::Result<ExitCode> {
     );
     let auto = config.train.auto_start;
     let setup = args.engine_setup(dataset, config)?;
+    let mut run_log = RunLog::new(&setup.checkpoint_dir);
     let (tx, rx) = std::sync::mpsc::channel();
     let engine = Engine::spawn(setup, tx);
     let commands = engine.commands();
@@ -119,7 +121,13 @@ pub fn run(args: &TrainArgs, dataset: &Path) -> anyhow::Result<ExitCode> {
     let mut terminal = ratatui::init();
     app.pictures = pictures::Pictures::detect();
     crate::train::quiet_engine_panics();
-    let result = runtime.block_on(event_loop(&mut terminal, &mut app, &rx, &commands));
+    let result = runtime.block_on(event_loop(
+        &mut terminal,
+        &mut app,
+        &mut run_log,
+        &rx,
+        &commands,
+    ));
     ratatui::restore();
     match result? {
         Exit::Quit => {
@@ -130,6 +138,9 @@ pub fn run(args: &TrainArgs, dataset: &Path) -> anyhow::Result<ExitCode> {
             let _ = commands.send(Command::Interrupt);
             eprintln!("interrupted; saving a checkpoint…");
             for e in rx.iter() {
+                for message in run_log.observe(&e) {
+                    eprintln!("warning: {message}");
+                }
                 match e {
                     Event::CheckpointSaved { path, .. } => {
                         eprintln!("checkpoint saved: {}", path.display())
@@ -156,6 +167,7 @@ enum Exit {
 async fn event_loop(
     terminal: &mut ratatui::DefaultTerminal,
     app: &mut App,
+    run_log: &mut RunLog,
     events: &std::sync::mpsc::Receiver<Event>,
     commands: &std::sync::mpsc::Sender<Command>,
 ) -> anyhow::Result<Exit> {
@@ -168,6 +180,9 @@ async fn event_loop(
             _ = tick.tick() => {
                 // Coalesce: take everything the engine sent since the last frame.
                 for e in events.try_iter() {
+                    for message in run_log.observe(&e) {
+                        app.apply(Event::Warning { message });
+                    }
                     app.apply(e);
                 }
                 if app.should_quit {

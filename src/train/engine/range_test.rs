@@ -90,10 +90,12 @@ impl Trainer {
         (self.rng, self.features, self.backbone_changed) = (rng, features, backbone_changed);
         result?;
 
-        let suggestion = lr_find::suggest(&curve.points);
+        let (verdict, suggestion) = lr_find::read(&curve.points);
         let adopted = suggestion.filter(|_| adopt).map(|s| s.valley);
         self.emit(Event::LrFind(LrFind {
             points: curve.points,
+            verdict,
+            message: verdict.to_string(),
             suggestion,
             diverged,
             adopted,

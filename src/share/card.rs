@@ -19,6 +19,9 @@ pub struct CardInput<'a> {
     pub license: Option<&'a str>,
     /// A Hub dataset id the model was trained on.
     pub dataset: Option<&'a str>,
+    /// The run directory's files pushed beside the model (paths in the repository): the
+    /// pictures it shows and the TensorBoard files it mentions.
+    pub run_files: &'a [&'a str],
 }
 
 /// The one-line timm call that loads `repo`.
@@ -100,10 +103,62 @@ pub fn model_card(input: &CardInput) -> String {
     }
     classes(&mut out, meta);
     validation(&mut out, meta);
+    training_metrics(&mut out, input.run_files);
     copies(&mut out, meta);
     recipe(&mut out, meta);
     usage(&mut out, input.repo);
     out
+}
+
+/// The pictures of the run, and where its metrics are, when they were pushed.
+fn training_metrics(out: &mut String, files: &[&str]) {
+    use crate::rundir::{CONFUSION_PNG, HISTORY_PNG, METRICS_CSV, RUNS_DIR, TOP_LOSSES_PNG};
+    let has = |name: &str| files.contains(&name);
+    let tensorboard = files.iter().any(|f| f.starts_with(&format!("{RUNS_DIR}/")));
+    if files.is_empty() {
+        return;
+    }
+    out.push_str(
+        "## Training metrics
+
+",
+    );
+    for (name, alt) in [
+        (HISTORY_PNG, "Loss and accuracy per epoch"),
+        (CONFUSION_PNG, "Confusion matrix of the last validation"),
+    ] {
+        if has(name) {
+            let _ = writeln!(
+                out,
+                "![{alt}]({name})
+"
+            );
+        }
+    }
+    let mut notes = Vec::new();
+    if has(TOP_LOSSES_PNG) {
+        notes.push(format!(
+            "the worst validation images in [`{TOP_LOSSES_PNG}`]({TOP_LOSSES_PNG})"
+        ));
+    }
+    if has(METRICS_CSV) {
+        notes.push(format!(
+            "every epoch's numbers in [`{METRICS_CSV}`]({METRICS_CSV})"
+        ));
+    }
+    if tensorboard {
+        notes.push(format!(
+            "the TensorBoard event files in `{RUNS_DIR}/` (the Hub's \"Training metrics\" tab draws them)"
+        ));
+    }
+    if !notes.is_empty() {
+        let _ = writeln!(
+            out,
+            "Also in this repository: {}.
+",
+            notes.join("; ")
+        );
+    }
 }
 
 fn front_matter(out: &mut String, input: &CardInput) {
@@ -436,6 +491,7 @@ mod tests {
             base_model: base.as_ref(),
             license,
             dataset,
+            run_files: &[],
         })
     }
 
@@ -511,6 +567,7 @@ mod tests {
             base_model: None,
             license: None,
             dataset: None,
+            run_files: &[],
         });
         assert!(text.contains("`cat`, `dog` (image counts not recorded by this checkpoint)"));
         assert!(text.contains("Validation accuracy **0.9000** (no confusion matrix recorded"));
@@ -527,5 +584,30 @@ mod tests {
             Some("mit".into())
         );
         assert_eq!(license_of("# no front matter\nlicense: mit"), None);
+    }
+
+    #[test]
+    fn pushed_pictures_are_shown_and_the_tensorboard_files_named() {
+        let repo: RepoId = "me/model".parse().unwrap();
+        let files = [
+            "history.png",
+            "confusion_matrix.png",
+            "metrics.csv",
+            "runs/events.out.tfevents.1.host.2.0",
+        ];
+        let text = model_card(&CardInput {
+            repo: &repo,
+            meta: &meta(),
+            base_model: None,
+            license: None,
+            dataset: None,
+            run_files: &files,
+        });
+        assert!(text.contains("## Training metrics"), "{text}");
+        assert!(text.contains("![Loss and accuracy per epoch](history.png)"));
+        assert!(text.contains("![Confusion matrix of the last validation](confusion_matrix.png)"));
+        assert!(text.contains("`runs/`") && text.contains("[`metrics.csv`](metrics.csv)"));
+        assert!(!text.contains("top_losses.png"), "only what was pushed");
+        assert!(!card(None, None, None).contains("## Training metrics"));
     }
 }

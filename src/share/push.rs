@@ -7,8 +7,8 @@
 //! protocol, and the commit only names them. Byte progress exists only for the xet path.
 
 use super::card::{license_of, model_card, timm_snippet, CardInput};
-use super::{build_client, describe, HubOptions, RepoId};
 use crate::cli::PushArgs;
+use crate::hub::{build_client, describe, HubOptions, RepoId};
 use crate::infer::timm_files;
 use crate::train::checkpoint::Checkpoint;
 use hf_hub::progress::{Progress, ProgressEvent, ProgressHandler, UploadEvent};
@@ -258,6 +258,7 @@ pub fn run(args: &PushArgs) -> anyhow::Result<()> {
         .onnx
         .then(|| crate::onnx::checkpoint_bytes(&ckpt, crate::onnx::Options::DEPLOY))
         .transpose()?;
+    let run_files = run_files(&args.checkpoint)?;
     let options = HubOptions::from_config(&crate::config::Config::default().hub);
     let Some(token) = find_token() else {
         let client = build_client(&options, None)?;
@@ -286,27 +287,47 @@ pub fn run(args: &PushArgs) -> anyhow::Result<()> {
             Some(base) => backbone_license(&client, base).await,
             None => None,
         };
+        let shared: Vec<&str> = run_files.iter().map(|(path, _)| path.as_str()).collect();
         let mut card = model_card(&CardInput {
             repo: &repo,
             meta: &ckpt.meta,
             base_model: base.as_ref(),
             license: license.as_deref(),
             dataset: args.dataset.as_deref(),
+            run_files: &shared,
         });
         let mut files = vec![
-            ("model.safetensors", files.weights),
-            ("config.json", files.config),
+            ("model.safetensors".to_string(), files.weights),
+            ("config.json".to_string(), files.config),
         ];
         if let Some(bytes) = onnx {
             card.push_str(&crate::onnx::card_section(&args.repo));
-            files.push((crate::onnx::FILE_NAME, bytes));
+            files.push((crate::onnx::FILE_NAME.to_string(), bytes));
         }
-        files.push(("README.md", card.into_bytes()));
+        files.push(("README.md".to_string(), card.into_bytes()));
+        files.extend(run_files);
         upload(&client, &repo, &token, &user, args, files, &printer).await
     });
     let pushed = pushed.map_err(|e| anyhow::anyhow!(redact(&e.to_string(), &token.value)))?;
     printer.show(&pushed);
     Ok(())
+}
+
+/// The run directory's files beside the checkpoint (pictures, `metrics.csv`, TensorBoard's
+/// `runs/`), as (path in the repository, bytes).
+fn run_files(checkpoint: &std::path::Path) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    let dir = checkpoint
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    crate::rundir::shared_files(dir)
+        .into_iter()
+        .map(|(name, path)| {
+            let bytes = std::fs::read(&path)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+            Ok((name, bytes))
+        })
+        .collect()
 }
 
 /// Creates the repository (and branch) if needed and makes the commit.
@@ -316,7 +337,7 @@ async fn upload(
     token: &Token,
     user: &hf_hub::users::User,
     args: &PushArgs,
-    files: Vec<(&str, Vec<u8>)>,
+    files: Vec<(String, Vec<u8>)>,
     printer: &Arc<Printer>,
 ) -> Result<PushEvent, PushError> {
     let id = format!("{}/{}", repo.owner, repo.name);
@@ -341,7 +362,7 @@ async fn upload(
     let sizes: Vec<FileSize> = files
         .iter()
         .map(|(path, bytes)| FileSize {
-            path: path.to_string(),
+            path: path.clone(),
             bytes: bytes.len() as u64,
         })
         .collect();
