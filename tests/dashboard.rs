@@ -113,6 +113,7 @@ fn ready_app() -> App {
                 pairs: vec![],
             },
         },
+        source: "class folders".into(),
     });
     app.apply(Event::FreezeChanged {
         groups: groups(false),

@@ -42,7 +42,7 @@ fn config() -> Config {
 fn setup(f: &Fixture, config: Config) -> EngineSetup {
     EngineSetup {
         dataset: f.dataset.clone(),
-        classes_dir: None,
+        source: tltui::data::SourceOptions::folders(),
         config,
         weights: WeightsSource::Local {
             weights: f.weights.clone(),

@@ -61,7 +61,7 @@ fn finetunes(arch: &str) {
     let engine = Engine::spawn(
         EngineSetup {
             dataset,
-            classes_dir: None,
+            source: tltui::data::SourceOptions::folders(),
             config,
             weights: WeightsSource::Local { weights },
             checkpoint_dir: dir.path().join("checkpoints"),

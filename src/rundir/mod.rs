@@ -388,6 +388,7 @@ mod tests {
             ignored: 0,
             cached_images: 28,
             report: Default::default(),
+            source: "class folders".into(),
         }
     }
 
