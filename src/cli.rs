@@ -184,7 +184,8 @@ pub struct PushArgs {
     /// Branch to commit to (created if missing; default main).
     #[arg(long, value_name = "BRANCH")]
     pub revision: Option<String>,
-    /// The Hub dataset the model was trained on, for the card's `datasets`.
+    /// The Hub dataset the model was trained on, for the card's `datasets` (default: the
+    /// `hf://datasets/…` it was trained from, if any).
     #[arg(long, value_name = "NAME")]
     pub dataset: Option<String>,
     /// Also upload model.onnx (`export --format onnx --with-preprocessing --softmax`); the

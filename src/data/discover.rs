@@ -662,6 +662,9 @@ struct Subtree {
     stems: Vec<String>,
 }
 
+/// A sub-directory and the images below it.
+type Child = (PathBuf, Subtree);
+
 /// `path` and every folder above it.
 fn with_ancestors(path: &Path) -> impl Iterator<Item = PathBuf> + '_ {
     path.ancestors().map(Path::to_path_buf)
@@ -745,7 +748,7 @@ impl Scan {
             })
             .filter(|(_, below)| below.images > 0)
             .collect();
-        let (splits, classes): (Vec<&(PathBuf, Subtree)>, Vec<&(PathBuf, Subtree)>) = children
+        let (splits, classes): (Vec<&Child>, Vec<&Child>) = children
             .iter()
             .partition(|(child, _)| is_split_name(&file_name(child)));
         if self.pattern.is_none() && classes.len() >= 2 {

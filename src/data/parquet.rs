@@ -340,7 +340,9 @@ pub fn storage_order(paths: &[PathBuf]) -> Vec<PathBuf> {
     let map = ROWS
         .read()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let mut keyed: Vec<(Option<(PathBuf, usize, usize)>, &PathBuf)> = paths
+    // Files first (no key), then parquet rows by file, row group and row.
+    type Key = Option<(PathBuf, usize, usize)>;
+    let mut keyed: Vec<(Key, &PathBuf)> = paths
         .iter()
         .map(|p| {
             (

@@ -259,6 +259,12 @@ pub fn run(args: &PushArgs) -> anyhow::Result<()> {
         .then(|| crate::onnx::checkpoint_bytes(&ckpt, crate::onnx::Options::DEPLOY))
         .transpose()?;
     let run_files = run_files(&args.checkpoint)?;
+    // A model trained on a Hub dataset names it unasked.
+    let trained_on = args.dataset.clone().or_else(|| {
+        crate::data::hub_dataset::parse_spec(&ckpt.meta.class_root)?
+            .ok()
+            .map(|r| format!("{}/{}", r.owner, r.name))
+    });
     let options = HubOptions::from_config(&crate::config::Config::default().hub);
     let Some(token) = find_token() else {
         let client = build_client(&options, None)?;
@@ -293,7 +299,7 @@ pub fn run(args: &PushArgs) -> anyhow::Result<()> {
             meta: &ckpt.meta,
             base_model: base.as_ref(),
             license: license.as_deref(),
-            dataset: args.dataset.as_deref(),
+            dataset: trained_on.as_deref(),
             run_files: &shared,
         });
         let mut files = vec![

@@ -37,7 +37,12 @@ impl Trainer {
         let prep = Preprocess::from_cfg(&model_config.pretrained_cfg, image_size)
             .map_err(anyhow::Error::msg)?;
 
-        let (store, bad, rx, queued) = decode_images(&found.files(), prep, &config, &events, rx)?;
+        let Decoded {
+            store,
+            bad,
+            rx,
+            queued,
+        } = decode_images(&found.files(), prep, &config, &events, rx)?;
         let dataset = Dataset::build(
             found,
             store.fingerprints(),
@@ -239,20 +244,23 @@ fn fetch_backbone(
 
 /// Decodes every image of the dataset into the store (within `data.cache_memory_mb`),
 /// reporting progress; `Stop` and `Interrupt` end it (an error holding the [`Halt`]), other
-/// commands wait for training. Returns the store, the unusable files and the command channel
-/// with the commands that arrived meanwhile.
+/// commands wait for training.
+/// What [`decode_images`] leaves: the store, the unusable files, the command channel and the
+/// commands that arrived meanwhile.
+struct Decoded {
+    store: ImageStore,
+    bad: Vec<crate::data::Skipped>,
+    rx: Receiver<Command>,
+    queued: VecDeque<Command>,
+}
+
 fn decode_images(
     paths: &[PathBuf],
     prep: Preprocess,
     config: &Config,
     events: &Sender<Event>,
     rx: Receiver<Command>,
-) -> anyhow::Result<(
-    ImageStore,
-    Vec<crate::data::Skipped>,
-    Receiver<Command>,
-    VecDeque<Command>,
-)> {
+) -> anyhow::Result<Decoded> {
     let inbox = std::sync::Mutex::new(Inbox {
         rx,
         queued: VecDeque::new(),
@@ -281,7 +289,12 @@ fn decode_images(
     let Some((store, bad)) = loaded else {
         return Err(halt.expect("decoding ends early only on a halt").into());
     };
-    Ok((store, bad, rx, queued))
+    Ok(Decoded {
+        store,
+        bad,
+        rx,
+        queued,
+    })
 }
 
 /// Commands that arrive while `prepare` decodes images (on rayon's threads): `Stop` and
