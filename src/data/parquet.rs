@@ -9,7 +9,7 @@
 
 use parquet::basic::Type as PhysicalType;
 use parquet::column::reader::{get_typed_column_reader, ColumnReader};
-use parquet::data_type::{ByteArray, ByteArrayType, Int32Type, Int64Type};
+use parquet::data_type::{ByteArray, ByteArrayType, DataType, Int32Type, Int64Type};
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -158,21 +158,14 @@ pub fn rows(
     Ok(out)
 }
 
-/// The values of a byte-array column in one row group, `None` where null (slices of the
-/// decoded pages, not copies).
-fn read_bytes(
+/// The values of one row group's column of type `T`, `None` where null; the caller has
+/// checked that `reader` is of that type.
+fn read_column<T: DataType>(
     reader: ColumnReader,
     rows: usize,
     max_def: i16,
-) -> parquet::errors::Result<Vec<Option<ByteArray>>> {
-    let mut reader = get_typed_column_reader::<ByteArrayType>(match reader {
-        r @ ColumnReader::ByteArrayColumnReader(_) => r,
-        _ => {
-            return Err(parquet::errors::ParquetError::General(
-                "not a byte-array column".into(),
-            ))
-        }
-    });
+) -> parquet::errors::Result<Vec<Option<T::T>>> {
+    let mut reader = get_typed_column_reader::<T>(reader);
     let (mut defs, mut values) = (Vec::new(), Vec::new());
     let mut read = 0;
     while read < rows {
@@ -187,34 +180,40 @@ fn read_bytes(
     Ok(spread(&defs, max_def, rows, || values.next()))
 }
 
+/// The values of a byte-array column in one row group, `None` where null (slices of the
+/// decoded pages, not copies).
+fn read_bytes(
+    reader: ColumnReader,
+    rows: usize,
+    max_def: i16,
+) -> parquet::errors::Result<Vec<Option<ByteArray>>> {
+    match reader {
+        r @ ColumnReader::ByteArrayColumnReader(_) => {
+            read_column::<ByteArrayType>(r, rows, max_def)
+        }
+        _ => Err(parquet::errors::ParquetError::General(
+            "not a byte-array column".into(),
+        )),
+    }
+}
+
 /// The labels of one row group: integers (a `ClassLabel`) or text.
 fn read_labels(
     reader: ColumnReader,
     rows: usize,
     max_def: i16,
 ) -> parquet::errors::Result<Vec<Option<Label>>> {
-    macro_rules! ints {
-        ($t:ty, $r:expr) => {{
-            let mut reader = get_typed_column_reader::<$t>($r);
-            let (mut defs, mut values) = (Vec::new(), Vec::new());
-            let mut read = 0;
-            while read < rows {
-                let (records, _, _) =
-                    reader.read_records(rows - read, Some(&mut defs), None, &mut values)?;
-                if records == 0 {
-                    break;
-                }
-                read += records;
-            }
-            let mut values = values.into_iter();
-            Ok(spread(&defs, max_def, rows, || {
-                values.next().map(|v| Label::Index(v as i64))
-            }))
-        }};
-    }
+    let index = |v: Vec<Option<i64>>| v.into_iter().map(|v| v.map(Label::Index)).collect();
     match reader {
-        r @ ColumnReader::Int64ColumnReader(_) => ints!(Int64Type, r),
-        r @ ColumnReader::Int32ColumnReader(_) => ints!(Int32Type, r),
+        r @ ColumnReader::Int64ColumnReader(_) => {
+            Ok(index(read_column::<Int64Type>(r, rows, max_def)?))
+        }
+        r @ ColumnReader::Int32ColumnReader(_) => Ok(index(
+            read_column::<Int32Type>(r, rows, max_def)?
+                .into_iter()
+                .map(|v| v.map(i64::from))
+                .collect(),
+        )),
         r @ ColumnReader::ByteArrayColumnReader(_) => Ok(read_bytes(r, rows, max_def)?
             .into_iter()
             .map(|b| b.map(|b| Label::Text(String::from_utf8_lossy(b.data()).into_owned())))
