@@ -207,10 +207,11 @@ pub fn read(file: &Path, dataset: &Path, columns: &ColumnChoice) -> Result<Label
     })
 }
 
-/// The one label file in `dataset` that resolves to its images, if there is exactly one.
-pub fn find_in(dataset: &Path) -> Option<PathBuf> {
+/// The one label file in `dataset` that resolves to its images (read with `columns`), if there
+/// is exactly one, with what it labels.
+pub fn find_in(dataset: &Path, columns: &ColumnChoice) -> Option<(PathBuf, LabelledFiles)> {
     let entries = std::fs::read_dir(dataset).ok()?;
-    let mut found: Vec<PathBuf> = entries
+    let mut found: Vec<(PathBuf, LabelledFiles)> = entries
         .flatten()
         .map(|e| e.path())
         .filter(|p| p.is_file())
@@ -219,11 +220,10 @@ pub fn find_in(dataset: &Path) -> Option<PathBuf> {
                 .map(|e| e.to_string_lossy().to_lowercase())
                 .is_some_and(|e| LABEL_FILE_EXTENSIONS.contains(&e.as_str()))
         })
-        .filter(|p| {
-            read(p, dataset, &ColumnChoice::default()).is_ok_and(|l| {
-                let used: usize = l.classes.iter().map(|c| c.files.len()).sum();
-                l.classes.len() >= 2 && used as f64 >= RESOLVE_SHARE * l.rows as f64
-            })
+        .filter_map(|p| read(&p, dataset, columns).ok().map(|l| (p, l)))
+        .filter(|(_, l)| {
+            let used: usize = l.classes.iter().map(|c| c.files.len()).sum();
+            l.classes.len() >= 2 && used as f64 >= RESOLVE_SHARE * l.rows as f64
         })
         .collect();
     (found.len() == 1).then(|| found.remove(0))
@@ -459,6 +459,9 @@ mod tests {
         assert!(read(&f, t.path(), &wrong)
             .unwrap_err()
             .contains("no label column"));
-        assert_eq!(find_in(t.path()), Some(f));
+        assert_eq!(
+            find_in(t.path(), &ColumnChoice::default()).map(|(p, _)| p),
+            Some(f)
+        );
     }
 }

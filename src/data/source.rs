@@ -88,45 +88,49 @@ pub fn discover_source(
         .map(LabelPattern::regex)
         .transpose()
         .map_err(DiscoveryError::Labels)?;
-    let (file, reason) = match (&options.labels, &options.classes_dir, &label_regex) {
-        (Some(f), _, _) => (Some(f.clone()), "given with --labels"),
-        (None, None, None) if dataset.is_dir() => (
-            label_file::find_in(dataset),
-            "the one label file in the dataset folder, and it names the images",
-        ),
-        _ => (None, ""),
-    };
-    match file {
-        Some(file) => from_label_file(dataset, &file, &options.columns, reason),
-        None => discover::discover(
-            dataset,
-            &DiscoverOptions {
-                classes_dir: options.classes_dir.clone(),
-                label_regex,
-            },
-        )
-        .map(|d| (d, Vec::new())),
+    match (&options.labels, &options.classes_dir, &label_regex) {
+        (Some(file), _, _) => {
+            if !file.is_file() {
+                return Err(DiscoveryError::Labels(format!(
+                    "label file {} does not exist",
+                    file.display()
+                )));
+            }
+            let root = if dataset.is_dir() {
+                dataset
+            } else {
+                file.parent().unwrap_or(Path::new("."))
+            };
+            let labelled =
+                label_file::read(file, root, &options.columns).map_err(DiscoveryError::Labels)?;
+            return from_label_file(dataset, root, file, labelled, "given with --labels");
+        }
+        (None, None, None) if dataset.is_dir() => {
+            if let Some((file, labelled)) = label_file::find_in(dataset, &options.columns) {
+                let reason = "the one label file in the dataset folder, and it names the images";
+                return from_label_file(dataset, dataset, &file, labelled, reason);
+            }
+        }
+        _ => {}
     }
+    discover::discover(
+        dataset,
+        &DiscoverOptions {
+            classes_dir: options.classes_dir.clone(),
+            label_regex,
+        },
+    )
+    .map(|d| (d, Vec::new()))
 }
 
+/// A [`Discovery`] of what the label `file` labels, its images resolved under `root`.
 fn from_label_file(
     dataset: &Path,
+    root: &Path,
     file: &Path,
-    columns: &ColumnChoice,
+    labelled: label_file::LabelledFiles,
     reason: &str,
 ) -> Result<(Discovery, Vec<String>), DiscoveryError> {
-    if !file.is_file() {
-        return Err(DiscoveryError::Labels(format!(
-            "label file {} does not exist",
-            file.display()
-        )));
-    }
-    let root = if dataset.is_dir() {
-        dataset
-    } else {
-        file.parent().unwrap_or(Path::new("."))
-    };
-    let labelled = label_file::read(file, root, columns).map_err(DiscoveryError::Labels)?;
     let images = labelled.classes.iter().map(|c| c.files.len()).sum();
     let candidates = vec![CandidateReport {
         path: discover::relative_to(root, file),
