@@ -217,6 +217,10 @@ pub struct BenchArgs {
     /// Print one JSON object (the keys of peer_torch.py --bench, and more).
     #[arg(long)]
     pub json: bool,
+    /// Leave out the launch-to-first-validation figures (a cold feature pass over the whole
+    /// dataset: minutes on the larger backbones), for sweeps over backbones.
+    #[arg(long)]
+    pub skip_end_to_end: bool,
     /// Instead: one augmented warm-up epoch on generated datasets of these sizes, each in its
     /// own process (e.g. 1000,5000,20000).
     #[arg(long, value_delimiter = ',', value_name = "N,N,...")]

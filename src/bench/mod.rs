@@ -24,9 +24,12 @@ pub struct BenchReport {
     pub forward_img_per_s: f64,
     pub train_img_per_s: f64,
     pub warmup_epoch_ms: f64,
-    /// Launch to the first validation result with an empty feature cache, and with a warm one.
-    pub first_validation_cold_s: f64,
-    pub first_validation_cached_s: f64,
+    /// Launch to the first validation result with an empty feature cache, and with a warm one
+    /// (absent with `--skip-end-to-end`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_validation_cold_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_validation_cached_s: Option<f64>,
     pub peak_rss_mb: f64,
     pub device: String,
     pub threads: usize,
@@ -168,10 +171,15 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     })?;
     drop((backbone, opt, head_opt));
 
-    say("launch to first validation (cold, then with the feature cache)");
-    let cache = tempfile::tempdir()?;
-    let cold = first_validation(weights, dataset, &source, cache.path(), &device, image_size)?;
-    let cached = first_validation(weights, dataset, &source, cache.path(), &device, image_size)?;
+    let (cold, cached) = if args.skip_end_to_end {
+        (None, None)
+    } else {
+        say("launch to first validation (cold, then with the feature cache)");
+        let cache = tempfile::tempdir()?;
+        let mut run =
+            || first_validation(weights, dataset, &source, cache.path(), &device, image_size);
+        (Some(run()?), Some(run()?))
+    };
 
     let n = x.dim(0)? as f64;
     let report = BenchReport {
@@ -224,14 +232,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             "warm-up epoch (features)   {:>8.1} ms",
             report.warmup_epoch_ms
         );
-        println!(
-            "first validation, cold     {:>8.1} s",
-            report.first_validation_cold_s
-        );
-        println!(
-            "first validation, cached   {:>8.1} s",
-            report.first_validation_cached_s
-        );
+        if let (Some(cold), Some(cached)) = (cold, cached) {
+            println!("first validation, cold     {cold:>8.1} s");
+            println!("first validation, cached   {cached:>8.1} s");
+        }
         println!("peak RSS                   {:>8.0} MB", report.peak_rss_mb);
     }
     Ok(())
