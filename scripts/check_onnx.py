@@ -1,18 +1,21 @@
 #!/usr/bin/env python3
 """Checks a `tltui export --format onnx` file with the ONNX checker and runs it in onnxruntime.
 
-usage: check_onnx.py MODEL.onnx [--run INPUT.npy]... [--images IMAGE...] [--bench BATCH SECONDS]
+usage: check_onnx.py MODEL.onnx [--run INPUT.npy]... [--bench BATCH SECONDS] [--save-pixels DIR]
+                     [--images IMAGE... | --cropped IMAGE...]
   always      onnx.checker.check_model(full_check=True), then prints one JSON object: the
               metadata, and what the options below produced
   --run X     feeds the float32 array in X.npy to the graph's input and writes each output
               beside it as X.<output>.npy (logits, probabilities)
-  --images    resizes each image as README.md's "Deploying with ONNX" says (PIL bicubic, shorter
-              side to `resize`, center crop), feeds the uint8 pixels (a --with-preprocessing
-              export) and reports the top class (named from the metadata) and its probability
+  --images    resizes each image as README.md's "Deploying with ONNX" says (EXIF orientation
+              applied, PIL bicubic, shorter side to `resize`, center crop), feeds the uint8
+              pixels (a --with-preprocessing export) and reports the top class (named from the
+              metadata) and its probability
+  --save-pixels DIR  also writes the pixels fed for each image as DIR/<file stem>.png
   --cropped   as --images, for images already resized and cropped to the input size
   --bench     onnxruntime's CPU images/s on random inputs of BATCH images for about SECONDS
 needs: pip install onnx onnxruntime numpy pillow"""
-import json, sys, time
+import json, os, sys, time
 
 import numpy as np
 import onnx
@@ -22,9 +25,9 @@ import onnxruntime as ort
 def pixels(path, meta, cropped=False):
     """The README's resize: uint8 RGB [1, size, size, 3] of the image at `path` (`cropped`: the
     image is that size already)."""
-    from PIL import Image
+    from PIL import Image, ImageOps
     size, resize = json.loads(meta["input_size"])[1], int(meta["resize"])
-    img = Image.open(path).convert("RGB")
+    img = ImageOps.exif_transpose(Image.open(path)).convert("RGB")
     if cropped:
         assert img.size == (size, size), f"{path}: {img.size}, not {size}x{size}"
         return np.asarray(img, dtype=np.uint8)[None]
@@ -38,11 +41,13 @@ def pixels(path, meta, cropped=False):
 
 def main(argv):
     path, rest = argv[0], argv[1:]
-    runs, images, bench, cropped = [], [], None, False
+    runs, images, bench, cropped, save_pixels = [], [], None, False, None
     i = 0
     while i < len(rest):
         if rest[i] == "--run":
             runs.append(rest[i + 1]); i += 2
+        elif rest[i] == "--save-pixels":
+            save_pixels = rest[i + 1]; i += 2
         elif rest[i] == "--bench":
             bench = (int(rest[i + 1]), float(rest[i + 2])); i += 3
         elif rest[i] in ("--images", "--cropped"):
@@ -63,7 +68,12 @@ def main(argv):
         labels = json.loads(meta["label_names"])
         predictions = []
         for image in images:
-            logits = session.run(["logits"], {input_name: pixels(image, meta, cropped)})[0][0]
+            fed = pixels(image, meta, cropped)
+            if save_pixels:
+                from PIL import Image
+                stem = os.path.splitext(os.path.basename(image))[0]
+                Image.fromarray(fed[0]).save(os.path.join(save_pixels, stem + ".png"))
+            logits = session.run(["logits"], {input_name: fed})[0][0]
             p = np.exp(logits - logits.max()); p /= p.sum()
             top = int(p.argmax())
             predictions.append({"path": image, "class": labels[top], "probability": float(p[top])})

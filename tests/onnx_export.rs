@@ -320,10 +320,17 @@ fn agree_on(
     worst
 }
 
-/// The test images: fed the eval transform's own resize and crop (tltui's, handed over
-/// losslessly as PNG), onnxruntime agrees with `predict` within 1e-4 on class and probability;
-/// resized by PIL as the README says, the class agrees and the probability differs by what the
-/// two bicubic resamplers and JPEG decoders differ by (printed).
+/// The eval transform's resize and center crop of `image` as tltui computes it.
+fn tltui_crop(prep: &Preprocess, image: &Path) -> image::RgbImage {
+    let working = prep.to_working(&tltui::data::decode::decode_rgb(image, u64::MAX).unwrap());
+    let (w, h, s) = (working.width(), working.height(), prep.size);
+    let offset = |n: u32| ((n - s) as f64 / 2.0).round_ties_even() as u32;
+    image::imageops::crop_imm(&working, offset(w), offset(h), s, s).to_image()
+}
+
+/// The test images, decoded and resized by PIL as the README says, and fed the eval transform's
+/// own resize and crop (tltui's, handed over losslessly as PNG): onnxruntime agrees with
+/// `predict` within 1e-4 on class and probability either way.
 #[test]
 fn with_preprocessing_agrees_with_predict_on_the_test_images() {
     let Some(shared) = common::shared_dir() else {
@@ -341,15 +348,11 @@ fn with_preprocessing_agrees_with_predict_on_the_test_images() {
     let cropped: Vec<PathBuf> = jpegs
         .iter()
         .map(|j| {
-            let working = prep.to_working(&tltui::data::decode::decode_rgb(j, u64::MAX).unwrap());
-            let (w, h, s) = (working.width(), working.height(), prep.size);
-            let offset = |n: u32| ((n - s) as f64 / 2.0).round_ties_even() as u32;
-            let crop = image::imageops::crop_imm(&working, offset(w), offset(h), s, s);
             let png = tmp
                 .path()
                 .join(j.file_name().unwrap())
                 .with_extension("png");
-            crop.to_image().save(&png).unwrap();
+            tltui_crop(&prep, j).save(&png).unwrap();
             png
         })
         .collect();
@@ -361,8 +364,88 @@ fn with_preprocessing_agrees_with_predict_on_the_test_images() {
     assert!(worst <= 1e-4, "{worst}");
     let worst = agree_with_predict(&py, &spec, &out, &jpegs);
     println!(
-        "test_cat.jpg, test_dog.jpg resized by PIL: same classes, largest probability \
-         difference {worst:.2e}"
+        "test_cat.jpg, test_dog.jpg decoded and resized by PIL: largest probability difference \
+         {worst:.2e}"
+    );
+    assert!(worst <= 1e-4, "{worst}");
+}
+
+/// PIL, decoding and resizing as the README says (`check_onnx.py --images --save-pixels`), and
+/// tltui's eval transform give the same pixels, byte for byte: JPEGs of the dataset at their
+/// various sizes and chroma subsamplings, a grayscale JPEG, and images enlarged and shrunk.
+#[test]
+fn pil_and_tltui_resize_to_the_same_pixels() {
+    let Some(shared) = common::shared_dir() else {
+        return;
+    };
+    let Some(py) = python() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = imagenet_export_dir(&shared, tmp.path());
+    let config = ModelConfig::from_file(&spec.join("config.json")).unwrap();
+    let prep = Preprocess::from_cfg(&config.pretrained_cfg, 0).unwrap();
+    let root = shared.join("datasets/Dog-Cat-Classifier");
+    let mut images = vec![root.join("test_cat.jpg"), root.join("test_dog.jpg")];
+    let mut dataset: Vec<PathBuf> = ["cat", "dog"]
+        .iter()
+        .flat_map(|class| std::fs::read_dir(root.join("Data/Train_Data").join(class)).unwrap())
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    dataset.sort();
+    images.extend(dataset.into_iter().step_by(25));
+    let gray = image::GrayImage::from_fn(301, 197, |x, y| {
+        image::Luma([((x * 7 + y * 3) % 256) as u8])
+    });
+    let gray_path = tmp.path().join("gray.jpg");
+    gray.save(&gray_path).unwrap();
+    let small = image::RgbImage::from_fn(90, 61, |x, y| {
+        image::Rgb([(x * 3) as u8, (y * 4) as u8, ((x * y) % 256) as u8])
+    });
+    let small_path = tmp.path().join("small.png");
+    small.save(&small_path).unwrap();
+    images.extend([gray_path, small_path]);
+    let out = tmp.path().join("onnx");
+    let (ok, _, err) = tltui(&[
+        std::ffi::OsStr::new("export"),
+        spec.as_os_str(),
+        out.as_os_str(),
+        std::ffi::OsStr::new("--format"),
+        std::ffi::OsStr::new("onnx"),
+        std::ffi::OsStr::new("--with-preprocessing"),
+    ]);
+    assert!(ok, "{err}");
+    let pixels = tmp.path().join("pil");
+    std::fs::create_dir(&pixels).unwrap();
+    let mut args = vec![
+        std::ffi::OsStr::new("--save-pixels"),
+        pixels.as_os_str(),
+        std::ffi::OsStr::new("--images"),
+    ];
+    args.extend(images.iter().map(|p| p.as_os_str()));
+    check_onnx(&py, &out.join("model.onnx"), &args);
+    for image in &images {
+        let stem = image.file_stem().unwrap().to_str().unwrap();
+        let pil = image::open(pixels.join(format!("{stem}.png")))
+            .unwrap()
+            .to_rgb8();
+        let ours = tltui_crop(&prep, image);
+        let differing = pil
+            .as_raw()
+            .iter()
+            .zip(ours.as_raw())
+            .filter(|(a, b)| a != b)
+            .count();
+        assert_eq!(
+            differing,
+            0,
+            "{}: {differing} values differ from PIL's",
+            image.display()
+        );
+    }
+    println!(
+        "{} images: PIL's pixels and tltui's identical",
+        images.len()
     );
 }
 

@@ -3,6 +3,7 @@
 use super::fingerprint::Fingerprint;
 use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
 use std::io::Cursor;
+use std::os::raw::c_int;
 use std::path::Path;
 
 /// Largest allocation a single decode may make, in bytes.
@@ -74,8 +75,14 @@ fn decode_bytes(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, String> {
         .into_decoder()
         .map_err(|e| format!("corrupt {format:?}: {e}"))?;
     let orientation = decoder.orientation().ok();
-    let mut img = DynamicImage::from_decoder(decoder)
-        .map_err(|e| format!("corrupt or truncated {format:?}: {e}"))?;
+    let libjpeg = (format == image::ImageFormat::Jpeg)
+        .then(|| decode_jpeg_libjpeg(bytes))
+        .flatten();
+    let mut img = match libjpeg {
+        Some(rgb) => DynamicImage::ImageRgb8(rgb),
+        None => DynamicImage::from_decoder(decoder)
+            .map_err(|e| format!("corrupt or truncated {format:?}: {e}"))?,
+    };
     if let Some(o) = orientation {
         img.apply_orientation(o);
     }
@@ -83,6 +90,41 @@ fn decode_bytes(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, String> {
         DynamicImage::ImageRgb8(rgb) => rgb,
         other => other.to_rgb8(),
     })
+}
+
+/// A JPEG decoded to RGB by libjpeg-turbo's decoder (as mozjpeg builds it): the pixels Pillow
+/// and OpenCV decode, which timm's transforms and Python deployments start from. `None` when
+/// libjpeg reports any problem, a warning included (corrupt data it would paper over), or
+/// cannot give RGB (CMYK, arithmetic coding): the `image` crate's decoder then decides.
+fn decode_jpeg_libjpeg(bytes: &[u8]) -> Option<RgbImage> {
+    /// libjpeg's error exit, and any warning (level -1), unwind to the `catch_unwind` below.
+    unsafe extern "C-unwind" fn fail(_: &mut mozjpeg_sys::jpeg_common_struct) {
+        std::panic::resume_unwind(Box::new("libjpeg error"));
+    }
+    unsafe extern "C-unwind" fn warn(_: &mut mozjpeg_sys::jpeg_common_struct, level: c_int) {
+        if level < 0 {
+            std::panic::resume_unwind(Box::new("libjpeg warning"));
+        }
+    }
+    std::panic::catch_unwind(|| {
+        // SAFETY: jpeg_std_error only fills in the struct it is given.
+        let mut errors: mozjpeg_sys::jpeg_error_mgr = unsafe { std::mem::zeroed() };
+        unsafe { mozjpeg_sys::jpeg_std_error(&mut errors) };
+        errors.error_exit = Some(fail);
+        errors.emit_message = Some(warn);
+        let mut started = mozjpeg::Decompress::builder()
+            .with_err(errors)
+            .from_mem(bytes)
+            .ok()?
+            .rgb()
+            .ok()?;
+        let (w, h) = (started.width() as u32, started.height() as u32);
+        let pixels = started.read_scanlines::<u8>().ok()?;
+        started.finish().ok()?;
+        RgbImage::from_raw(w, h, pixels)
+    })
+    .ok()
+    .flatten()
 }
 
 /// Whether a JPEG's tail holds its end-of-image marker (FF D9). Entropy-coded data never

@@ -12,6 +12,7 @@ pub mod label_file;
 pub mod names;
 pub mod parquet;
 pub mod preprocess;
+pub mod resample;
 pub mod source;
 pub mod split;
 pub mod store;

@@ -1,7 +1,7 @@
 //! The eval transform of a backbone's `pretrained_cfg`, as timm applies it: resize the shorter
 //! side to `floor(size / crop_pct)`, center-crop `size`, normalise with `mean` and `std`.
 
-use fast_image_resize::{self as fir, images::Image, images::ImageRef, PixelType};
+use super::resample;
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
@@ -166,23 +166,16 @@ impl Preprocess {
     }
 }
 
-/// Resizes with a PIL-compatible convolution (antialiased when shrinking).
+/// Resizes as Pillow does with the same filter ([`resample`]), bit for bit.
 pub fn resize_rgb(img: &RgbImage, w: u32, h: u32, filter: Interpolation) -> RgbImage {
     if img.dimensions() == (w, h) {
         return img.clone();
     }
-    let src = ImageRef::new(img.width(), img.height(), img.as_raw(), PixelType::U8x3)
-        .expect("an RgbImage buffer always fits its size");
-    let mut dst = Image::new(w, h, PixelType::U8x3);
-    let alg = match filter {
-        Interpolation::Bicubic => fir::ResizeAlg::Convolution(fir::FilterType::CatmullRom),
-        Interpolation::Bilinear => fir::ResizeAlg::Convolution(fir::FilterType::Bilinear),
-        Interpolation::Nearest => fir::ResizeAlg::Nearest,
-    };
-    fir::Resizer::new()
-        .resize(&src, &mut dst, &fir::ResizeOptions::new().resize_alg(alg))
-        .expect("source and destination are both U8x3");
-    RgbImage::from_raw(w, h, dst.into_vec()).expect("the resizer fills w*h*3 bytes")
+    match filter {
+        Interpolation::Bicubic => resample::resize(img, w, h, resample::BICUBIC),
+        Interpolation::Bilinear => resample::resize(img, w, h, resample::BILINEAR),
+        Interpolation::Nearest => resample::resize_nearest(img, w, h),
+    }
 }
 
 #[cfg(test)]
