@@ -127,7 +127,6 @@ fn scatter_patches(
 /// # Safety
 /// Each pointer with its strides must address an `m x k`, `k x n` or `m x n` matrix inside one
 /// live allocation, `dst` not overlapping the others.
-#[allow(clippy::too_many_arguments)]
 unsafe fn matmul(
     (m, n, k): (usize, usize, usize),
     dst: (*mut f32, usize),
@@ -442,16 +441,16 @@ mod tests {
     }
 
     /// (n, h, w, ci, co, kernel, stride, pad) of every convolution ResNet runs.
-    const CASES: [(usize, usize, usize, usize, usize, usize, usize, usize); 5] = [
-        (3, 9, 8, 4, 5, 3, 1, 1),
-        (3, 9, 8, 4, 6, 3, 2, 1),
-        (3, 7, 6, 8, 5, 1, 1, 0),
-        (3, 7, 6, 8, 5, 1, 2, 0),
-        (2, 13, 11, 3, 4, 7, 2, 3),
+    const CASES: [[usize; 8]; 5] = [
+        [3, 9, 8, 4, 5, 3, 1, 1],
+        [3, 9, 8, 4, 6, 3, 2, 1],
+        [3, 7, 6, 8, 5, 1, 1, 0],
+        [3, 7, 6, 8, 5, 1, 2, 0],
+        [2, 13, 11, 3, 4, 7, 2, 3],
     ];
 
     fn case(i: usize) -> (ConvGeometry, Vec<f32>, Vec<f32>, Vec<f32>) {
-        let (n, h, w, ci, co, kernel, stride, pad) = CASES[i];
+        let [n, h, w, ci, co, kernel, stride, pad] = CASES[i];
         let geo = ConvGeometry {
             n,
             h,

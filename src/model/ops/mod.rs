@@ -159,9 +159,8 @@ pub(crate) mod testing {
         f: impl Fn(&[f32]) -> Vec<f32>,
         analytic: &[f32],
     ) {
-        let loss = |x: &[f32]| -> f64 {
-            f(x).iter().zip(r).map(|(&y, &r)| y as f64 * r as f64).sum()
-        };
+        let loss =
+            |x: &[f32]| -> f64 { f(x).iter().zip(r).map(|(&y, &r)| y as f64 * r as f64).sum() };
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
         let eps = 1e-2f32;
         for _ in 0..24.min(x.len()) {
