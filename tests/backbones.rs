@@ -330,3 +330,15 @@ fn convnext_conv_mlp_and_linear_mlp() {
     check("convnext_atto", 320 * 1000 + 1000, 3_695_520);
     check("convnext_tiny", 768 * 1000 + 1000, 28_589_128);
 }
+
+/// BatchNorm in inference mode, folded into the convolutions of basic blocks.
+#[test]
+fn resnet18_taped_backward_matches_autograd() {
+    taped_backward_matches_autograd("resnet18");
+}
+
+/// Bottleneck blocks.
+#[test]
+fn resnet50_taped_backward_matches_autograd() {
+    taped_backward_matches_autograd("resnet50");
+}

@@ -11,6 +11,7 @@ pub mod mobilenetv3;
 pub mod ops;
 pub mod params;
 pub mod resnet;
+pub mod resnet_tape;
 pub mod vit;
 
 use crate::data::{Preprocess, PretrainedCfg};

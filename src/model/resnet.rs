@@ -1,9 +1,11 @@
-//! ResNet-18/34/50 as timm builds them (NCHW, candle convolutions, trainable max-pool).
+//! ResNet-18/34/50 as timm builds them. On the CPU, passes that train no BatchNorm statistics
+//! run on channels-last maps without a candle graph ([`super::resnet_tape`]); the others run
+//! through candle's NCHW convolutions and graph.
 
 use super::layers::{global_pool_nchw, weight, BatchNorm};
 use super::ops::bn_act::{Activation, ChannelDim};
 use super::ops::maxpool::{max_pool2d, PoolGeometry};
-use super::{Backbone, BackboneParts, GroupMode, Params};
+use super::{resnet_tape, Backbone, BackboneParts, GroupMode, Params};
 use candle_core::{Result, Tensor};
 use std::collections::HashMap;
 
@@ -43,12 +45,67 @@ impl ResNetSpec {
     }
 }
 
+/// The stem's max-pool.
+pub(crate) const STEM_POOL: PoolGeometry = PoolGeometry {
+    kernel: 3,
+    stride: 2,
+    pad: 1,
+};
+
+/// A convolution (padded by half its kernel) and the BatchNorm after it, by their timm key
+/// prefixes.
+#[derive(Debug, Clone)]
+pub(crate) struct ConvBn {
+    pub(crate) conv: String,
+    pub(crate) bn: String,
+    pub(crate) stride: usize,
+}
+
+impl ConvBn {
+    fn new(conv: String, bn: String, stride: usize) -> Self {
+        Self { conv, bn, stride }
+    }
+
+    /// The stem's convolution.
+    pub(crate) fn stem() -> Self {
+        Self::new("conv1".into(), "bn1".into(), 2)
+    }
+}
+
 /// One residual block: its key prefix, stride and whether it has a projection shortcut.
 #[derive(Debug, Clone)]
 pub(crate) struct Block {
     pub(crate) prefix: String,
     pub(crate) stride: usize,
     pub(crate) downsample: bool,
+}
+
+impl Block {
+    /// The main path's layers in order: each followed by ReLU except the last, whose output is
+    /// added to the shortcut's before a ReLU.
+    pub(crate) fn main_path(&self, bottleneck: bool) -> Vec<ConvBn> {
+        let p = &self.prefix;
+        let layer = |i: usize, stride: usize| {
+            ConvBn::new(format!("{p}.conv{i}"), format!("{p}.bn{i}"), stride)
+        };
+        if bottleneck {
+            vec![layer(1, 1), layer(2, self.stride), layer(3, 1)]
+        } else {
+            vec![layer(1, self.stride), layer(2, 1)]
+        }
+    }
+
+    /// The projection shortcut, if the block has one.
+    pub(crate) fn shortcut(&self) -> Option<ConvBn> {
+        let p = &self.prefix;
+        self.downsample.then(|| {
+            ConvBn::new(
+                format!("{p}.downsample.0"),
+                format!("{p}.downsample.1"),
+                self.stride,
+            )
+        })
+    }
 }
 
 /// A ResNet backbone.
@@ -129,69 +186,27 @@ impl ResNet {
     fn conv_bn(
         &self,
         x: &Tensor,
-        conv: &str,
-        bn: &str,
-        stride: usize,
+        layer: &ConvBn,
         act: Activation,
         mode: GroupMode,
     ) -> Result<Tensor> {
-        let w = weight(&self.parts.params, &format!("{conv}.weight"), mode);
+        let w = weight(&self.parts.params, &format!("{}.weight", layer.conv), mode);
         let pad = w.dim(2)? / 2;
-        let y = x.conv2d(&w, pad, stride, 1, 1)?;
-        self.bns[bn].forward(&self.parts.params, &y, act, ChannelDim::Second, mode)
+        let y = x.conv2d(&w, pad, layer.stride, 1, 1)?;
+        self.bns[&layer.bn].forward(&self.parts.params, &y, act, ChannelDim::Second, mode)
     }
 
     fn block(&self, x: &Tensor, b: &Block, mode: GroupMode) -> Result<Tensor> {
-        let p = &b.prefix;
-        let relu = Activation::Relu;
-        let none = Activation::None;
-        let h = if self.spec.bottleneck {
-            let h = self.conv_bn(x, &format!("{p}.conv1"), &format!("{p}.bn1"), 1, relu, mode)?;
-            let h = self.conv_bn(
-                &h,
-                &format!("{p}.conv2"),
-                &format!("{p}.bn2"),
-                b.stride,
-                relu,
-                mode,
-            )?;
-            self.conv_bn(
-                &h,
-                &format!("{p}.conv3"),
-                &format!("{p}.bn3"),
-                1,
-                none,
-                mode,
-            )?
-        } else {
-            let h = self.conv_bn(
-                x,
-                &format!("{p}.conv1"),
-                &format!("{p}.bn1"),
-                b.stride,
-                relu,
-                mode,
-            )?;
-            self.conv_bn(
-                &h,
-                &format!("{p}.conv2"),
-                &format!("{p}.bn2"),
-                1,
-                none,
-                mode,
-            )?
-        };
-        let shortcut = if b.downsample {
-            self.conv_bn(
-                x,
-                &format!("{p}.downsample.0"),
-                &format!("{p}.downsample.1"),
-                b.stride,
-                none,
-                mode,
-            )?
-        } else {
-            x.clone()
+        let main = b.main_path(self.spec.bottleneck);
+        let (last, inner) = main.split_last().expect("a block has convolutions");
+        let mut h = x.clone();
+        for layer in inner {
+            h = self.conv_bn(&h, layer, Activation::Relu, mode)?;
+        }
+        let h = self.conv_bn(&h, last, Activation::None, mode)?;
+        let shortcut = match b.shortcut() {
+            Some(layer) => self.conv_bn(x, &layer, Activation::None, mode)?,
+            None => x.clone(),
         };
         (h + shortcut)?.relu()
     }
@@ -207,16 +222,14 @@ impl Backbone for ResNet {
     }
 
     fn forward(&self, x: &Tensor, training: bool) -> Result<Tensor> {
+        let groups = self.parts.groups.len();
+        let records = (0..groups).any(|i| self.parts.mode(i, training).trainable);
+        if !records && x.device().is_cpu() {
+            return resnet_tape::features(self, x);
+        }
         let mode = self.parts.mode(0, training);
-        let h = self.conv_bn(x, "conv1", "bn1", 2, Activation::Relu, mode)?;
-        let mut h = max_pool2d(
-            &h,
-            PoolGeometry {
-                kernel: 3,
-                stride: 2,
-                pad: 1,
-            },
-        )?;
+        let h = self.conv_bn(x, &ConvBn::stem(), Activation::Relu, mode)?;
+        let mut h = max_pool2d(&h, STEM_POOL)?;
         for (li, stage) in self.stages.iter().enumerate() {
             let mode = self.parts.mode(li + 1, training);
             for b in stage {
@@ -224,6 +237,24 @@ impl Backbone for ResNet {
             }
         }
         global_pool_nchw(&h)
+    }
+
+    fn forward_taped(&self, x: &Tensor) -> Option<Result<(Tensor, Box<dyn std::any::Any + Send>)>> {
+        (!self.parts.train_batchnorm).then(|| {
+            resnet_tape::forward(self, x)
+                .map(|(features, tape)| (features, Box::new(tape) as Box<dyn std::any::Any + Send>))
+        })
+    }
+
+    fn backward_taped(
+        &self,
+        tape: Box<dyn std::any::Any + Send>,
+        grad: &Tensor,
+        grads: &mut candle_core::backprop::GradStore,
+    ) -> Result<()> {
+        tape.downcast::<resnet_tape::Tape>()
+            .map_err(|_| candle_core::Error::Msg("not a ResNet tape".into()))?
+            .backward(self, grad, grads)
     }
 
     fn onnx(

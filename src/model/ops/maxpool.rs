@@ -1,5 +1,6 @@
-//! Max-pooling on NCHW tensors with overlapping windows (kernel > stride), with a backward that
-//! candle's own max-pool lacks for that case.
+//! Max-pooling with overlapping windows (kernel > stride): on NCHW tensors, with a backward that
+//! candle's own max-pool lacks for that case, and on channels-last slices for the backbones that
+//! run without a candle graph.
 
 use super::contiguous_f32;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
@@ -18,9 +19,9 @@ impl PoolGeometry {
         (n + 2 * self.pad - self.kernel) / self.stride + 1
     }
 
-    /// Index within the plane of the largest input in output cell (oy, ox); the first on ties.
-    fn argmax(&self, plane: &[f32], h: usize, w: usize, oy: usize, ox: usize) -> usize {
-        let mut best = (f32::NEG_INFINITY, usize::MAX);
+    /// Calls `f(iy, ix)` for each input cell of output cell (oy, ox)'s window inside the input,
+    /// rows first.
+    fn window(&self, h: usize, w: usize, oy: usize, ox: usize, mut f: impl FnMut(usize, usize)) {
         for ky in 0..self.kernel {
             let Some(iy) = (oy * self.stride + ky)
                 .checked_sub(self.pad)
@@ -29,20 +30,82 @@ impl PoolGeometry {
                 continue;
             };
             for kx in 0..self.kernel {
-                let Some(ix) = (ox * self.stride + kx)
+                if let Some(ix) = (ox * self.stride + kx)
                     .checked_sub(self.pad)
                     .filter(|&i| i < w)
-                else {
-                    continue;
-                };
-                let v = plane[iy * w + ix];
-                if v > best.0 || best.1 == usize::MAX {
-                    best = (v, iy * w + ix);
+                {
+                    f(iy, ix);
                 }
             }
         }
+    }
+
+    /// Index within the plane of the largest input in output cell (oy, ox); the first on ties.
+    fn argmax(&self, plane: &[f32], h: usize, w: usize, oy: usize, ox: usize) -> usize {
+        let mut best = (f32::NEG_INFINITY, usize::MAX);
+        self.window(h, w, oy, ox, |iy, ix| {
+            let v = plane[iy * w + ix];
+            if v > best.0 || best.1 == usize::MAX {
+                best = (v, iy * w + ix);
+            }
+        });
         best.1
     }
+}
+
+/// Max-pool of the channels-last batch `x` of `dims` `[N, H, W, C]`, and the pooled dims.
+pub fn max_pool_nhwc(x: &[f32], dims: [usize; 4], geo: PoolGeometry) -> (Vec<f32>, [usize; 4]) {
+    let [n, h, w, c] = dims;
+    let (oh, ow) = (geo.out(h), geo.out(w));
+    let mut out = vec![f32::NEG_INFINITY; n * oh * ow * c];
+    out.par_chunks_mut(ow * c).enumerate().for_each(|(row, o)| {
+        let (b, oy) = (row / oh, row % oh);
+        for (ox, o) in o.chunks_exact_mut(c).enumerate() {
+            geo.window(h, w, oy, ox, |iy, ix| {
+                let cell = &x[((b * h + iy) * w + ix) * c..][..c];
+                o.iter_mut().zip(cell).for_each(|(o, &v)| *o = o.max(v));
+            });
+        }
+    });
+    (out, [n, oh, ow, c])
+}
+
+/// The gradient of [`max_pool_nhwc`]'s input `x` from `g`, its output's: each output's gradient
+/// goes to its window's maximum (the first on ties, as [`max_pool2d`]'s backward).
+pub fn max_pool_nhwc_backward(
+    x: &[f32],
+    dims: [usize; 4],
+    geo: PoolGeometry,
+    g: &[f32],
+) -> Vec<f32> {
+    let [_, h, w, c] = dims;
+    let (oh, ow) = (geo.out(h), geo.out(w));
+    let mut gx = vec![0f32; x.len()];
+    gx.par_chunks_mut(h * w * c)
+        .enumerate()
+        .for_each(|(b, gx)| {
+            let image = &x[b * h * w * c..][..h * w * c];
+            let mut best = vec![(f32::NEG_INFINITY, usize::MAX); c];
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    best.fill((f32::NEG_INFINITY, usize::MAX));
+                    geo.window(h, w, oy, ox, |iy, ix| {
+                        let at = (iy * w + ix) * c;
+                        for (ch, best) in best.iter_mut().enumerate() {
+                            let v = image[at + ch];
+                            if v > best.0 || best.1 == usize::MAX {
+                                *best = (v, at + ch);
+                            }
+                        }
+                    });
+                    let go = &g[((b * oh + oy) * ow + ox) * c..][..c];
+                    for (&(_, at), &gv) in best.iter().zip(go) {
+                        gx[at] += gv;
+                    }
+                }
+            }
+        });
+    gx
 }
 
 /// Max-pool of `x` `[N, C, H, W]`.
@@ -124,7 +187,7 @@ impl CustomOp2 for MaxPoolGrad {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::ops::testing::check_gradients;
+    use crate::model::ops::testing::{check_gradients, check_slice_gradient};
     use candle_core::{Device, Var};
 
     const RESNET: PoolGeometry = PoolGeometry {
@@ -152,5 +215,24 @@ mod tests {
             .collect();
         let x = Var::from_tensor(&Tensor::from_vec(v, (2, 3, 7, 6), &Device::Cpu)?)?;
         check_gradients(&[&x], |t| max_pool2d(t[0], RESNET))
+    }
+
+    #[test]
+    fn channels_last_matches_nchw_and_finite_differences() -> Result<()> {
+        let dims = [2, 7, 6, 3];
+        let x: Vec<f32> = (0..2 * 7 * 6 * 3)
+            .map(|i| ((i * 53) % 252) as f32 * 0.1)
+            .collect();
+        let nhwc = Tensor::from_vec(x.clone(), (2, 7, 6, 3), &Device::Cpu)?;
+        let want = max_pool2d(&nhwc.permute((0, 3, 1, 2))?, RESNET)?
+            .permute((0, 2, 3, 1))?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let (y, pooled) = max_pool_nhwc(&x, dims, RESNET);
+        assert_eq!((y, pooled), (want, [2, 4, 3, 3]));
+        let r: Vec<f32> = (0..2 * 4 * 3 * 3).map(|i| (i % 7) as f32 - 3.0).collect();
+        let gx = max_pool_nhwc_backward(&x, dims, RESNET, &r);
+        check_slice_gradient(&x, &r, |x| max_pool_nhwc(x, dims, RESNET).0, &gx);
+        Ok(())
     }
 }

@@ -4,6 +4,7 @@
 pub mod batched_matmul;
 pub mod bn_act;
 pub mod channel_affine;
+pub mod dense_conv;
 pub mod depthwise;
 pub mod gelu;
 pub mod layer_norm;
@@ -148,5 +149,34 @@ pub(crate) mod testing {
             }
         }
         Ok(())
+    }
+
+    /// Compares `analytic`, the gradient of `sum(f(x) * r)` with respect to `x`, with central
+    /// finite differences on up to 24 elements of `x`: [`check_gradients`] for kernels on slices.
+    pub fn check_slice_gradient(
+        x: &[f32],
+        r: &[f32],
+        f: impl Fn(&[f32]) -> Vec<f32>,
+        analytic: &[f32],
+    ) {
+        let loss =
+            |x: &[f32]| -> f64 { f(x).iter().zip(r).map(|(&y, &r)| y as f64 * r as f64).sum() };
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+        let eps = 1e-2f32;
+        for _ in 0..24.min(x.len()) {
+            let i = rng.random_range(0..x.len());
+            let probe = |delta: f32| {
+                let mut v = x.to_vec();
+                v[i] += delta;
+                loss(&v)
+            };
+            let numeric = ((probe(eps) - probe(-eps)) / (2.0 * eps as f64)) as f32;
+            let tol = 2e-2 * numeric.abs().max(1.0);
+            assert!(
+                (analytic[i] - numeric).abs() <= tol,
+                "element {i}: backward {} vs finite difference {numeric}",
+                analytic[i]
+            );
+        }
     }
 }
