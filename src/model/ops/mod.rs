@@ -7,6 +7,7 @@ pub mod channel_affine;
 pub mod depthwise;
 pub mod gelu;
 pub mod layer_norm;
+pub mod linear;
 pub mod maxpool;
 pub mod portable;
 pub mod softmax;
