@@ -12,6 +12,7 @@ pub mod ops;
 pub mod params;
 pub mod resnet;
 pub mod vit;
+pub mod vit_tape;
 
 use crate::data::{Preprocess, PretrainedCfg};
 use candle_core::{Device, Result, Tensor, Var};
