@@ -168,11 +168,16 @@ fn pretrained_lite0_file_matches_timm_count() {
     assert_eq!(params.count(|_| true), 4_652_008);
 }
 
-/// The hand-written backward of the EfficientNet-class models agrees with candle's autograd,
-/// for every trainable tensor, with all groups trainable and with only the last three.
+/// A backbone's hand-written backward agrees with candle's autograd, for every trainable tensor,
+/// with all groups trainable and with only the last three.
 fn taped_backward_matches_autograd(arch: &str) {
+    taped_backward_matches_autograd_at(arch, 64);
+}
+
+/// [`taped_backward_matches_autograd`] on inputs of `size` x `size` pixels.
+fn taped_backward_matches_autograd_at(arch: &str, size: usize) {
     let weights = common::random_weights(arch);
-    let x = Tensor::randn(0f32, 1.0, (2, 3, 64, 64), &Device::Cpu).unwrap();
+    let x = Tensor::randn(0f32, 1.0, (2, 3, size, size), &Device::Cpu).unwrap();
     let groups = build_backbone(
         &config(arch),
         Params::from_tensors(weights.clone()).unwrap(),
@@ -192,9 +197,8 @@ fn taped_backward_matches_autograd(arch: &str) {
         }
         let features = b.parts().num_features;
         let r = Tensor::randn(0f32, 1.0, (2, features), &Device::Cpu).unwrap();
-        let reference = b
-            .forward(&x, true)
-            .unwrap()
+        let auto_features = b.forward(&x, true).unwrap();
+        let reference = auto_features
             .mul(&r)
             .unwrap()
             .sum_all()
@@ -202,7 +206,6 @@ fn taped_backward_matches_autograd(arch: &str) {
             .backward()
             .unwrap();
         let (features, tape) = b.forward_taped(&x).expect("a taped path").unwrap();
-        let auto_features = b.forward(&x, false).unwrap();
         let diff = (&features - &auto_features)
             .unwrap()
             .abs()
@@ -341,4 +344,12 @@ fn resnet18_taped_backward_matches_autograd() {
 #[test]
 fn resnet50_taped_backward_matches_autograd() {
     taped_backward_matches_autograd("resnet50");
+}
+
+/// ViT's and DINOv2's blocks (DINOv2's layer scale, its patch 14 on a 4x4 grid), the position
+/// embeddings resampled.
+#[test]
+fn vit_taped_backward_matches_autograd() {
+    taped_backward_matches_autograd("vit_tiny_patch16_224");
+    taped_backward_matches_autograd_at("vit_small_patch14_dinov2", 56);
 }

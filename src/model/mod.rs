@@ -13,6 +13,7 @@ pub mod params;
 pub mod resnet;
 pub mod resnet_tape;
 pub mod vit;
+pub mod vit_tape;
 
 use crate::data::{Preprocess, PretrainedCfg};
 use candle_core::{Device, Result, Tensor, Var};

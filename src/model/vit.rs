@@ -15,6 +15,9 @@
 //! embeddings were trained for, they are resampled as timm's `resample_abs_pos_embed` does
 //! (antialiased bicubic on the grid, the class token's embedding kept), inside the graph, so that
 //! fine-tuning trains the stored embeddings.
+//!
+//! On the CPU, inference and taped training passes run without a candle graph
+//! ([`super::vit_tape`]).
 
 use super::layers::{input_conv_nhwc, weight};
 use super::ops::batched_matmul::batched_matmul;
@@ -22,6 +25,7 @@ use super::ops::channel_affine::{add_bias, scale_channels};
 use super::ops::gelu::bias_gelu;
 use super::ops::layer_norm::layer_norm;
 use super::ops::softmax::softmax_last_dim;
+use super::vit_tape::{self, TapedPass};
 use super::{Backbone, BackboneParts, GroupMode, Params};
 use candle_core::{Device, Result, Tensor};
 
@@ -419,6 +423,11 @@ impl VisionTransformer {
         x + self.scaled(h, &p, "ls2", mode)?
     }
 
+    /// The layer group of block `i`.
+    pub(crate) fn block_group(&self, i: usize) -> usize {
+        1 + i / self.per_group
+    }
+
     /// Position embeddings `[1, 1 + gh*gw, D]` for a `gh` x `gw` patch grid.
     pub(crate) fn pos_embed(&self, gh: usize, gw: usize, mode: GroupMode) -> Result<Tensor> {
         let pos = self.w("pos_embed", mode);
@@ -440,6 +449,9 @@ impl Backbone for VisionTransformer {
     }
 
     fn forward(&self, x: &Tensor, training: bool) -> Result<Tensor> {
+        if !training && x.device().is_cpu() {
+            return Ok(TapedPass::new(self, false).run(x)?.0);
+        }
         let (n, d, p) = (x.dim(0)?, self.spec.embed_dim, self.spec.patch_size);
         let mode = self.parts.mode(0, training);
         let patches = add_bias(
@@ -453,7 +465,7 @@ impl Backbone for VisionTransformer {
             .broadcast_add(&self.pos_embed(gh, gw, mode)?)?
             .reshape((n * t, d))?;
         for i in 0..self.spec.depth {
-            let mode = self.parts.mode(1 + i / self.per_group, training);
+            let mode = self.parts.mode(self.block_group(i), training);
             h = self.block(&h, n, t, i, mode)?;
         }
         let last = self.parts.groups.len() - 1;
@@ -468,6 +480,19 @@ impl Backbone for VisionTransformer {
         hw: (usize, usize),
     ) -> anyhow::Result<crate::onnx::Value> {
         crate::onnx::vit::vit(g, self, x, hw)
+    }
+
+    fn forward_taped(&self, x: &Tensor) -> Option<Result<(Tensor, Box<dyn std::any::Any + Send>)>> {
+        Some(vit_tape::forward_boxed(self, x))
+    }
+
+    fn backward_taped(
+        &self,
+        tape: Box<dyn std::any::Any + Send>,
+        grad: &Tensor,
+        grads: &mut candle_core::backprop::GradStore,
+    ) -> Result<()> {
+        vit_tape::backward_boxed(self, tape, grad, grads)
     }
 }
 

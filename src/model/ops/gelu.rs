@@ -18,6 +18,20 @@ pub fn bias_gelu(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
     x.contiguous()?.apply_op2(&bias.contiguous()?, BiasGelu)
 }
 
+/// Gradients of `x` and `bias` of [`bias_gelu`] from the output's gradient `grad`, in one pass.
+pub fn bias_gelu_backward(x: &Tensor, bias: &Tensor, grad: &Tensor) -> Result<(Tensor, Tensor)> {
+    let (n, c) = (x.elem_count(), bias.elem_count());
+    let packed = x.contiguous()?.apply_op3_no_bwd(
+        &bias.contiguous()?,
+        &grad.contiguous()?,
+        &BiasGeluGrad,
+    )?;
+    Ok((
+        packed.narrow(0, 0, n)?.reshape(x.shape())?,
+        packed.narrow(0, n, c)?,
+    ))
+}
+
 /// erf as a rational function of `x` clamped to [-4, 4] (beyond, erf is ±1 in f32): Eigen's and
 /// XLA's single-precision `erf`, within a few ulp of libm's, free of branches so that loops over
 /// it vectorise (libm's scalar `erff` was 12 % of a ConvNeXt pass).
@@ -84,14 +98,8 @@ impl CustomOp2 for BiasGelu {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (n, c) = (x.elem_count(), b.elem_count());
-        let packed = x.contiguous()?.apply_op3_no_bwd(
-            &b.contiguous()?,
-            &grad.contiguous()?,
-            &BiasGeluGrad,
-        )?;
-        let gx = packed.narrow(0, 0, n)?.reshape(x.shape())?;
-        Ok((Some(gx), Some(packed.narrow(0, n, c)?)))
+        let (gx, gb) = bias_gelu_backward(x, b, grad)?;
+        Ok((Some(gx), Some(gb)))
     }
 }
 

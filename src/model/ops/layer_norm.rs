@@ -21,6 +21,27 @@ pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f32) -> Resul
     )
 }
 
+/// Gradients of the input, weight and bias of [`layer_norm`] of `x` with `weight`, from the
+/// output's gradient `grad`, in one pass (the moments recomputed from `x`).
+pub fn layer_norm_backward(
+    x: &Tensor,
+    weight: &Tensor,
+    grad: &Tensor,
+    eps: f32,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let (n, c) = (x.elem_count(), weight.elem_count());
+    let packed = x.contiguous()?.apply_op3_no_bwd(
+        &weight.contiguous()?,
+        &grad.contiguous()?,
+        &LayerNormGrad { eps },
+    )?;
+    Ok((
+        packed.narrow(0, 0, n)?.reshape(x.shape())?,
+        packed.narrow(0, n, c)?,
+        packed.narrow(0, n + c, c)?,
+    ))
+}
+
 /// Mean and `1 / sqrt(var + eps)` of one row (two passes, as PyTorch computes them).
 #[inline]
 fn moments(row: &[f32], eps: f32) -> (f32, f32) {
@@ -74,15 +95,7 @@ impl CustomOp3 for LayerNorm {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (n, c) = (x.elem_count(), w.elem_count());
-        let packed = x.contiguous()?.apply_op3_no_bwd(
-            &w.contiguous()?,
-            &grad.contiguous()?,
-            &LayerNormGrad { eps: self.eps },
-        )?;
-        let gx = packed.narrow(0, 0, n)?.reshape(x.shape())?;
-        let gw = packed.narrow(0, n, c)?;
-        let gb = packed.narrow(0, n + c, c)?;
+        let (gx, gw, gb) = layer_norm_backward(x, w, grad, self.eps)?;
         Ok((Some(gx), Some(gw), Some(gb)))
     }
 }

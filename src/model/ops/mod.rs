@@ -8,6 +8,7 @@ pub mod dense_conv;
 pub mod depthwise;
 pub mod gelu;
 pub mod layer_norm;
+pub mod linear;
 pub mod maxpool;
 pub mod portable;
 pub mod softmax;
