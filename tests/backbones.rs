@@ -330,3 +330,8 @@ fn convnext_conv_mlp_and_linear_mlp() {
     check("convnext_atto", 320 * 1000 + 1000, 3_695_520);
     check("convnext_tiny", 768 * 1000 + 1000, 28_589_128);
 }
+
+#[test]
+fn convnext_taped_backward_matches_autograd() {
+    taped_backward_matches_autograd("convnext_atto");
+}

@@ -176,8 +176,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     } else {
         say("launch to first validation (cold, then with the feature cache)");
         let cache = tempfile::tempdir()?;
-        let mut run =
-            || first_validation(weights, dataset, &source, cache.path(), &device, image_size);
+        let run = || first_validation(weights, dataset, &source, cache.path(), &device, image_size);
         (Some(run()?), Some(run()?))
     };
 
