@@ -353,3 +353,9 @@ fn vit_taped_backward_matches_autograd() {
     taped_backward_matches_autograd("vit_tiny_patch16_224");
     taped_backward_matches_autograd_at("vit_small_patch14_dinov2", 56);
 }
+
+/// ConvNeXt's blocks: depthwise 7x7, channels-last LayerNorm, the MLP with the layer scale.
+#[test]
+fn convnext_taped_backward_matches_autograd() {
+    taped_backward_matches_autograd("convnext_atto");
+}

@@ -7,12 +7,14 @@
 //! or, for a ConvNeXt name the table lacks, from the checkpoint's keys and shapes; every tensor
 //! of the checkpoint is checked against them (a mismatch names the tensor).
 
+use super::convnext_tape::{self, BufferPool, Tape};
 use super::layers::{depthwise_weight_nhwc, global_pool_nhwc, weight};
 use super::ops::channel_affine::{add_bias, scale_channels};
 use super::ops::depthwise::{depthwise_conv2d, DwGeometry};
 use super::ops::gelu::bias_gelu;
 use super::ops::layer_norm::layer_norm;
 use super::{Backbone, BackboneParts, GroupMode, Params};
+use candle_core::backprop::GradStore;
 use candle_core::{Result, Tensor};
 
 /// timm's LayerNorm / LayerNorm2d epsilon in ConvNeXt.
@@ -88,6 +90,8 @@ pub(crate) struct Stage {
 pub struct ConvNeXt {
     pub(crate) parts: BackboneParts,
     pub(crate) stages: Vec<Stage>,
+    /// Activation buffers of the CPU passes ([`convnext_tape`]), reused between them.
+    pub(crate) pool: BufferPool,
 }
 
 impl ConvNeXt {
@@ -148,6 +152,7 @@ impl ConvNeXt {
         Ok(Self {
             parts: BackboneParts::new(arch, params, groups, dims[3]),
             stages,
+            pool: BufferPool::default(),
         })
     }
 
@@ -191,6 +196,15 @@ impl ConvNeXt {
     }
 }
 
+/// Refuses inputs smaller than the network's total stride.
+fn check_input(x: &Tensor) -> Result<()> {
+    let (h, w) = (x.dim(2)?, x.dim(3)?);
+    if h < 32 || w < 32 {
+        candle_core::bail!("ConvNeXt needs inputs of at least 32x32 pixels, got {h}x{w}");
+    }
+    Ok(())
+}
+
 /// Convolution of channels-last `x` `[N, H, W, Ci]` with a timm weight `[Co, Ci, K, K]` of stride
 /// `K` and no padding (so the windows tile the input), as one matrix product: `[N, H/K, W/K, Co]`.
 /// Rows and columns past the last whole window are dropped, as the convolution drops them.
@@ -222,9 +236,10 @@ impl Backbone for ConvNeXt {
     }
 
     fn forward(&self, x: &Tensor, training: bool) -> Result<Tensor> {
-        let (h, w) = (x.dim(2)?, x.dim(3)?);
-        if h < 32 || w < 32 {
-            candle_core::bail!("ConvNeXt needs inputs of at least 32x32 pixels, got {h}x{w}");
+        check_input(x)?;
+        let frozen = (0..self.parts.groups.len()).all(|i| !self.parts.mode(i, training).trainable);
+        if frozen && x.device().is_cpu() {
+            return Ok(convnext_tape::forward(self, x, None)?.0);
         }
         let mode = self.parts.mode(0, training);
         let h = self.patchify(&x.permute((0, 2, 3, 1))?, "stem.0", mode)?;
@@ -242,6 +257,25 @@ impl Backbone for ConvNeXt {
         }
         let mode = self.parts.mode(self.stages.len() + 1, training);
         self.norm(&global_pool_nhwc(&h)?, "head.norm", mode)
+    }
+
+    fn forward_taped(&self, x: &Tensor) -> Option<Result<(Tensor, Box<dyn std::any::Any + Send>)>> {
+        let first_trainable = self.parts.groups.iter().position(|g| g.trainable);
+        Some(check_input(x).and_then(|()| {
+            let (features, tape) = convnext_tape::forward(self, x, first_trainable)?;
+            Ok((features, Box::new(tape) as Box<dyn std::any::Any + Send>))
+        }))
+    }
+
+    fn backward_taped(
+        &self,
+        tape: Box<dyn std::any::Any + Send>,
+        grad: &Tensor,
+        grads: &mut GradStore,
+    ) -> Result<()> {
+        tape.downcast::<Tape>()
+            .map_err(|_| candle_core::Error::Msg("not a ConvNeXt tape".into()))?
+            .backward(self, grad, grads)
     }
 
     fn onnx(

@@ -2,6 +2,7 @@
 //! and the custom ops they use.
 
 pub mod convnext;
+pub mod convnext_tape;
 pub mod efficientnet;
 pub mod efficientnet_blocks;
 pub mod efficientnet_tape;

@@ -74,7 +74,12 @@ fn last_dim(l: &Layout) -> usize {
 }
 
 /// `sum over rows r of term(a[r, c], b[r, c])` for row-major `a` and `b` of rows of `c` values.
-fn column_sums(a: &[f32], b: &[f32], c: usize, term: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
+pub(crate) fn column_sums(
+    a: &[f32],
+    b: &[f32],
+    c: usize,
+    term: impl Fn(f32, f32) -> f32 + Sync,
+) -> Vec<f32> {
     let partials = a
         .par_chunks(c * ROWS_PER_TASK)
         .zip(b.par_chunks(c * ROWS_PER_TASK))

@@ -4,7 +4,7 @@
 //! and concatenates full-size tensors; this op loops over output rows with the channel as the
 //! innermost, vectorisable dimension.
 
-use super::{contiguous_f32, sum_in_order};
+use super::{contiguous_f32, sum_in_order, wide};
 use crate::model::layers::same_padding;
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -71,6 +71,50 @@ pub fn depthwise_conv2d(x: &Tensor, weight: &Tensor, geo: DwGeometry) -> Result<
         .apply_op2(&weight.contiguous()?, DepthwiseConv { geo })
 }
 
+/// Depthwise convolution of the map `x` `[N, H, W, C]` (`dims`) with the kernel `w` `[K, K, C]`
+/// and an optional `bias` `[C]`, written over `out` `[N, OH, OW, C]`.
+pub(crate) fn forward_into(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    (n, h, wd, c): (usize, usize, usize, usize),
+    g: DwGeometry,
+    out: &mut [f32],
+) {
+    let k = g.kernel;
+    out[..n * g.out_h * g.out_w * c]
+        .par_chunks_mut(g.out_w * c)
+        .enumerate()
+        .for_each(|(row, out_row)| {
+            wide(|| {
+                let (b, oy) = (row / g.out_h, row % g.out_h);
+                match bias {
+                    Some(bias) => out_row.chunks_mut(c).for_each(|o| o.copy_from_slice(bias)),
+                    None => out_row.fill(0.0),
+                }
+                for ky in 0..k {
+                    let Some(iy) = g.input_at(oy, ky, g.pad_top, h) else {
+                        continue;
+                    };
+                    let x_row = &x[(b * h + iy) * wd * c..][..wd * c];
+                    for kx in 0..k {
+                        let taps = &w[(ky * k + kx) * c..][..c];
+                        for ox in 0..g.out_w {
+                            let Some(ix) = g.input_at(ox, kx, g.pad_left, wd) else {
+                                continue;
+                            };
+                            let o = &mut out_row[ox * c..][..c];
+                            let i = &x_row[ix * c..][..c];
+                            for ((o, i), t) in o.iter_mut().zip(i).zip(taps) {
+                                *o += i * t;
+                            }
+                        }
+                    }
+                }
+            })
+        });
+}
+
 struct DepthwiseConv {
     geo: DwGeometry,
 }
@@ -91,32 +135,8 @@ impl CustomOp2 for DepthwiseConv {
         let w = contiguous_f32(s2, l2)?;
         let (n, h, wd, c) = l1.shape().dims4()?;
         let g = self.geo;
-        let k = g.kernel;
         let mut out = vec![0f32; n * g.out_h * g.out_w * c];
-        out.par_chunks_mut(g.out_w * c)
-            .enumerate()
-            .for_each(|(row, out_row)| {
-                let (b, oy) = (row / g.out_h, row % g.out_h);
-                for ky in 0..k {
-                    let Some(iy) = g.input_at(oy, ky, g.pad_top, h) else {
-                        continue;
-                    };
-                    let x_row = &x[(b * h + iy) * wd * c..][..wd * c];
-                    for kx in 0..k {
-                        let taps = &w[(ky * k + kx) * c..][..c];
-                        for ox in 0..g.out_w {
-                            let Some(ix) = g.input_at(ox, kx, g.pad_left, wd) else {
-                                continue;
-                            };
-                            let o = &mut out_row[ox * c..][..c];
-                            let i = &x_row[ix * c..][..c];
-                            for ((o, i), t) in o.iter_mut().zip(i).zip(taps) {
-                                *o += i * t;
-                            }
-                        }
-                    }
-                }
-            });
+        forward_into(x, w, None, (n, h, wd, c), g, &mut out);
         Ok((CpuStorage::F32(out), Shape::from((n, g.out_h, g.out_w, c))))
     }
 
@@ -180,13 +200,29 @@ impl CustomOp2 for DepthwiseGradInput {
     ) -> Result<(CpuStorage, Shape)> {
         let gy = contiguous_f32(s1, l1)?;
         let w = contiguous_f32(s2, l2)?;
-        let (n, oh, ow, c) = l1.shape().dims4()?;
-        let (h, wd, g) = (self.in_h, self.in_w, self.geo);
-        let k = g.kernel;
+        let (n, _, _, c) = l1.shape().dims4()?;
+        let (h, wd) = (self.in_h, self.in_w);
         let mut gx = vec![0f32; n * h * wd * c];
-        gx.par_chunks_mut(wd * c)
-            .enumerate()
-            .for_each(|(row, gx_row)| {
+        grad_input_add(gy, w, (n, h, wd, c), self.geo, &mut gx);
+        Ok((CpuStorage::F32(gx), Shape::from((n, h, wd, c))))
+    }
+}
+
+/// Adds the gradient of the input `[N, H, W, C]` (`in_dims`) to `gx`, from the output's
+/// gradient `gy` `[N, OH, OW, C]` and the kernel `w` `[K, K, C]`.
+pub(crate) fn grad_input_add(
+    gy: &[f32],
+    w: &[f32],
+    (n, h, wd, c): (usize, usize, usize, usize),
+    g: DwGeometry,
+    gx: &mut [f32],
+) {
+    let (oh, ow, k) = (g.out_h, g.out_w, g.kernel);
+    gx[..n * h * wd * c]
+        .par_chunks_mut(wd * c)
+        .enumerate()
+        .for_each(|(row, gx_row)| {
+            wide(|| {
                 let (b, iy) = (row / h, row % h);
                 for ky in 0..k {
                     let Some(oy) = g.output_at(iy, ky, g.pad_top, oh) else {
@@ -207,42 +243,27 @@ impl CustomOp2 for DepthwiseGradInput {
                         }
                     }
                 }
-            });
-        Ok((CpuStorage::F32(gx), Shape::from((n, h, wd, c))))
-    }
+            })
+        });
 }
 
-/// Gradient with respect to the weight: (input `[N, H, W, C]`, grad `[N, OH, OW, C]`) to
-/// `[K, K, C]`, summed over rows in parallel.
-struct DepthwiseGradWeight {
-    geo: DwGeometry,
-}
-
-impl CustomOp2 for DepthwiseGradWeight {
-    fn name(&self) -> &'static str {
-        "depthwise-conv2d-grad-weight"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let x = contiguous_f32(s1, l1)?;
-        let gy = contiguous_f32(s2, l2)?;
-        let (n, h, wd, c) = l1.shape().dims4()?;
-        let (_, oh, ow, _) = l2.shape().dims4()?;
-        let g = self.geo;
-        let k = g.kernel;
-        // Partial sums over fixed blocks of rows, added in order: the result does not depend on
-        // how rayon schedules the blocks.
-        let rows_per_block = 16;
-        let partials: Vec<Vec<f32>> = (0..n * oh)
-            .collect::<Vec<_>>()
-            .par_chunks(rows_per_block)
-            .map(|rows| {
+/// The gradient of the kernel `[K, K, C]` from the input `x` `[N, H, W, C]` (`dims`) and the
+/// output's gradient `gy` `[N, OH, OW, C]`, summed over rows in parallel.
+pub(crate) fn grad_weight_of(
+    x: &[f32],
+    gy: &[f32],
+    (n, h, wd, c): (usize, usize, usize, usize),
+    g: DwGeometry,
+) -> Vec<f32> {
+    let (oh, ow, k) = (g.out_h, g.out_w, g.kernel);
+    // Partial sums over fixed blocks of rows, added in order: the result does not depend on
+    // how rayon schedules the blocks.
+    let rows_per_block = 16;
+    let partials: Vec<Vec<f32>> = (0..n * oh)
+        .collect::<Vec<_>>()
+        .par_chunks(rows_per_block)
+        .map(|rows| {
+            wide(|| {
                 let mut acc = vec![0f32; k * k * c];
                 for &row in rows {
                     let (b, oy) = (row / oh, row % oh);
@@ -269,8 +290,34 @@ impl CustomOp2 for DepthwiseGradWeight {
                 }
                 acc
             })
-            .collect();
-        let gw = sum_in_order(partials, k * k * c);
+        })
+        .collect();
+    sum_in_order(partials, k * k * c)
+}
+
+/// Gradient with respect to the weight: (input `[N, H, W, C]`, grad `[N, OH, OW, C]`) to
+/// `[K, K, C]`.
+struct DepthwiseGradWeight {
+    geo: DwGeometry,
+}
+
+impl CustomOp2 for DepthwiseGradWeight {
+    fn name(&self) -> &'static str {
+        "depthwise-conv2d-grad-weight"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(s1, l1)?;
+        let gy = contiguous_f32(s2, l2)?;
+        let (n, h, wd, c) = l1.shape().dims4()?;
+        let k = self.geo.kernel;
+        let gw = grad_weight_of(x, gy, (n, h, wd, c), self.geo);
         Ok((CpuStorage::F32(gw), Shape::from((k, k, c))))
     }
 }

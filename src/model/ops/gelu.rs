@@ -60,14 +60,15 @@ fn erf_f32(x: f32) -> f32 {
     x * p / q
 }
 
+/// `gelu(z)`, erf-based.
 #[inline]
-fn gelu_f32(z: f32) -> f32 {
+pub(crate) fn gelu_f32(z: f32) -> f32 {
     0.5 * z * (1.0 + erf_f32(z * FRAC_1_SQRT_2))
 }
 
 /// `d gelu / dz = Phi(z) + z * phi(z)`.
 #[inline]
-fn gelu_grad(z: f32) -> f32 {
+pub(crate) fn gelu_grad(z: f32) -> f32 {
     const INV_SQRT_2PI: f32 = 0.398_942_3;
     0.5 * (1.0 + erf_f32(z * FRAC_1_SQRT_2)) + z * INV_SQRT_2PI * exp_f32(-0.5 * z * z)
 }

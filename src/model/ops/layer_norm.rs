@@ -51,6 +51,47 @@ fn moments(row: &[f32], eps: f32) -> (f32, f32) {
     (mean, 1.0 / (var + eps).sqrt())
 }
 
+/// One row's LayerNorm: `y = (x - mean) * rstd * w + b`.
+#[inline]
+pub(crate) fn normalize_row(x: &[f32], w: &[f32], b: &[f32], eps: f32, y: &mut [f32]) {
+    let (mean, rstd) = moments(x, eps);
+    for (((y, &x), &w), &b) in y.iter_mut().zip(x).zip(w).zip(b) {
+        *y = (x - mean) * rstd * w + b;
+    }
+}
+
+/// One row's backward: the input's gradient `gx` from the input `x` and the output's gradient
+/// `g`, with `g * xhat` added to `sw` and `g` to `sb` (the weight's and bias's gradients).
+#[inline]
+pub(crate) fn backward_row(
+    x: &[f32],
+    w: &[f32],
+    g: &[f32],
+    eps: f32,
+    gx: &mut [f32],
+    sw: &mut [f32],
+    sb: &mut [f32],
+) {
+    // xhat = (x - mean) * rstd; gh = g * w;
+    // gx = rstd * (gh - mean(gh) - xhat * mean(gh * xhat)); gw += g * xhat; gb += g.
+    let (mean, rstd) = moments(x, eps);
+    let (mut m1, mut m2) = (0f32, 0f32);
+    for (((&x, &g), &w), (aw, ab)) in x.iter().zip(g).zip(w).zip(sw.iter_mut().zip(sb.iter_mut())) {
+        let xhat = (x - mean) * rstd;
+        let gh = g * w;
+        m1 += gh;
+        m2 += gh * xhat;
+        *aw += g * xhat;
+        *ab += g;
+    }
+    let inv_c = 1.0 / w.len() as f32;
+    let (m1, m2) = (m1 * inv_c, m2 * inv_c);
+    for (((gx, &x), &g), &w) in gx.iter_mut().zip(x).zip(g).zip(w) {
+        let xhat = (x - mean) * rstd;
+        *gx = rstd * (g * w - m1 - xhat * m2);
+    }
+}
+
 struct LayerNorm {
     eps: f32,
 }
@@ -78,10 +119,7 @@ impl CustomOp3 for LayerNorm {
             .zip(x.par_chunks(c * ROWS_PER_TASK))
             .for_each(|(y, x)| {
                 for (y, x) in y.chunks_mut(c).zip(x.chunks(c)) {
-                    let (mean, rstd) = moments(x, self.eps);
-                    for (((y, &x), &w), &b) in y.iter_mut().zip(x).zip(w).zip(b) {
-                        *y = (x - mean) * rstd * w + b;
-                    }
+                    normalize_row(x, w, b, self.eps, y);
                 }
             });
         Ok((CpuStorage::F32(y), l1.shape().clone()))
@@ -124,12 +162,9 @@ impl CustomOp3 for LayerNormGrad {
         let g = contiguous_f32(s3, l3)?;
         let c = w.len();
         let n = x.len();
-        let inv_c = 1.0 / c as f32;
         // Allocated with room for the sums: growing it afterwards would copy all of it.
         let mut packed = vec![0f32; n + 2 * c];
         let (gx, tail) = packed.split_at_mut(n);
-        // xhat = (x - mean) * rstd; gh = g * w;
-        // gx = rstd * (gh - mean(gh) - xhat * mean(gh * xhat)); gw += g * xhat; gb += g.
         let partials: Vec<Vec<f32>> = gx
             .par_chunks_mut(c * ROWS_PER_TASK)
             .zip(x.par_chunks(c * ROWS_PER_TASK))
@@ -138,23 +173,7 @@ impl CustomOp3 for LayerNormGrad {
                 let mut sums = vec![0f32; 2 * c];
                 let (sw, sb) = sums.split_at_mut(c);
                 for ((gx, x), g) in gx.chunks_mut(c).zip(x.chunks(c)).zip(g.chunks(c)) {
-                    let (mean, rstd) = moments(x, self.eps);
-                    let (mut m1, mut m2) = (0f32, 0f32);
-                    for (((&x, &g), &w), (aw, ab)) in
-                        x.iter().zip(g).zip(w).zip(sw.iter_mut().zip(sb.iter_mut()))
-                    {
-                        let xhat = (x - mean) * rstd;
-                        let gh = g * w;
-                        m1 += gh;
-                        m2 += gh * xhat;
-                        *aw += g * xhat;
-                        *ab += g;
-                    }
-                    let (m1, m2) = (m1 * inv_c, m2 * inv_c);
-                    for (((gx, &x), &g), &w) in gx.iter_mut().zip(x).zip(g).zip(w) {
-                        let xhat = (x - mean) * rstd;
-                        *gx = rstd * (g * w - m1 - xhat * m2);
-                    }
+                    backward_row(x, w, g, self.eps, gx, sw, sb);
                 }
                 sums
             })
