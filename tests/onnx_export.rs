@@ -320,6 +320,36 @@ fn agree_on(
     worst
 }
 
+/// What the preprocessing tests share: the ImageNet Lite0 as an export directory in a temporary
+/// directory, its eval transform, the Python and the Dog-Cat folder; `None` (reason printed)
+/// when `../shared` or the Python is missing.
+struct ImagenetLite0 {
+    py: PathBuf,
+    tmp: tempfile::TempDir,
+    spec: PathBuf,
+    prep: Preprocess,
+    root: PathBuf,
+}
+
+impl ImagenetLite0 {
+    fn new() -> Option<Self> {
+        let shared = common::shared_dir()?;
+        let py = python()?;
+        let tmp = tempfile::tempdir().unwrap();
+        let spec = imagenet_export_dir(&shared, tmp.path());
+        let config = ModelConfig::from_file(&spec.join("config.json")).unwrap();
+        let prep = Preprocess::from_cfg(&config.pretrained_cfg, 0).unwrap();
+        let root = shared.join("datasets/Dog-Cat-Classifier");
+        Some(Self {
+            py,
+            tmp,
+            spec,
+            prep,
+            root,
+        })
+    }
+}
+
 /// The eval transform's resize and center crop of `image` as tltui computes it.
 fn tltui_crop(prep: &Preprocess, image: &Path) -> image::RgbImage {
     let working = prep.to_working(&tltui::data::decode::decode_rgb(image, u64::MAX).unwrap());
@@ -333,17 +363,11 @@ fn tltui_crop(prep: &Preprocess, image: &Path) -> image::RgbImage {
 /// `predict` within 1e-4 on class and probability either way.
 #[test]
 fn with_preprocessing_agrees_with_predict_on_the_test_images() {
-    let Some(shared) = common::shared_dir() else {
+    let Some(lite0) = ImagenetLite0::new() else {
         return;
     };
-    let Some(py) = python() else {
-        return;
-    };
-    let tmp = tempfile::tempdir().unwrap();
-    let spec = imagenet_export_dir(&shared, tmp.path());
-    let config = ModelConfig::from_file(&spec.join("config.json")).unwrap();
-    let prep = Preprocess::from_cfg(&config.pretrained_cfg, 0).unwrap();
-    let root = shared.join("datasets/Dog-Cat-Classifier");
+    let (py, tmp, spec, prep, root) =
+        (&lite0.py, &lite0.tmp, &lite0.spec, &lite0.prep, &lite0.root);
     let jpegs = [root.join("test_cat.jpg"), root.join("test_dog.jpg")];
     let cropped: Vec<PathBuf> = jpegs
         .iter()
@@ -352,17 +376,17 @@ fn with_preprocessing_agrees_with_predict_on_the_test_images() {
                 .path()
                 .join(j.file_name().unwrap())
                 .with_extension("png");
-            tltui_crop(&prep, j).save(&png).unwrap();
+            tltui_crop(prep, j).save(&png).unwrap();
             png
         })
         .collect();
     let out = tmp.path().join("onnx");
-    let worst = agree_on(&py, &spec, &out, &jpegs, &cropped, "--cropped");
+    let worst = agree_on(py, spec, &out, &jpegs, &cropped, "--cropped");
     println!(
         "test_cat.jpg, test_dog.jpg resized by tltui: largest probability difference {worst:.2e}"
     );
     assert!(worst <= 1e-4, "{worst}");
-    let worst = agree_with_predict(&py, &spec, &out, &jpegs);
+    let worst = agree_with_predict(py, spec, &out, &jpegs);
     println!(
         "test_cat.jpg, test_dog.jpg decoded and resized by PIL: largest probability difference \
          {worst:.2e}"
@@ -375,17 +399,11 @@ fn with_preprocessing_agrees_with_predict_on_the_test_images() {
 /// various sizes and chroma subsamplings, a grayscale JPEG, and images enlarged and shrunk.
 #[test]
 fn pil_and_tltui_resize_to_the_same_pixels() {
-    let Some(shared) = common::shared_dir() else {
+    let Some(lite0) = ImagenetLite0::new() else {
         return;
     };
-    let Some(py) = python() else {
-        return;
-    };
-    let tmp = tempfile::tempdir().unwrap();
-    let spec = imagenet_export_dir(&shared, tmp.path());
-    let config = ModelConfig::from_file(&spec.join("config.json")).unwrap();
-    let prep = Preprocess::from_cfg(&config.pretrained_cfg, 0).unwrap();
-    let root = shared.join("datasets/Dog-Cat-Classifier");
+    let (py, tmp, spec, prep, root) =
+        (&lite0.py, &lite0.tmp, &lite0.spec, &lite0.prep, &lite0.root);
     let mut images = vec![root.join("test_cat.jpg"), root.join("test_dog.jpg")];
     let mut dataset: Vec<PathBuf> = ["cat", "dog"]
         .iter()
@@ -423,13 +441,13 @@ fn pil_and_tltui_resize_to_the_same_pixels() {
         std::ffi::OsStr::new("--images"),
     ];
     args.extend(images.iter().map(|p| p.as_os_str()));
-    check_onnx(&py, &out.join("model.onnx"), &args);
+    check_onnx(py, &out.join("model.onnx"), &args);
     for image in &images {
         let stem = image.file_stem().unwrap().to_str().unwrap();
         let pil = image::open(pixels.join(format!("{stem}.png")))
             .unwrap()
             .to_rgb8();
-        let ours = tltui_crop(&prep, image);
+        let ours = tltui_crop(prep, image);
         let differing = pil
             .as_raw()
             .iter()
