@@ -232,12 +232,13 @@ fn taped_backward_matches_autograd_at(arch: &str, size: usize) {
             let want = reference.get(v.as_tensor()).expect("autograd gradient");
             let got = grads.get(v.as_tensor()).expect("taped gradient");
             let err = common::relative_error(want, got);
-            // Both are f32 sums over every position of the batch through a dozen activation kinks
-            // (an activation within rounding of a kink takes the other side's gradient): the
-            // stem's gradient has been seen 2.7e-3 apart with unseeded random weights. A wrong
-            // backward is off by O(1).
+            // Both are f32 sums over every position of the batch through dozens of activation
+            // kinks (an activation within rounding of a kink takes the other side's gradient):
+            // with unseeded random weights the stem's gradient has been seen 2.7e-3 apart, and
+            // ResNet-50's (16 bottleneck blocks, 49 ReLUs deep, its convolutions summed in
+            // another order than candle's) up to 1.7e-2. A wrong backward is off by O(1).
             assert!(
-                err < 1e-2,
+                err < 5e-2,
                 "gradient of a {:?} tensor differs by {err} (relative)",
                 v.dims()
             );
