@@ -473,28 +473,12 @@ fn a_checkpoint_of_generated_classes_exports_with_its_class_names() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let dataset = dir.path().join("shapes");
-    common::shapes_dataset(&dataset, &["red", "blue", "grün"], 12);
-    let weights =
-        common::write_random_model(&dir.path().join("model"), "tf_efficientnet_lite0", 64);
-    let checkpoints = dir.path().join("checkpoints");
+    let common::ShapesRun {
+        dataset,
+        weights,
+        checkpoint: ckpt,
+    } = common::shapes_checkpoint(dir.path(), &["red", "blue", "grün"], 12, &[]);
     let os = std::ffi::OsStr::new;
-    let (ok, _, err) = tltui(&[
-        dataset.as_os_str(),
-        os("--headless"),
-        os("--weights"),
-        weights.as_os_str(),
-        os("--checkpoint-dir"),
-        checkpoints.as_os_str(),
-        os("--warmup-epochs"),
-        os("2"),
-        os("--finetune-epochs"),
-        os("0"),
-        os("--batch-size"),
-        os("8"),
-    ]);
-    assert!(ok, "{err}");
-    let ckpt = checkpoints.join("final.safetensors");
     let images = tltui::infer::collect_images(std::slice::from_ref(&dataset));
     assert_eq!(images.len(), 36);
     let out = dir.path().join("onnx");

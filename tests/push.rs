@@ -35,31 +35,8 @@ fn os(s: &str) -> &OsStr {
 
 /// Trains two warm-up epochs on generated shapes; returns the dataset and the final checkpoint.
 fn trained(dir: &Path) -> (PathBuf, PathBuf) {
-    let dataset = dir.join("shapes");
-    common::shapes_dataset(&dataset, &["red", "blue"], 16);
-    let weights = common::write_random_model(&dir.join("model"), "tf_efficientnet_lite0", 64);
-    let checkpoints = dir.join("checkpoints");
-    let (ok, _, err) = tltui(
-        &[
-            dataset.as_os_str(),
-            os("--headless"),
-            os("--weights"),
-            weights.as_os_str(),
-            os("--checkpoint-dir"),
-            checkpoints.as_os_str(),
-            os("--warmup-epochs"),
-            os("2"),
-            os("--finetune-epochs"),
-            os("0"),
-            os("--val-fraction"),
-            os("0.25"),
-            os("--batch-size"),
-            os("8"),
-        ],
-        &[],
-    );
-    assert!(ok, "{err}");
-    (dataset, checkpoints.join("final.safetensors"))
+    let run = common::shapes_checkpoint(dir, &["red", "blue"], 16, &["--val-fraction", "0.25"]);
+    (run.dataset, run.checkpoint)
 }
 
 /// `predict --json` as (path, class, probability), by path.

@@ -137,6 +137,55 @@ pub fn shapes_dataset(dir: &std::path::Path, classes: &[&str], per_class: usize)
     }
 }
 
+/// What [`shapes_checkpoint`] made: the dataset, the backbone's weights, the final checkpoint.
+pub struct ShapesRun {
+    pub dataset: PathBuf,
+    pub weights: PathBuf,
+    pub checkpoint: PathBuf,
+}
+
+/// Trains two warm-up epochs (batch 8, Lite0 of random weights) on a [`shapes_dataset`] of
+/// `classes` in `dir`, with `extra` flags.
+pub fn shapes_checkpoint(
+    dir: &std::path::Path,
+    classes: &[&str],
+    per_class: usize,
+    extra: &[&str],
+) -> ShapesRun {
+    let dataset = dir.join("shapes");
+    shapes_dataset(&dataset, classes, per_class);
+    let weights = write_random_model(&dir.join("model"), "tf_efficientnet_lite0", 64);
+    let checkpoints = dir.join("checkpoints");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tltui"))
+        .arg(&dataset)
+        .arg("--headless")
+        .arg("--weights")
+        .arg(&weights)
+        .arg("--checkpoint-dir")
+        .arg(&checkpoints)
+        .args([
+            "--warmup-epochs",
+            "2",
+            "--finetune-epochs",
+            "0",
+            "--batch-size",
+            "8",
+        ])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ShapesRun {
+        dataset,
+        weights,
+        checkpoint: checkpoints.join("final.safetensors"),
+    }
+}
+
 /// Largest difference of `got` from `want`, relative to `want`'s largest magnitude.
 pub fn relative_error(want: &Tensor, got: &Tensor) -> f32 {
     let max = |t: &Tensor| {
