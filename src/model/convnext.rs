@@ -273,9 +273,7 @@ impl Backbone for ConvNeXt {
         grad: &Tensor,
         grads: &mut GradStore,
     ) -> Result<()> {
-        tape.downcast::<Tape>()
-            .map_err(|_| candle_core::Error::Msg("not a ConvNeXt tape".into()))?
-            .backward(self, grad, grads)
+        super::own_tape::<Tape>(tape, "a ConvNeXt")?.backward(self, grad, grads)
     }
 
     fn onnx(

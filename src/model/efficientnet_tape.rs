@@ -429,7 +429,5 @@ pub fn backward_boxed(
     grad: &Tensor,
     grads: &mut GradStore,
 ) -> Result<()> {
-    tape.downcast::<Tape>()
-        .map_err(|_| candle_core::Error::Msg("not an EfficientNet-family tape".into()))?
-        .backward(trunk, parts, grad, grads)
+    super::own_tape::<Tape>(tape, "an EfficientNet-family")?.backward(trunk, parts, grad, grads)
 }

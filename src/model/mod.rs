@@ -264,6 +264,16 @@ pub trait Backbone: Send {
     }
 }
 
+/// The tape of a [`Backbone::forward_taped`] pass as the backbone's own tape type `T`; a tape of
+/// another backbone is an error naming `backbone` ("a ViT").
+pub(crate) fn own_tape<T: 'static>(
+    tape: Box<dyn std::any::Any + Send>,
+    backbone: &str,
+) -> Result<Box<T>> {
+    tape.downcast::<T>()
+        .map_err(|_| candle_core::Error::Msg(format!("not {backbone} tape")))
+}
+
 /// Pooled features of a training pass: through the backbone's hand-written backward when it has
 /// one for its current mode (and `use_tape` allows it, and the input is on the CPU, where the
 /// hand-written kernels run), through candle's graph otherwise.

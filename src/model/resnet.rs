@@ -252,9 +252,7 @@ impl Backbone for ResNet {
         grad: &Tensor,
         grads: &mut candle_core::backprop::GradStore,
     ) -> Result<()> {
-        tape.downcast::<resnet_tape::Tape>()
-            .map_err(|_| candle_core::Error::Msg("not a ResNet tape".into()))?
-            .backward(self, grad, grads)
+        super::own_tape::<resnet_tape::Tape>(tape, "a ResNet")?.backward(self, grad, grads)
     }
 
     fn onnx(

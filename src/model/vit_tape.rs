@@ -494,7 +494,5 @@ pub fn backward_boxed(
     grad: &Tensor,
     grads: &mut GradStore,
 ) -> Result<()> {
-    tape.downcast::<Tape>()
-        .map_err(|_| candle_core::Error::Msg("not a ViT tape".into()))?
-        .backward(vit, grad, grads)
+    super::own_tape::<Tape>(tape, "a ViT")?.backward(vit, grad, grads)
 }
