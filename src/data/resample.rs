@@ -5,6 +5,7 @@
 //! fraction bits, and the intermediate rounded to 8 bits as Pillow keeps it.
 
 use image::RgbImage;
+use std::borrow::Cow;
 
 /// Fraction bits of the fixed-point weights: 8 bits of pixel and 2 of headroom in an `i32`.
 const PRECISION_BITS: u32 = 32 - 8 - 2;
@@ -132,15 +133,15 @@ pub fn resize(img: &RgbImage, w: u32, h: u32, filter: Filter) -> RgbImage {
                     }
                 }
             }
-            (mid, w)
+            (Cow::Owned(mid), w)
         }
         None => (
-            src[rows.start * in_w * 3..rows.end * in_w * 3].to_vec(),
+            Cow::Borrowed(&src[rows.start * in_w * 3..rows.end * in_w * 3]),
             in_w,
         ),
     };
     let Some(taps) = vertical else {
-        return RgbImage::from_raw(mid_w as u32, rows.len() as u32, mid)
+        return RgbImage::from_raw(mid_w as u32, rows.len() as u32, mid.into_owned())
             .expect("the horizontal pass fills every row");
     };
     let stride = mid_w * 3;
