@@ -15,21 +15,26 @@ struct Map {
     dims: [usize; 4],
 }
 
-/// The activations a block's backward pass reads.
+/// The activations a block's backward pass reads, and its layers as the forward pass folded them.
 struct BlockTrace {
-    /// Layer group, stage and index of the block within its stage.
+    /// Layer group of the block.
     group: usize,
-    stage: usize,
-    index: usize,
     input: Map,
     /// Outputs of the main path's layers before the last (after their ReLU).
     inner: Vec<Map>,
+    layers: BlockLayers,
+}
+
+/// A block's folded layers: its main path's, in order, and its projection shortcut's.
+struct BlockLayers {
+    main: Vec<Layer>,
+    shortcut: Option<Layer>,
 }
 
 /// What a [`forward`] pass kept for [`Tape::backward`].
 pub struct Tape {
-    /// The network input and the stem's output, when the stem trains.
-    stem: Option<(Map, Map)>,
+    /// The network input, the stem's output and the stem, when the stem trains.
+    stem: Option<(Map, Map, Layer)>,
     /// Blocks from the first trainable group on, in forward order.
     blocks: Vec<BlockTrace>,
     /// The last block's output.
@@ -38,6 +43,7 @@ pub struct Tape {
 
 /// A layer's convolution with its BatchNorm folded in, and what its gradients need.
 struct Layer {
+    spec: ConvBn,
     folded: FoldedConv,
     raw: Vec<f32>,
     scale: Vec<f32>,
@@ -45,68 +51,107 @@ struct Layer {
 }
 
 impl Layer {
-    fn new(model: &ResNet, layer: &ConvBn) -> Result<Self> {
+    fn new(model: &ResNet, spec: ConvBn) -> Result<Self> {
         let params = &model.parts.params;
         let w = params
-            .var(&format!("{}.weight", layer.conv))
+            .var(&format!("{}.weight", spec.conv))
             .as_tensor()
             .detach();
         let (co, ci, k, _) = w.dims4()?;
         let raw = w.flatten_all()?.to_vec1::<f32>()?;
-        let (scale, shift, inv_std) = model.bns[&layer.bn].inference_affine(params)?;
+        let (scale, shift, inv_std) = model.bns[&spec.bn].inference_affine(params)?;
         let scale = scale.to_vec1::<f32>()?;
         let folded = FoldedConv::new(
             &raw,
             [co, ci, k],
             &scale,
             shift.to_vec1()?,
-            layer.stride,
+            spec.stride,
             k / 2,
         );
         Ok(Self {
+            spec,
             folded,
             raw,
             scale,
             inv_std,
         })
     }
+
+    /// `relu?(self(x) + residual)`.
+    fn forward(&self, x: &Map, residual: Option<&[f32]>, relu: bool) -> Map {
+        let geo = self.folded.geometry(x.dims);
+        let data = self.folded.forward(&x.data, &geo, residual, relu);
+        Map {
+            data,
+            dims: [geo.n, geo.out_h(), geo.out_w(), geo.co],
+        }
+    }
+
+    /// The backward pass from `gz`, the output's gradient before the ReLU, on the input `x`:
+    /// puts the convolution's and BatchNorm's gradients in `grads` when `trainable`, returns the
+    /// input's gradient when `input` is set.
+    fn backward(
+        &self,
+        model: &ResNet,
+        x: &Map,
+        gz: &[f32],
+        (input, trainable): (bool, bool),
+        grads: &mut GradStore,
+    ) -> Result<Option<Vec<f32>>> {
+        if !input && !trainable {
+            return Ok(None);
+        }
+        let geo = self.folded.geometry(x.dims);
+        let (gx, sums) = self.folded.backward(&x.data, &geo, gz, input, trainable);
+        if let Some(sums) = sums {
+            let params = &model.parts.params;
+            let (gweight, gscale) = self.folded.param_grads(&self.raw, &self.scale, &sums);
+            let w = params.var(&format!("{}.weight", self.spec.conv));
+            grads.insert(
+                w.as_tensor(),
+                Tensor::from_vec(gweight, w.shape(), w.device())?,
+            );
+            let co = sums.shift.len();
+            let gscale = Tensor::from_vec(gscale, co, w.device())?;
+            let gshift = Tensor::from_vec(sums.shift, co, w.device())?;
+            let bn = &model.bns[&self.spec.bn];
+            for (name, g) in bn.param_grads(params, &self.inv_std, &gscale, &gshift)? {
+                grads.insert(params.var(&name).as_tensor(), g);
+            }
+        }
+        Ok(gx)
+    }
 }
 
-/// `relu?(layer(x) + residual)`.
-fn conv(
+/// The main path's inner outputs, the output and the folded layers of block `b` (stage
+/// `stage`) on `x`.
+fn block(
     model: &ResNet,
-    layer: &ConvBn,
+    stage: usize,
+    index: usize,
     x: &Map,
-    residual: Option<&[f32]>,
-    relu: bool,
-) -> Result<Map> {
-    let folded = Layer::new(model, layer)?.folded;
-    let geo = folded.geometry(x.dims);
-    let data = folded.forward(&x.data, &geo, residual, relu);
-    Ok(Map {
-        data,
-        dims: [geo.n, geo.out_h(), geo.out_w(), geo.co],
-    })
-}
-
-/// The main path's inner outputs and the output of block `b` (stage `stage`) on `x`.
-fn block(model: &ResNet, stage: usize, index: usize, x: &Map) -> Result<(Vec<Map>, Map)> {
+) -> Result<(Vec<Map>, Map, BlockLayers)> {
     let b = &model.stages[stage][index];
-    let main = b.main_path(model.spec.bottleneck);
+    let main = b
+        .main_path(model.spec.bottleneck)
+        .into_iter()
+        .map(|spec| Layer::new(model, spec))
+        .collect::<Result<Vec<_>>>()?;
+    let shortcut = b
+        .shortcut()
+        .map(|spec| Layer::new(model, spec))
+        .transpose()?;
     let (last, layers) = main.split_last().expect("a block has convolutions");
     let mut inner: Vec<Map> = Vec::with_capacity(layers.len());
     for layer in layers {
-        let h = conv(model, layer, inner.last().unwrap_or(x), None, true)?;
+        let h = layer.forward(inner.last().unwrap_or(x), None, true);
         inner.push(h);
     }
-    let shortcut = b
-        .shortcut()
-        .map(|layer| conv(model, &layer, x, None, false))
-        .transpose()?;
-    let residual = shortcut.as_ref().unwrap_or(x);
-    let h = inner.last().unwrap_or(x);
-    let out = conv(model, last, h, Some(&residual.data), true)?;
-    Ok((inner, out))
+    let projected = shortcut.as_ref().map(|layer| layer.forward(x, None, false));
+    let residual = projected.as_ref().unwrap_or(x);
+    let out = last.forward(inner.last().unwrap_or(x), Some(&residual.data), true);
+    Ok((inner, out, BlockLayers { main, shortcut }))
 }
 
 /// The forward pass of `x` `[N, 3, H, W]`; keeps the activations of the layers in groups from
@@ -122,23 +167,23 @@ fn run(model: &ResNet, x: &Tensor, keep_from: Option<usize>) -> Result<(Tensor, 
             .to_vec1()?,
         dims: [n, h, w, c],
     };
-    let stem = conv(model, &ConvBn::stem(), &input, None, true)?;
+    let stem_layer = Layer::new(model, ConvBn::stem())?;
+    let stem = stem_layer.forward(&input, None, true);
     let (pooled, dims) = max_pool_nhwc(&stem.data, stem.dims, STEM_POOL);
     let keeps = |group: usize| keep_from.is_some_and(|first| group >= first);
-    let stem = keeps(0).then_some((input, stem));
+    let stem = keeps(0).then_some((input, stem, stem_layer));
     let mut y = Map { data: pooled, dims };
     let mut blocks = Vec::new();
     for (stage, stage_blocks) in model.stages.iter().enumerate() {
         for index in 0..stage_blocks.len() {
-            let (inner, out) = block(model, stage, index, &y)?;
+            let (inner, out, layers) = block(model, stage, index, &y)?;
             let input = std::mem::replace(&mut y, out);
             if keeps(stage + 1) {
                 blocks.push(BlockTrace {
                     group: stage + 1,
-                    stage,
-                    index,
                     input,
                     inner,
+                    layers,
                 });
             }
         }
@@ -166,43 +211,6 @@ pub fn forward(model: &ResNet, x: &Tensor) -> Result<(Tensor, Tape)> {
     run(model, x, Some(first.unwrap_or(usize::MAX)))
 }
 
-/// The backward pass of `layer` from `gz`, its output's gradient before the ReLU, on its input
-/// `x`: puts the convolution's and BatchNorm's gradients in `grads` when `trainable`, returns the
-/// input's gradient when `input` is set.
-fn conv_backward(
-    model: &ResNet,
-    layer: &ConvBn,
-    x: &Map,
-    gz: &[f32],
-    (input, trainable): (bool, bool),
-    grads: &mut GradStore,
-) -> Result<Option<Vec<f32>>> {
-    if !input && !trainable {
-        return Ok(None);
-    }
-    let l = Layer::new(model, layer)?;
-    let geo = l.folded.geometry(x.dims);
-    let (gx, sums) = l.folded.backward(&x.data, &geo, gz, input, trainable);
-    if let Some(sums) = sums {
-        let params = &model.parts.params;
-        let (gweight, gscale) = l.folded.param_grads(&l.raw, &l.scale, &sums);
-        let name = format!("{}.weight", layer.conv);
-        let w = params.var(&name);
-        grads.insert(
-            w.as_tensor(),
-            Tensor::from_vec(gweight, w.shape(), w.device())?,
-        );
-        let co = sums.shift.len();
-        let gscale = Tensor::from_vec(gscale, co, w.device())?;
-        let gshift = Tensor::from_vec(sums.shift, co, w.device())?;
-        let bn = &model.bns[&layer.bn];
-        for (name, g) in bn.param_grads(params, &l.inv_std, &gscale, &gshift)? {
-            grads.insert(params.var(&name).as_tensor(), g);
-        }
-    }
-    Ok(gx)
-}
-
 impl Tape {
     /// Adds the gradients of `model`'s trainable tensors to `grads`, from `grad`, the gradient of
     /// the pass's pooled features. Layers before the first trainable group are not visited.
@@ -225,11 +233,9 @@ impl Tape {
         for (i, trace) in self.blocks.into_iter().enumerate().rev() {
             let trainable = groups[trace.group].trainable;
             let input_grad = i > 0 || first == 0;
-            let b = &model.stages[trace.stage][trace.index];
             relu_mask(&mut g, &y.data);
-            let main = b.main_path(model.spec.bottleneck);
             let mut gh: Option<Vec<f32>> = None;
-            for (li, layer) in main.iter().enumerate().rev() {
+            for (li, layer) in trace.layers.main.iter().enumerate().rev() {
                 let x = if li == 0 {
                     &trace.input
                 } else {
@@ -237,37 +243,34 @@ impl Tape {
                 };
                 let wants = (li > 0 || input_grad, trainable);
                 let gz = gh.as_deref().unwrap_or(&g);
-                gh = conv_backward(model, layer, x, gz, wants, grads)?;
+                gh = layer.backward(model, x, gz, wants, grads)?;
                 if let (Some(gh), true) = (gh.as_mut(), li > 0) {
                     relu_mask(gh, &trace.inner[li - 1].data);
                 }
             }
-            match (input_grad, b.shortcut()) {
+            match (input_grad, &trace.layers.shortcut) {
                 (true, shortcut) => {
                     let mut gx = gh.expect("an input gradient was asked for");
                     let gs = match shortcut {
-                        Some(layer) => {
-                            let wants = (true, trainable);
-                            conv_backward(model, &layer, &trace.input, &g, wants, grads)?
-                                .expect("an input gradient was asked for")
-                        }
+                        Some(layer) => layer
+                            .backward(model, &trace.input, &g, (true, trainable), grads)?
+                            .expect("an input gradient was asked for"),
                         None => g,
                     };
                     gx.iter_mut().zip(&gs).for_each(|(a, s)| *a += s);
                     g = gx;
                 }
                 (false, Some(layer)) => {
-                    let wants = (false, trainable);
-                    conv_backward(model, &layer, &trace.input, &g, wants, grads)?;
+                    layer.backward(model, &trace.input, &g, (false, trainable), grads)?;
                 }
                 (false, None) => {}
             }
             y = trace.input;
         }
-        if let Some((input, stem)) = self.stem {
+        if let Some((input, stem, layer)) = self.stem {
             let mut gs = max_pool_nhwc_backward(&stem.data, stem.dims, STEM_POOL, &g);
             relu_mask(&mut gs, &stem.data);
-            conv_backward(model, &ConvBn::stem(), &input, &gs, (false, true), grads)?;
+            layer.backward(model, &input, &gs, (false, true), grads)?;
         }
         Ok(())
     }

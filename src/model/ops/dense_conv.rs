@@ -189,14 +189,19 @@ impl FoldedConv {
         stride: usize,
         pad: usize,
     ) -> Self {
+        let taps = kernel * kernel;
         let mut weight = vec![0f32; raw.len()];
-        for (o, filter) in raw.chunks_exact(ci * kernel * kernel).enumerate() {
-            for (c, taps) in filter.chunks_exact(kernel * kernel).enumerate() {
-                for (tap, &v) in taps.iter().enumerate() {
-                    weight[(tap * ci + c) * co + o] = v * scale[o];
+        // One task per kernel tap, whose `[ci, co]` rows are contiguous in the folded layout.
+        weight
+            .par_chunks_mut(ci * co)
+            .enumerate()
+            .for_each(|(tap, rows)| {
+                for (c, row) in rows.chunks_exact_mut(co).enumerate() {
+                    for (o, (w, &s)) in row.iter_mut().zip(scale).enumerate() {
+                        *w = raw[(o * ci + c) * taps + tap] * s;
+                    }
                 }
-            }
-        }
+            });
         Self {
             weight,
             shift,
@@ -393,26 +398,30 @@ impl FoldedConv {
         scale: &[f32],
         sums: &PatchSums,
     ) -> (Vec<f32>, Vec<f32>) {
-        let (ci, co, kernel) = (self.ci, self.co, self.kernel);
+        let (ci, co, taps) = (self.ci, self.co, self.kernel * self.kernel);
+        let filter_len = ci * taps;
         let mut gweight = vec![0f32; raw.len()];
         let mut gscale = vec![0f32; co];
-        let filters = raw.chunks_exact(ci * kernel * kernel);
-        for (o, (filter, gfilter)) in filters
-            .zip(gweight.chunks_exact_mut(ci * kernel * kernel))
+        // Tasks of FILTERS_PER_TASK filters: each reads contiguous runs of a row of the sums and
+        // writes its filters' gradients in order.
+        const FILTERS_PER_TASK: usize = 16;
+        gweight
+            .par_chunks_mut(FILTERS_PER_TASK * filter_len)
+            .zip(gscale.par_chunks_mut(FILTERS_PER_TASK))
             .enumerate()
-        {
-            let taps = filter.chunks_exact(kernel * kernel);
-            for (c, (taps, gtaps)) in taps
-                .zip(gfilter.chunks_exact_mut(kernel * kernel))
-                .enumerate()
-            {
-                for (tap, (&w, gw)) in taps.iter().zip(gtaps).enumerate() {
-                    let s = sums.weight[(tap * ci + c) * co + o];
-                    *gw = s * scale[o];
-                    gscale[o] += w * s;
+            .for_each(|(task, (gfilters, gscales))| {
+                let first = task * FILTERS_PER_TASK;
+                let filters = gscales.len();
+                for j in 0..filter_len {
+                    let (c, tap) = (j / taps, j % taps);
+                    let row = &sums.weight[(tap * ci + c) * co + first..][..filters];
+                    for (k, (&s, gs)) in row.iter().zip(gscales.iter_mut()).enumerate() {
+                        let o = first + k;
+                        gfilters[k * filter_len + j] = s * scale[o];
+                        *gs += raw[o * filter_len + j] * s;
+                    }
                 }
-            }
-        }
+            });
         (gweight, gscale)
     }
 }
