@@ -16,7 +16,7 @@ use super::ops::channel_affine::column_sums;
 use super::ops::depthwise::{self, DwGeometry};
 use super::ops::gelu::{gelu_f32, gelu_grad};
 use super::ops::layer_norm::{backward_row as norm_backward_row, normalize_row};
-use super::ops::{sum_in_order, wide};
+use super::ops::{matmul, sum_in_order, wide};
 use super::Params;
 use candle_core::backprop::GradStore;
 use candle_core::{Device, Result, Tensor};
@@ -105,7 +105,7 @@ impl<'a> MatRef<'a> {
 }
 
 /// `dst = a @ b` (`dst += a @ b` when `accumulate`), `dst` row-major `[a.rows, b.cols]`, with
-/// the gemm crate (candle's kernel) on rayon's threads.
+/// [`matmul`] on rayon's threads.
 fn matmul_into(dst: &mut [f32], a: MatRef, b: MatRef, accumulate: bool) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(k, b.rows, "matmul_into: inner dimensions differ");
@@ -120,35 +120,16 @@ fn matmul_into(dst: &mut [f32], a: MatRef, b: MatRef, accumulate: bool) {
     if m * n == 0 {
         return;
     }
-    let threads = rayon::current_num_threads();
-    let parallelism = if threads > 1 {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
-    };
     // SAFETY: the asserts above keep every element the strides reach inside the slices, and
     // `dst` holds the m x n row-major result.
     unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
+        matmul(
+            (m, n, k),
+            (dst.as_mut_ptr(), n),
             accumulate,
-            a.data.as_ptr(),
-            a.cs as isize,
-            a.rs as isize,
-            b.data.as_ptr(),
-            b.cs as isize,
-            b.rs as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
+            (a.data.as_ptr(), a.rs, a.cs),
+            (b.data.as_ptr(), b.rs, b.cs),
+            true,
         )
     }
 }

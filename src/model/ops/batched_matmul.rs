@@ -5,6 +5,7 @@
 //! batch dimensions with their own strides are taken too, so that per-head views of a packed
 //! `[N, T, 3, heads, d]` projection multiply without a copy.
 
+use super::matmul;
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -86,26 +87,13 @@ impl CustomOp2 for BatchedMatMul {
             // SAFETY: `Operand::new` checked that every element the strides reach lies inside
             // the slices, and `d` holds exactly one m x n row-major product.
             unsafe {
-                gemm::gemm(
-                    m,
-                    n,
-                    k,
-                    d.as_mut_ptr(),
-                    1,
-                    n as isize,
+                matmul(
+                    (m, n, k),
+                    (d.as_mut_ptr(), n),
                     false,
-                    a.batch(i),
-                    a.strides[3] as isize,
-                    a.strides[2] as isize,
-                    b.batch(i),
-                    b.strides[3] as isize,
-                    b.strides[2] as isize,
-                    0.0,
-                    1.0,
+                    (a.batch(i), a.strides[2], a.strides[3]),
+                    (b.batch(i), b.strides[2], b.strides[3]),
                     false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
                 )
             }
         });

@@ -4,6 +4,7 @@
 //! ReLU into the product's output; the backward pass gives the input's gradient and the sums from
 //! which the weight's and the BatchNorm's gradients follow.
 
+use super::matmul;
 use rayon::prelude::*;
 use std::ops::Range;
 
@@ -121,42 +122,6 @@ fn scatter_patches(
     }
 }
 
-/// `dst = (if accumulate { dst } else { 0 }) + lhs @ rhs` on one thread, every operand given by
-/// its pointer and (row, column) strides.
-///
-/// # Safety
-/// Each pointer with its strides must address an `m x k`, `k x n` or `m x n` matrix inside one
-/// live allocation, `dst` not overlapping the others.
-unsafe fn matmul(
-    (m, n, k): (usize, usize, usize),
-    dst: (*mut f32, usize),
-    accumulate: bool,
-    lhs: (*const f32, usize, usize),
-    rhs: (*const f32, usize, usize),
-) {
-    gemm::gemm(
-        m,
-        n,
-        k,
-        dst.0,
-        1,
-        dst.1 as isize,
-        accumulate,
-        lhs.0,
-        lhs.2 as isize,
-        lhs.1 as isize,
-        rhs.0,
-        rhs.2 as isize,
-        rhs.1 as isize,
-        if accumulate { 1.0 } else { 0.0 },
-        1.0,
-        false,
-        false,
-        false,
-        gemm::Parallelism::None,
-    )
-}
-
 /// A convolution with its inference-mode BatchNorm folded in.
 pub struct FoldedConv {
     /// `[kernel * kernel * ci, co]`, rows in (ky, kx, ci) order: timm's weight times the
@@ -267,6 +232,7 @@ impl FoldedConv {
                         true,
                         (lhs.as_ptr(), kk, 1),
                         (self.weight.as_ptr(), co, 1),
+                        false,
                     )
                 }
                 if relu {
@@ -338,6 +304,7 @@ impl FoldedConv {
                                 true,
                                 (lhs.as_ptr(), 1, kk),
                                 (g.as_ptr(), co, 1),
+                                false,
                             )
                         }
                     }
@@ -358,6 +325,7 @@ impl FoldedConv {
                                 false,
                                 (g.as_ptr(), co, 1),
                                 (self.weight.as_ptr(), 1, co),
+                                false,
                             )
                         }
                         if !geo.is_pointwise() {

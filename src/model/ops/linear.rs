@@ -3,7 +3,7 @@
 //! into it. candle's matmul writes a zero-filled buffer that a bias pass and an addition then
 //! read and write again.
 
-use super::{contiguous_f32, map_rows};
+use super::{contiguous_f32, map_rows, matmul};
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -63,34 +63,16 @@ impl Linear {
         if reach(l1, (m, k), (xr, xc)) >= x.len() || reach(l2, (n, k), (wr, wc)) >= w.len() {
             bail!("linear: a layout outside its storage");
         }
-        let threads = rayon::current_num_threads();
         // SAFETY: the strides keep every element read inside `x` and `w` (checked above), and
         // `dst` holds exactly m x n row-major values.
         unsafe {
-            gemm::gemm(
-                m,
-                n,
-                k,
-                dst.as_mut_ptr(),
-                1,
-                n as isize,
+            matmul(
+                (m, n, k),
+                (dst.as_mut_ptr(), n),
                 true,
-                x[l1.start_offset()..].as_ptr(),
-                xc as isize,
-                xr as isize,
-                w[l2.start_offset()..].as_ptr(),
-                wr as isize,
-                wc as isize,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                if threads > 1 {
-                    gemm::Parallelism::Rayon(threads)
-                } else {
-                    gemm::Parallelism::None
-                },
+                (x[l1.start_offset()..].as_ptr(), xr, xc),
+                (w[l2.start_offset()..].as_ptr(), wc, wr),
+                true,
             )
         }
         Ok(())

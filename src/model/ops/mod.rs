@@ -92,6 +92,50 @@ pub(crate) fn wide<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// `dst = (if accumulate { dst } else { 0 }) + lhs @ rhs` with the gemm crate (candle's kernel),
+/// every operand given by its pointer and (row, column) strides: on rayon's threads when
+/// `parallel` (and there are several), on the calling thread otherwise.
+///
+/// # Safety
+/// Each pointer with its strides must address an `m x k`, `k x n` or `m x n` matrix inside one
+/// live allocation, `dst` not overlapping the others.
+pub(crate) unsafe fn matmul(
+    (m, n, k): (usize, usize, usize),
+    dst: (*mut f32, usize),
+    accumulate: bool,
+    lhs: (*const f32, usize, usize),
+    rhs: (*const f32, usize, usize),
+    parallel: bool,
+) {
+    let threads = rayon::current_num_threads();
+    let parallelism = if parallel && threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst.0,
+        1,
+        dst.1 as isize,
+        accumulate,
+        lhs.0,
+        lhs.2 as isize,
+        lhs.1 as isize,
+        rhs.0,
+        rhs.2 as isize,
+        rhs.1 as isize,
+        if accumulate { 1.0 } else { 0.0 },
+        1.0,
+        false,
+        false,
+        false,
+        parallelism,
+    )
+}
+
 /// Element-wise sum of equally long partial results, in their order (so that parallel
 /// reductions give the same bits on every run).
 pub(crate) fn sum_in_order(partials: Vec<Vec<f32>>, len: usize) -> Vec<f32> {
