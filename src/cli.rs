@@ -1,6 +1,10 @@
-//! Command-line arguments.
+//! Command-line arguments, parsed and nothing else: each module owns the flags it reads
+//! ([`crate::config::ConfigArgs`], [`crate::data::SourceArgs`], [`crate::train::BackboneArgs`])
+//! and this file composes them per command, so that every command reads one set of each.
 
-use crate::config::DuplicateMode;
+use crate::config::{ConfigArgs, PlanArgs};
+use crate::data::SourceArgs;
+use crate::train::{BackboneArgs, DeviceArgs};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -38,29 +42,6 @@ pub enum Command {
     Recipe(RecipeArgs),
 }
 
-/// Which backbone: a Hub repository (downloaded through the Hugging Face cache) or a local file.
-#[derive(Debug, Clone, Args)]
-#[group(required = true, multiple = false)]
-pub struct BackboneArgs {
-    /// Pretrained backbone on the Hugging Face Hub, ORG/NAME[@REVISION].
-    #[arg(long, value_name = "ID")]
-    pub backbone: Option<String>,
-    /// Local model.safetensors (with config.json beside it).
-    #[arg(long, value_name = "PATH")]
-    pub weights: Option<PathBuf>,
-}
-
-impl BackboneArgs {
-    /// The local weights file, `config.json` beside it; a Hub repository is fetched first.
-    pub fn weights_path(&self) -> anyhow::Result<PathBuf> {
-        match (&self.weights, &self.backbone) {
-            (Some(path), _) => Ok(path.clone()),
-            (None, Some(id)) => crate::hub::fetch_backbone_blocking(id),
-            (None, None) => anyhow::bail!("name a backbone with --backbone ID or --weights PATH"),
-        }
-    }
-}
-
 /// `tltui embed`.
 #[derive(Debug, Args)]
 pub struct EmbedArgs {
@@ -69,11 +50,6 @@ pub struct EmbedArgs {
     /// Image files or directories (walked recursively).
     #[arg(required = true)]
     pub images: Vec<PathBuf>,
-    /// Network input side in pixels instead of the backbone's own (the resize keeps crop_pct).
-    #[arg(long, value_name = "N")]
-    pub image_size: Option<u32>,
-    #[command(flatten)]
-    pub device: DeviceArgs,
     /// Print one JSON object per image: {"path", "features"}.
     #[arg(long)]
     pub json: bool,
@@ -120,14 +96,9 @@ pub struct EvalArgs {
     pub checkpoint: PathBuf,
     /// The dataset folder, or hf://datasets/ORG/NAME[@REVISION].
     pub dataset: PathBuf,
+    /// How the dataset is read; `--val-fraction` and `--seed` default to the checkpoint's.
     #[command(flatten)]
-    pub source: SourceArgs,
-    /// Validation share (default: the one the checkpoint was trained with).
-    #[arg(long, value_name = "FRACTION")]
-    pub val_fraction: Option<f64>,
-    /// Split seed (default: the checkpoint's).
-    #[arg(long)]
-    pub seed: Option<u64>,
+    pub data: DataArgs,
     /// Evaluate every image, not only the validation split.
     #[arg(long)]
     pub all: bool,
@@ -205,7 +176,7 @@ pub struct BenchArgs {
     #[arg(required_unless_present_any = ["scaling", "scaling_run"])]
     pub dataset: Option<PathBuf>,
     #[command(flatten)]
-    pub source: SourceArgs,
+    pub data: DataArgs,
     #[command(flatten)]
     pub model: BackboneArgs,
     /// Images per batch for the forward and train-step measurements.
@@ -232,91 +203,18 @@ pub struct BenchArgs {
     /// Memory budget for decoded images in --scaling runs, in MiB (data.cache_memory_mb).
     #[arg(long, default_value_t = 256, value_name = "MIB")]
     pub cache_mb: usize,
-    #[command(flatten)]
-    pub device: DeviceArgs,
     /// One --scaling size, run in this process (used by --scaling).
     #[arg(long, hide = true, value_name = "N")]
     pub scaling_run: Option<usize>,
 }
 
-/// Options that say how a dataset's images are labelled.
-#[derive(Debug, Clone, Args)]
-pub struct SourceArgs {
-    /// Use this folder's sub-folders as the classes instead of searching for them.
-    #[arg(long, value_name = "PATH")]
-    pub classes_dir: Option<PathBuf>,
-    /// Label images by their file names with this regular expression (first capture group =
-    /// the class), e.g. '^(.+)_\d+\.jpg$'.
-    #[arg(long, value_name = "REGEX")]
-    pub label_regex: Option<String>,
-    /// A CSV, TSV or JSON-lines file listing images and their labels.
-    #[arg(long, value_name = "FILE")]
-    pub labels: Option<PathBuf>,
-    /// The label file's column of image paths (header name or 0-based index).
-    #[arg(long, value_name = "COLUMN")]
-    pub path_column: Option<String>,
-    /// The label file's (or Hub dataset's) label column.
-    #[arg(long, value_name = "COLUMN")]
-    pub label_column: Option<String>,
-    /// Hub dataset: the config to read (default `default`, else the first).
-    #[arg(long, value_name = "NAME")]
-    pub dataset_config: Option<String>,
-    /// Hub dataset: the training split (default `train`).
-    #[arg(long, value_name = "SPLIT")]
-    pub train_split: Option<String>,
-    /// Hub dataset: the validation split (default `validation`, `valid`, `val`, else `test`).
-    #[arg(long, value_name = "SPLIT")]
-    pub val_split: Option<String>,
-}
-
-impl SourceArgs {
-    /// How to read the dataset under `config`: these flags, the Hub settings, the memory budget.
-    pub fn options(&self, config: &crate::config::Config) -> crate::data::SourceOptions {
-        crate::data::SourceOptions {
-            classes_dir: self.classes_dir.clone(),
-            label_regex: self.label_regex.clone(),
-            labels: self.labels.clone(),
-            columns: crate::data::label_file::ColumnChoice {
-                path: self.path_column.clone(),
-                label: self.label_column.clone(),
-            },
-            hub_dataset: crate::data::hub_dataset::HubDatasetOptions {
-                config: self.dataset_config.clone(),
-                train_split: self.train_split.clone(),
-                val_split: self.val_split.clone(),
-                label_column: self.label_column.clone(),
-            },
-            hub: crate::hub::HubOptions::from_config(&config.hub),
-            cache_budget_bytes: config.data.cache_memory_mb * 1024 * 1024,
-        }
-    }
-}
-
-/// Options that shape how a dataset is read and split.
+/// How a dataset is read and split: the flags of every command that reads one.
 #[derive(Debug, Clone, Args)]
 pub struct DataArgs {
-    /// TOML file layered over the defaults (config/default.toml).
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub config: ConfigArgs,
     #[command(flatten)]
     pub source: SourceArgs,
-    /// Share of each class held out for validation (overrides data.val_fraction).
-    #[arg(long, value_name = "FRACTION")]
-    pub val_fraction: Option<f64>,
-    /// Seed for the split, augmentation and initialisation (overrides data.seed).
-    #[arg(long)]
-    pub seed: Option<u64>,
-    /// Images per training batch (overrides data.batch_size).
-    #[arg(long, value_name = "N")]
-    pub batch_size: Option<usize>,
-    /// Copies of one picture: group (keep them on one side of the split), warn, or off
-    /// (overrides data.duplicates).
-    #[arg(long, value_name = "MODE")]
-    pub duplicates: Option<DuplicateMode>,
-    /// Input side in pixels instead of the backbone's own (overrides data.image_size; ViTs
-    /// resample their position embeddings).
-    #[arg(long, value_name = "N")]
-    pub image_size: Option<u32>,
 }
 
 /// `tltui inspect`.
@@ -342,16 +240,12 @@ pub struct TrainArgs {
     pub dataset: Option<PathBuf>,
     #[command(flatten)]
     pub data: DataArgs,
-    /// Pretrained backbone on the Hugging Face Hub, ORG/NAME[@REVISION] (overrides hub.backbone).
-    #[arg(long, value_name = "ID")]
-    pub backbone: Option<String>,
-    /// Local model.safetensors (with config.json beside it) instead of downloading.
-    #[arg(long, value_name = "PATH", conflicts_with = "backbone")]
-    pub weights: Option<PathBuf>,
-    /// Directory for checkpoints (overrides checkpoint.dir).
-    #[arg(long, value_name = "DIR")]
-    pub checkpoint_dir: Option<PathBuf>,
-    /// Continue from a checkpoint written by tltui.
+    #[command(flatten)]
+    pub model: BackboneArgs,
+    #[command(flatten)]
+    pub plan: PlanArgs,
+    /// Continue from a checkpoint written by tltui, with its backbone (a --backbone or --weights
+    /// that names another is an error).
     #[arg(long, value_name = "CKPT")]
     pub resume: Option<PathBuf>,
     /// Run without the dashboard: warm up, fine-tune, print progress, exit.
@@ -360,15 +254,6 @@ pub struct TrainArgs {
     /// With --headless: print one JSON object per line, each with an "event" field.
     #[arg(long, requires = "headless")]
     pub json: bool,
-    /// Warm-up epochs, or `auto` (until validation loss stops improving); headless: run them;
-    /// dashboard: epochs per `w`. Overrides train.warmup_epochs.
-    #[arg(long, value_name = "N|auto")]
-    pub warmup_epochs: Option<crate::config::Epochs>,
-    /// Fine-tune epochs (headless: run them after warm-up; dashboard: epochs per `f`).
-    #[arg(long, value_name = "N")]
-    pub finetune_epochs: Option<usize>,
-    #[command(flatten)]
-    pub device: DeviceArgs,
     /// With --headless: replay a recipe (recipe.toml beside the checkpoints, or `tltui recipe
     /// CKPT`): its configuration, and its commands at the steps they took effect.
     #[arg(
@@ -382,156 +267,4 @@ pub struct TrainArgs {
     /// its suggestion.
     #[arg(long, requires = "headless", conflicts_with = "recipe")]
     pub find_lr: bool,
-    /// Dashboard: start this phase without waiting for a key (overrides train.auto_start).
-    #[arg(long, value_name = "PHASE", value_parser = ["none", "warmup", "finetune"])]
-    pub start: Option<String>,
-}
-
-impl TrainArgs {
-    /// The configuration with every flag applied.
-    pub fn config(&self) -> anyhow::Result<crate::config::Config> {
-        let mut c = self.data.config()?;
-        if let Some(b) = &self.backbone {
-            c.hub.backbone = b.clone();
-        }
-        if let Some(n) = self.warmup_epochs {
-            c.train.warmup_epochs = n;
-        }
-        if let Some(n) = self.finetune_epochs {
-            c.train.finetune_epochs = n;
-        }
-        if let Some(dir) = &self.checkpoint_dir {
-            c.checkpoint.dir = dir.display().to_string();
-        }
-        if let Some(start) = &self.start {
-            c.train.auto_start = match start.as_str() {
-                "warmup" => crate::config::AutoStart::Warmup,
-                "finetune" => crate::config::AutoStart::Finetune,
-                _ => crate::config::AutoStart::None,
-            };
-        }
-        Ok(c)
-    }
-
-    /// The engine's setup for `dataset` under `config`.
-    pub fn engine_setup(
-        &self,
-        dataset: &std::path::Path,
-        config: crate::config::Config,
-    ) -> anyhow::Result<crate::train::EngineSetup> {
-        use crate::train::WeightsSource;
-        let weights = match &self.weights {
-            Some(path) => WeightsSource::Local {
-                weights: path.clone(),
-            },
-            None => WeightsSource::Hub {
-                repo: config.hub.backbone.parse().map_err(anyhow::Error::msg)?,
-                options: crate::hub::HubOptions::from_config(&config.hub),
-            },
-        };
-        let cache = dirs::cache_dir().map(|d| d.join("tltui"));
-        let checkpoint_dir = if config.checkpoint.dir.is_empty() {
-            let name = crate::data::dataset_name(dataset);
-            cache
-                .clone()
-                .ok_or_else(|| {
-                    anyhow::anyhow!("no cache directory on this system; pass --checkpoint-dir")
-                })?
-                .join("checkpoints")
-                .join(name)
-        } else {
-            PathBuf::from(&config.checkpoint.dir)
-        };
-        Ok(crate::train::EngineSetup {
-            dataset: dataset.to_path_buf(),
-            source: self.data.source.options(&config),
-            config,
-            weights,
-            checkpoint_dir,
-            resume: self.resume.clone(),
-            feature_cache_dir: cache.map(|d| d.join("features")),
-            device: self.device.pick()?,
-            replay: None,
-        })
-    }
-}
-
-/// Where the model runs.
-#[derive(Debug, Clone, Args)]
-pub struct DeviceArgs {
-    /// `cpu` or `cuda[:N]`. Default: the first CUDA GPU when tltui was built with the `cuda`
-    /// feature and one is present, else the CPU.
-    #[arg(long = "device", value_name = "DEVICE")]
-    pub name: Option<String>,
-}
-
-impl DeviceArgs {
-    /// The device named, or the default.
-    pub fn pick(&self) -> anyhow::Result<candle_core::Device> {
-        pick_device(self.name.as_deref())
-    }
-}
-
-/// The device `spec` names (`cpu`, `cuda`, `cuda:N`), or the default: the first CUDA GPU when
-/// built with the `cuda` feature and one is present, else the CPU.
-fn pick_device(spec: Option<&str>) -> anyhow::Result<candle_core::Device> {
-    use candle_core::Device;
-    let ordinal = match spec {
-        None if cfg!(feature = "cuda") => {
-            return Ok(Device::new_cuda(0).unwrap_or(Device::Cpu));
-        }
-        None | Some("cpu") => return Ok(Device::Cpu),
-        Some("cuda") => 0,
-        Some(s) => s
-            .strip_prefix("cuda:")
-            .and_then(|n| n.parse().ok())
-            .ok_or_else(|| anyhow::anyhow!("unknown device {s:?}: use cpu, cuda or cuda:N"))?,
-    };
-    if !cfg!(feature = "cuda") {
-        anyhow::bail!(
-            "this tltui was built without CUDA; build it with scripts/cuda-build.sh (cargo build --features cuda)"
-        );
-    }
-    Device::new_cuda(ordinal).map_err(|e| anyhow::anyhow!("CUDA device {ordinal}: {e}"))
-}
-
-impl DataArgs {
-    /// The configuration: defaults, then `--config`, then these flags.
-    pub fn config(&self) -> anyhow::Result<crate::config::Config> {
-        let mut c = crate::config::Config::load(self.config.as_deref())?;
-        if let Some(v) = self.val_fraction {
-            c.data.val_fraction = v;
-        }
-        if let Some(v) = self.duplicates {
-            c.data.duplicates = v;
-        }
-        if let Some(v) = self.seed {
-            c.data.seed = v;
-        }
-        if let Some(v) = self.batch_size {
-            c.data.batch_size = v;
-        }
-        if let Some(v) = self.image_size {
-            c.data.image_size = v;
-        }
-        c.validate()?;
-        Ok(c)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::pick_device;
-
-    #[test]
-    fn devices_by_name() {
-        assert!(pick_device(Some("cpu")).unwrap().is_cpu());
-        let err = pick_device(Some("gpu")).unwrap_err().to_string();
-        assert!(err.contains("unknown device"), "{err}");
-        if !cfg!(feature = "cuda") {
-            assert!(pick_device(None).unwrap().is_cpu());
-            let err = pick_device(Some("cuda:1")).unwrap_err().to_string();
-            assert!(err.contains("built without CUDA"), "{err}");
-        }
-    }
 }

@@ -209,6 +209,91 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// The flags that layer a file and the dataset's settings over the defaults: the flags of every
+/// command that reads a dataset.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ConfigArgs {
+    /// TOML file layered over the defaults (config/default.toml).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Share of each class held out for validation (overrides data.val_fraction).
+    #[arg(long, value_name = "FRACTION")]
+    pub val_fraction: Option<f64>,
+    /// Seed for the split, augmentation and initialisation (overrides data.seed).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Images per training batch (overrides data.batch_size).
+    #[arg(long, value_name = "N")]
+    pub batch_size: Option<usize>,
+    /// Copies of one picture: group (keep them on one side of the split), warn, or off
+    /// (overrides data.duplicates).
+    #[arg(long, value_name = "MODE")]
+    pub duplicates: Option<DuplicateMode>,
+}
+
+impl ConfigArgs {
+    /// The configuration: defaults, then `--config`, then these flags, then `more` (another
+    /// group of flags), checked.
+    pub fn load(&self, more: impl FnOnce(&mut Config)) -> anyhow::Result<Config> {
+        let mut c = Config::load(self.config.as_deref())?;
+        if let Some(v) = self.val_fraction {
+            c.data.val_fraction = v;
+        }
+        if let Some(v) = self.duplicates {
+            c.data.duplicates = v;
+        }
+        if let Some(v) = self.seed {
+            c.data.seed = v;
+        }
+        if let Some(v) = self.batch_size {
+            c.data.batch_size = v;
+        }
+        more(&mut c);
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+/// The flags that plan a training run.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct PlanArgs {
+    /// Directory for checkpoints (overrides checkpoint.dir).
+    #[arg(long, value_name = "DIR")]
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Warm-up epochs, or `auto` (until validation loss stops improving); headless: run them;
+    /// dashboard: epochs per `w`. Overrides train.warmup_epochs.
+    #[arg(long, value_name = "N|auto")]
+    pub warmup_epochs: Option<Epochs>,
+    /// Fine-tune epochs (headless: run them after warm-up; dashboard: epochs per `f`).
+    #[arg(long, value_name = "N")]
+    pub finetune_epochs: Option<usize>,
+    /// Dashboard: start this phase without waiting for a key (overrides train.auto_start).
+    #[arg(long, value_name = "PHASE", value_parser = ["none", "warmup", "finetune"])]
+    pub start: Option<String>,
+}
+
+impl PlanArgs {
+    /// Applies these flags to `c`.
+    pub fn apply(&self, c: &mut Config) {
+        if let Some(n) = self.warmup_epochs {
+            c.train.warmup_epochs = n;
+        }
+        if let Some(n) = self.finetune_epochs {
+            c.train.finetune_epochs = n;
+        }
+        if let Some(dir) = &self.checkpoint_dir {
+            c.checkpoint.dir = dir.display().to_string();
+        }
+        if let Some(start) = &self.start {
+            c.train.auto_start = match start.as_str() {
+                "warmup" => AutoStart::Warmup,
+                "finetune" => AutoStart::Finetune,
+                _ => AutoStart::None,
+            };
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self::from_layers(None).expect("the built-in config/default.toml is valid")

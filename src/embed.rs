@@ -86,8 +86,11 @@ impl Embedder {
 /// `tltui embed`: prints each image's features as it goes (a JSON object per line with
 /// `--json`, a summary line otherwise); unreadable files are reported on stderr.
 pub fn run(args: &EmbedArgs) -> anyhow::Result<()> {
-    let weights = args.model.weights_path()?;
-    let embedder = Embedder::load(&weights, args.image_size.unwrap_or(0), args.device.pick()?)?;
+    let mut config = crate::config::Config::default();
+    args.model.apply(&mut config);
+    let weights = args.model.local_weights(&config)?;
+    let device = args.model.device.pick()?;
+    let embedder = Embedder::load(&weights, config.data.image_size, device)?;
     let paths = collect_images(&args.images);
     if paths.is_empty() {
         anyhow::bail!("no image files among the paths given");

@@ -6,7 +6,7 @@ use crate::config::Epochs;
 use crate::hub::DownloadProgress;
 use crate::rundir::RunLog;
 use crate::train::recipe::Recipe;
-use crate::train::{Command, Engine, Event, FeatureStatus, Phase, Summary};
+use crate::train::{Command, Engine, EngineSetup, Event, FeatureStatus, Phase, Summary};
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::process::ExitCode;
@@ -14,7 +14,10 @@ use std::process::ExitCode;
 /// Runs the plan (or replays a recipe) and returns the exit code: 0 done, 130 interrupted, 1
 /// failed.
 pub fn run(args: &TrainArgs, dataset: &Path) -> anyhow::Result<ExitCode> {
-    let mut config = args.config()?;
+    let mut config = args.data.config.load(|c| {
+        args.model.apply(c);
+        args.plan.apply(c);
+    })?;
     let recipe = args.recipe.as_deref().map(Recipe::load).transpose()?;
     if let Some(r) = &recipe {
         // The recipe's configuration, but this run's checkpoints go where this run says.
@@ -23,7 +26,9 @@ pub fn run(args: &TrainArgs, dataset: &Path) -> anyhow::Result<ExitCode> {
         config.checkpoint.dir = dir;
     }
     let (warmup, finetune) = (config.train.warmup_epochs, config.train.finetune_epochs);
-    let mut setup = args.engine_setup(dataset, config)?;
+    let source = args.data.source.options(&config);
+    let resume = args.resume.as_deref();
+    let mut setup = EngineSetup::new(dataset, source, config, &args.model, resume)?;
     setup.replay = recipe;
     let replaying = setup.replay.is_some();
     let mut run_log = RunLog::new(&setup.checkpoint_dir);

@@ -68,12 +68,8 @@ impl Classifier {
     /// A checkpoint read by [`Checkpoint::load`] onto `device`.
     pub fn from_checkpoint(ckpt: Checkpoint, device: Device) -> anyhow::Result<Self> {
         let head = ckpt.head(0.0)?;
-        let config = ModelConfig {
-            architecture: ckpt.meta.architecture,
-            num_features: None,
-            pretrained_cfg: ckpt.meta.pretrained_cfg,
-        };
-        let backbone = build_backbone(&config, ckpt.params)?;
+        let config = ckpt.model_config();
+        let backbone = build_backbone(&config, ckpt.backbone_params())?;
         Ok(Self {
             device,
             backbone,
@@ -114,6 +110,8 @@ impl Classifier {
         let weight = params.get("classifier.weight", &[k, cfg.num_features])?;
         let bias = params.get("classifier.bias", &[k])?;
         let head = Head::from_tensors(weight.as_tensor(), bias.as_tensor(), 0.0)?;
+        let mut params = params;
+        params.retain(|k| !k.starts_with("classifier."));
         let preprocess =
             Preprocess::from_cfg(&cfg.pretrained_cfg, 0).map_err(anyhow::Error::msg)?;
         let config = ModelConfig {
@@ -280,20 +278,25 @@ pub struct ClassMetrics {
 
 /// `tltui eval`.
 pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
+    let flags = &args.data.config;
+    if let Some(file) = &flags.config {
+        anyhow::bail!(
+            "eval reads the configuration from the checkpoint; --config {} does not apply",
+            file.display()
+        );
+    }
     let device = args.device.pick()?;
     let ckpt = Checkpoint::load(&args.checkpoint, &device)?;
-    let val_fraction = args.val_fraction.unwrap_or(ckpt.meta.val_fraction);
-    let seed = args.seed.unwrap_or(ckpt.meta.seed);
     let ckpt_config = ckpt.meta.config.clone();
     let data = &ckpt_config.data;
     let split = SplitOptions {
-        val_fraction,
-        seed,
-        duplicates: data.duplicates,
+        val_fraction: flags.val_fraction.unwrap_or(ckpt.meta.val_fraction),
+        seed: flags.seed.unwrap_or(ckpt.meta.seed),
+        duplicates: flags.duplicates.unwrap_or(data.duplicates),
     };
     let max_pixels = data.max_pixels();
     let model = Classifier::from_checkpoint(ckpt, device)?;
-    let source = args.source.options(&ckpt_config);
+    let source = args.data.source.options(&ckpt_config);
     let ds = Dataset::open(&args.dataset, &source, &split, max_pixels)?;
     if ds.class_names != model.classes {
         anyhow::bail!(

@@ -44,7 +44,7 @@ pub struct FileEntry {
 /// Builds the report: discovery, every image decoded once (unusable files, fingerprints),
 /// groups, split and leakage.
 pub fn report(args: &InspectArgs) -> anyhow::Result<Report> {
-    let config = args.data.config()?;
+    let config = args.data.config.load(|_| ())?;
     let ds = Dataset::open(
         &args.dataset,
         &args.data.source.options(&config),

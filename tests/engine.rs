@@ -48,7 +48,6 @@ fn setup(f: &Fixture, config: Config) -> EngineSetup {
             weights: f.weights.clone(),
         },
         checkpoint_dir: f.checkpoints.clone(),
-        resume: None,
         feature_cache_dir: None,
         device: candle_core::Device::Cpu,
         replay: None,
@@ -267,7 +266,9 @@ fn save_then_resume_restores_the_same_weights_and_mismatch_is_refused() {
     engine.join();
 
     let mut s = setup(&f, config());
-    s.resume = Some(first.clone());
+    s.weights = WeightsSource::Checkpoint {
+        path: first.clone(),
+    };
     s.checkpoint_dir = f.checkpoints.join("resumed");
     let (engine, rx) = start(s);
     engine.commands().send(Command::Save).unwrap();
@@ -280,7 +281,7 @@ fn save_then_resume_restores_the_same_weights_and_mismatch_is_refused() {
 
     let other = fixture(&["cyan", "magenta"]);
     let mut s = setup(&other, config());
-    s.resume = Some(first);
+    s.weights = WeightsSource::Checkpoint { path: first };
     let (engine, rx) = start(s);
     let s = summary(&until(&rx, |_| false));
     let err = s.error.expect("mismatched classes are refused");

@@ -65,7 +65,6 @@ fn finetunes(arch: &str) {
             config,
             weights: WeightsSource::Local { weights },
             checkpoint_dir: dir.path().join("checkpoints"),
-            resume: None,
             feature_cache_dir: None,
             device: candle_core::Device::Cpu,
             replay: None,

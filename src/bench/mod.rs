@@ -59,7 +59,8 @@ pub fn peak_rss_mb() -> f64 {
 
 /// Runs every measurement and prints a table or one JSON object.
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
-    let weights = &args.model.weights_path()?;
+    let config = args.data.config.load(|c| args.model.apply(c))?;
+    let weights = &args.model.local_weights(&config)?;
     if let Some(n) = args.scaling_run {
         return scaling::run_one(args, weights, n);
     }
@@ -75,19 +76,20 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         .unwrap_or(std::path::Path::new("."))
         .join("config.json");
     let model_config = ModelConfig::from_file(&config_path)?;
-    let device = args.device.pick()?;
-    let (image_size, note) = model_config.image_size(0, &device);
+    let device = args.model.device.pick()?;
+    let (image_size, note) = model_config.image_size(config.data.image_size, &device);
     if let Some(note) = note.filter(|_| !args.json) {
         eprintln!("{note}");
     }
     let prep = Preprocess::from_cfg(&model_config.pretrained_cfg, image_size)
         .map_err(anyhow::Error::msg)?;
+    let flags = &args.data.config;
     let split = SplitOptions {
-        val_fraction: 0.25,
-        seed: 0,
-        duplicates: DuplicateMode::Off,
+        val_fraction: flags.val_fraction.unwrap_or(0.25),
+        seed: flags.seed.unwrap_or(0),
+        duplicates: flags.duplicates.unwrap_or(DuplicateMode::Off),
     };
-    let source = args.source.options(&crate::config::Config::default());
+    let source = args.data.source.options(&config);
     let ds = Dataset::open(dataset, &source, &split, u64::MAX)?;
     let batch = args.batch;
     let reps = args.reps;
@@ -261,7 +263,6 @@ fn first_validation(
             weights: weights.to_path_buf(),
         },
         checkpoint_dir: cache.join("checkpoints"),
-        resume: None,
         feature_cache_dir: Some(cache.join("features")),
         device: device.clone(),
         replay: None,

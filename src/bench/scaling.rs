@@ -52,7 +52,8 @@ pub fn run(args: &BenchArgs, weights: &Path, sizes: &[usize]) -> anyhow::Result<
             .args(["--scaling-run", &n.to_string(), "--cache-mb"])
             .arg(args.cache_mb.to_string())
             .args(
-                args.device
+                args.model
+                    .device
                     .name
                     .iter()
                     .flat_map(|d| ["--device", d.as_str()]),
@@ -102,9 +103,8 @@ pub fn run_one(args: &BenchArgs, weights: &Path, images: usize) -> anyhow::Resul
             weights: weights.to_path_buf(),
         },
         checkpoint_dir: dir.path().join("checkpoints"),
-        resume: None,
         feature_cache_dir: None,
-        device: args.device.pick()?,
+        device: args.model.device.pick()?,
         replay: None,
     };
     eprintln!("one warm-up epoch over {images} images…");

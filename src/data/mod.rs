@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 
 pub use discover::{CandidateReport, Discovery, DiscoveryError};
 pub use preprocess::{Preprocess, PretrainedCfg};
-pub use source::{dataset_name, discover_source, SourceOptions};
+pub use source::{dataset_name, discover_source, SourceArgs, SourceOptions};
 pub use store::ImageStore;
 
 /// Extensions read as images (compared case-insensitively).

@@ -16,6 +16,59 @@ use crate::hub::{DownloadProgress, HubOptions};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// The flags that say how a dataset's images are labelled.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct SourceArgs {
+    /// Use this folder's sub-folders as the classes instead of searching for them.
+    #[arg(long, value_name = "PATH")]
+    pub classes_dir: Option<PathBuf>,
+    /// Label images by their file names with this regular expression (first capture group =
+    /// the class), e.g. '^(.+)_\d+\.jpg$'.
+    #[arg(long, value_name = "REGEX")]
+    pub label_regex: Option<String>,
+    /// A CSV, TSV or JSON-lines file listing images and their labels.
+    #[arg(long, value_name = "FILE")]
+    pub labels: Option<PathBuf>,
+    /// The label file's column of image paths (header name or 0-based index).
+    #[arg(long, value_name = "COLUMN")]
+    pub path_column: Option<String>,
+    /// The label file's (or Hub dataset's) label column.
+    #[arg(long, value_name = "COLUMN")]
+    pub label_column: Option<String>,
+    /// Hub dataset: the config to read (default `default`, else the first).
+    #[arg(long, value_name = "NAME")]
+    pub dataset_config: Option<String>,
+    /// Hub dataset: the training split (default `train`).
+    #[arg(long, value_name = "SPLIT")]
+    pub train_split: Option<String>,
+    /// Hub dataset: the validation split (default `validation`, `valid`, `val`, else `test`).
+    #[arg(long, value_name = "SPLIT")]
+    pub val_split: Option<String>,
+}
+
+impl SourceArgs {
+    /// How to read the dataset under `config`: these flags, the Hub settings, the memory budget.
+    pub fn options(&self, config: &crate::config::Config) -> SourceOptions {
+        SourceOptions {
+            classes_dir: self.classes_dir.clone(),
+            label_regex: self.label_regex.clone(),
+            labels: self.labels.clone(),
+            columns: ColumnChoice {
+                path: self.path_column.clone(),
+                label: self.label_column.clone(),
+            },
+            hub_dataset: HubDatasetOptions {
+                config: self.dataset_config.clone(),
+                train_split: self.train_split.clone(),
+                val_split: self.val_split.clone(),
+                label_column: self.label_column.clone(),
+            },
+            hub: HubOptions::from_config(&config.hub),
+            cache_budget_bytes: config.data.cache_memory_mb * 1024 * 1024,
+        }
+    }
+}
+
 /// How to read a dataset, whatever its source.
 #[derive(Debug, Clone)]
 pub struct SourceOptions {

@@ -276,13 +276,8 @@ impl Backbone for ConvNeXt {
         super::own_tape::<Tape>(tape, "a ConvNeXt")?.backward(self, grad, grads)
     }
 
-    fn onnx(
-        &self,
-        g: &mut crate::onnx::Graph,
-        x: &str,
-        _hw: (usize, usize),
-    ) -> anyhow::Result<crate::onnx::Value> {
-        crate::onnx::convnext::convnext(g, self, x)
+    fn architecture(&self) -> super::Architecture<'_> {
+        super::Architecture::ConvNeXt(self)
     }
 }
 

@@ -121,9 +121,9 @@ impl EfficientNetSpec {
 /// An EfficientNet-class backbone.
 pub struct EfficientNet {
     parts: BackboneParts,
-    trunk: Trunk,
+    pub(crate) trunk: Trunk,
     /// Width of `conv_head` + `bn2`, when the model has them.
-    head_ch: Option<usize>,
+    pub(crate) head_ch: Option<usize>,
 }
 
 impl EfficientNet {
@@ -204,14 +204,8 @@ impl Backbone for EfficientNet {
         global_pool_nhwc(&self.feature_map(x, training)?)
     }
 
-    fn onnx(
-        &self,
-        g: &mut crate::onnx::Graph,
-        x: &str,
-        hw: (usize, usize),
-    ) -> anyhow::Result<crate::onnx::Value> {
-        let (p, head) = (&self.parts.params, self.head_ch.is_some());
-        crate::onnx::efficientnet::efficientnet(g, p, &self.trunk, head, x, hw)
+    fn architecture(&self) -> super::Architecture<'_> {
+        super::Architecture::EfficientNet(self)
     }
 
     fn forward_taped(&self, x: &Tensor) -> Option<Result<(Tensor, Box<dyn std::any::Any + Send>)>> {

@@ -97,7 +97,7 @@ impl MobileNetV3Spec {
 /// A MobileNetV3 backbone.
 pub struct MobileNetV3 {
     parts: BackboneParts,
-    trunk: Trunk,
+    pub(crate) trunk: Trunk,
 }
 
 impl MobileNetV3 {
@@ -159,13 +159,8 @@ impl Backbone for MobileNetV3 {
         Ok(pooled_conv_act(&pooled, &w, &b, act)?.1)
     }
 
-    fn onnx(
-        &self,
-        g: &mut crate::onnx::Graph,
-        x: &str,
-        hw: (usize, usize),
-    ) -> anyhow::Result<crate::onnx::Value> {
-        crate::onnx::efficientnet::mobilenetv3(g, &self.parts.params, &self.trunk, x, hw)
+    fn architecture(&self) -> super::Architecture<'_> {
+        super::Architecture::MobileNetV3(self)
     }
 
     fn forward_taped(&self, x: &Tensor) -> Option<Result<(Tensor, Box<dyn std::any::Any + Send>)>> {

@@ -196,6 +196,17 @@ impl BackboneParts {
     }
 }
 
+/// A backbone as the concrete model of its family: what a reader of the model's structure (the
+/// ONNX writer) matches on, so that a new family is one more variant that every reader must
+/// handle.
+pub enum Architecture<'a> {
+    EfficientNet(&'a efficientnet::EfficientNet),
+    MobileNetV3(&'a mobilenetv3::MobileNetV3),
+    ResNet(&'a resnet::ResNet),
+    ConvNeXt(&'a convnext::ConvNeXt),
+    Vit(&'a vit::VisionTransformer),
+}
+
 /// A pretrained feature extractor: input `[N, 3, H, W]` to pooled features `[N, C]`.
 pub trait Backbone: Send {
     /// The shared state.
@@ -205,15 +216,9 @@ pub trait Backbone: Send {
     /// Pooled features; `training` lets trainable groups record gradients.
     fn forward(&self, x: &Tensor, training: bool) -> Result<Tensor>;
 
-    /// Adds the inference graph of [`Backbone::forward`] to `g` (BatchNorm in inference mode,
-    /// folded into the convolutions): pooled features `[N, C]` of the NCHW input `x`, whose
-    /// spatial size `hw` the graph fixes. An error names the layer that stops the export.
-    fn onnx(
-        &self,
-        g: &mut crate::onnx::Graph,
-        x: &str,
-        hw: (usize, usize),
-    ) -> anyhow::Result<crate::onnx::Value>;
+    /// The architecture behind this backbone, for code that reads a model's structure (the
+    /// ONNX writer).
+    fn architecture(&self) -> Architecture<'_>;
 
     /// Pooled features of a training pass without a candle graph, and a tape for
     /// [`Backbone::backward_taped`], when the backbone has a hand-written backward for its

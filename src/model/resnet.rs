@@ -255,12 +255,7 @@ impl Backbone for ResNet {
         super::own_tape::<resnet_tape::Tape>(tape, "a ResNet")?.backward(self, grad, grads)
     }
 
-    fn onnx(
-        &self,
-        g: &mut crate::onnx::Graph,
-        x: &str,
-        _hw: (usize, usize),
-    ) -> anyhow::Result<crate::onnx::Value> {
-        crate::onnx::resnet::resnet(g, self, x)
+    fn architecture(&self) -> super::Architecture<'_> {
+        super::Architecture::ResNet(self)
     }
 }

@@ -473,13 +473,8 @@ impl Backbone for VisionTransformer {
         self.norm(&cls, "norm", self.parts.mode(last, training))
     }
 
-    fn onnx(
-        &self,
-        g: &mut crate::onnx::Graph,
-        x: &str,
-        hw: (usize, usize),
-    ) -> anyhow::Result<crate::onnx::Value> {
-        crate::onnx::vit::vit(g, self, x, hw)
+    fn architecture(&self) -> super::Architecture<'_> {
+        super::Architecture::Vit(self)
     }
 
     fn forward_taped(&self, x: &Tensor) -> Option<Result<(Tensor, Box<dyn std::any::Any + Send>)>> {

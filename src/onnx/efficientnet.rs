@@ -4,10 +4,12 @@
 //! head of each class. NCHW throughout.
 
 use super::graph::{ConvGeo, Graph, Value};
+use crate::model::efficientnet::EfficientNet;
 use crate::model::efficientnet_blocks::{Act, Block, BlockKind, Trunk};
 use crate::model::layers::same_padding;
+use crate::model::mobilenetv3::MobileNetV3;
 use crate::model::ops::bn_act::Activation;
-use crate::model::Params;
+use crate::model::{Backbone, Params};
 
 /// Padding of a `kernel` x `kernel` stride-`stride` window on an `h` x `w` input as the trunk
 /// pads it: TF "SAME" in the `tf_` ports, `kernel / 2` on every side otherwise.
@@ -111,14 +113,13 @@ fn trunk_graph(
 /// model has them, the global pool.
 pub fn efficientnet(
     g: &mut Graph,
-    params: &Params,
-    trunk: &Trunk,
-    has_head: bool,
+    model: &EfficientNet,
     x: &str,
     hw: (usize, usize),
 ) -> anyhow::Result<Value> {
+    let (params, trunk) = (&model.parts().params, &model.trunk);
     let mut h = trunk_graph(g, params, trunk, x, hw)?;
-    if has_head {
+    if model.head_ch.is_some() {
         let act = trunk.family.act.activation();
         let bn = trunk.batchnorm("bn2");
         let one = ConvGeo::dense(1, 0);
@@ -131,11 +132,11 @@ pub fn efficientnet(
 /// `conv_head` (with its bias, no BatchNorm) and the activation.
 pub fn mobilenetv3(
     g: &mut Graph,
-    params: &Params,
-    trunk: &Trunk,
+    model: &MobileNetV3,
     x: &str,
     hw: (usize, usize),
 ) -> anyhow::Result<Value> {
+    let (params, trunk) = (&model.parts().params, &model.trunk);
     let h = trunk_graph(g, params, trunk, x, hw)?;
     let pooled = g.op("GlobalAveragePool", "global_pool", &[&h], vec![]);
     let w = g.param(params, "conv_head.weight")?;

@@ -14,7 +14,7 @@ pub mod vit;
 pub use graph::{Graph, Value};
 
 use crate::data::{Preprocess, PretrainedCfg};
-use crate::model::{Backbone, Head};
+use crate::model::{Architecture, Backbone, Head};
 use graph::Attr;
 use prost::Message;
 use proto::{
@@ -139,6 +139,24 @@ impl Info {
     }
 }
 
+/// Adds the inference graph of `backbone`'s forward to `g` (BatchNorm in inference mode, folded
+/// into the convolutions): pooled features `[N, C]` of the NCHW input `x`, whose spatial size
+/// `hw` the graph fixes. An error names the layer that stops the export.
+pub fn backbone_graph(
+    g: &mut Graph,
+    backbone: &dyn Backbone,
+    x: &str,
+    hw: (usize, usize),
+) -> anyhow::Result<Value> {
+    match backbone.architecture() {
+        Architecture::EfficientNet(m) => efficientnet::efficientnet(g, m, x, hw),
+        Architecture::MobileNetV3(m) => efficientnet::mobilenetv3(g, m, x, hw),
+        Architecture::ResNet(m) => resnet::resnet(g, m, x),
+        Architecture::ConvNeXt(m) => convnext::convnext(g, m, x),
+        Architecture::Vit(m) => vit::vit(g, m, x, hw),
+    }
+}
+
 /// The ONNX file of `backbone` + `head`: input `input` (or `pixels`), output `logits`
 /// `[N, classes]` (and `probabilities`), a dynamic batch axis `N`.
 pub fn model_bytes(
@@ -172,8 +190,7 @@ pub fn model_bytes(
         let v = ValueInfoProto::tensor(name, FLOAT, &[None, Some(3), Some(s), Some(s)]);
         (v, name.to_string())
     };
-    let features = backbone
-        .onnx(&mut g, &input.1, (s, s))
+    let features = backbone_graph(&mut g, backbone, &input.1, (s, s))
         .map_err(|e| anyhow::anyhow!("{}: cannot be exported to ONNX: {e}", info.architecture))?;
     let w = g.tensor("classifier.weight", head.weight.as_tensor())?;
     let b = g.tensor("classifier.bias", head.bias.as_tensor())?;
@@ -227,12 +244,7 @@ pub fn checkpoint_bytes(
     options: Options,
 ) -> anyhow::Result<Vec<u8>> {
     let meta = &ckpt.meta;
-    let config = crate::model::ModelConfig {
-        architecture: meta.architecture.clone(),
-        num_features: None,
-        pretrained_cfg: meta.pretrained_cfg.clone(),
-    };
-    let backbone = crate::model::build_backbone(&config, ckpt.params.clone())?;
+    let backbone = crate::model::build_backbone(&ckpt.model_config(), ckpt.backbone_params())?;
     let info = Info::new(
         backbone.as_ref(),
         meta.classes.clone(),

@@ -6,7 +6,7 @@ use super::recipe::Recipe;
 use super::Phase;
 use crate::config::Config;
 use crate::data::{Preprocess, PretrainedCfg};
-use crate::model::{Head, Params};
+use crate::model::{Head, ModelConfig, Params};
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -16,6 +16,8 @@ pub use super::atomic::{atomic_write, atomic_write_with};
 
 /// Metadata key holding [`CheckpointMeta`] as JSON.
 const META_KEY: &str = "tltui";
+/// Key prefix of the head's tensors.
+const HEAD_PREFIX: &str = "classifier.";
 /// Format version of [`CheckpointMeta`].
 pub const FORMAT: u32 = 1;
 
@@ -100,18 +102,15 @@ pub struct ValidationRecord {
     pub accuracy_clean: Option<f32>,
 }
 
-/// A checkpoint read back: all tensors (backbone and `classifier.*`) and the metadata.
-pub struct Checkpoint {
-    pub params: Params,
-    pub meta: CheckpointMeta,
-}
+impl CheckpointMeta {
+    /// The metadata of the checkpoint at `path`, without building its tensors.
+    pub fn read(path: &Path) -> anyhow::Result<Self> {
+        Self::from_bytes(path, &read(path)?)
+    }
 
-impl Checkpoint {
-    /// Reads `path`; anything malformed is an error naming the file.
-    pub fn load(path: &Path, device: &Device) -> anyhow::Result<Self> {
-        let bytes = std::fs::read(path)
-            .map_err(|e| anyhow::anyhow!("cannot read checkpoint {}: {e}", path.display()))?;
-        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+    /// The metadata in the header of `bytes`, the checkpoint read from `path`.
+    fn from_bytes(path: &Path, bytes: &[u8]) -> anyhow::Result<Self> {
+        let (_, header) = safetensors::SafeTensors::read_metadata(bytes)
             .map_err(|e| anyhow::anyhow!("{} is not a valid checkpoint: {e}", path.display()))?;
         let json = header
             .metadata()
@@ -120,7 +119,7 @@ impl Checkpoint {
             .ok_or_else(|| {
                 anyhow::anyhow!("{} is not a tltui checkpoint (no metadata)", path.display())
             })?;
-        let meta: CheckpointMeta = serde_json::from_str(json).map_err(|e| {
+        let meta: Self = serde_json::from_str(json).map_err(|e| {
             anyhow::anyhow!("{}: unreadable checkpoint metadata: {e}", path.display())
         })?;
         if meta.format != FORMAT {
@@ -130,9 +129,46 @@ impl Checkpoint {
                 meta.format
             );
         }
+        Ok(meta)
+    }
+}
+
+/// The bytes of the checkpoint at `path`.
+fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path)
+        .map_err(|e| anyhow::anyhow!("cannot read checkpoint {}: {e}", path.display()))
+}
+
+/// A checkpoint read back: all tensors (backbone and `classifier.*`) and the metadata.
+pub struct Checkpoint {
+    pub params: Params,
+    pub meta: CheckpointMeta,
+}
+
+impl Checkpoint {
+    /// Reads `path`; anything malformed is an error naming the file.
+    pub fn load(path: &Path, device: &Device) -> anyhow::Result<Self> {
+        let bytes = read(path)?;
+        let meta = CheckpointMeta::from_bytes(path, &bytes)?;
         let params = Params::from_bytes(&bytes, device)
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         Ok(Self { params, meta })
+    }
+
+    /// The backbone's tensors: every tensor but the head's `classifier.*`.
+    pub fn backbone_params(&self) -> Params {
+        let mut params = self.params.clone();
+        params.retain(|k| !k.starts_with(HEAD_PREFIX));
+        params
+    }
+
+    /// The backbone's architecture and `pretrained_cfg`, as its `config.json` gave them.
+    pub fn model_config(&self) -> ModelConfig {
+        ModelConfig {
+            architecture: self.meta.architecture.clone(),
+            num_features: None,
+            pretrained_cfg: self.meta.pretrained_cfg.clone(),
+        }
     }
 
     /// The head stored in the checkpoint.

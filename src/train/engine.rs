@@ -36,6 +36,9 @@ pub enum WeightsSource {
     Hub { repo: RepoId, options: HubOptions },
     /// A local `model.safetensors` with `config.json` beside it.
     Local { weights: PathBuf },
+    /// The backbone of a checkpoint written by tltui (`--resume`): its weights, architecture
+    /// and preprocessing.
+    Checkpoint { path: PathBuf },
 }
 
 /// Everything the engine needs to start.
@@ -48,7 +51,6 @@ pub struct EngineSetup {
     pub config: Config,
     pub weights: WeightsSource,
     pub checkpoint_dir: PathBuf,
-    pub resume: Option<PathBuf>,
     /// Directory of the warm-up feature cache; `None` keeps features in memory only.
     pub feature_cache_dir: Option<PathBuf>,
     pub device: Device,

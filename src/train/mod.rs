@@ -9,6 +9,7 @@ pub mod lr_find;
 pub mod metrics;
 pub mod optim;
 pub mod recipe;
+pub mod setup;
 
 use crate::config::Epochs;
 use crate::data::{ClassCount, DataReport, Skipped};
@@ -18,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 pub use engine::{quiet_engine_panics, Engine, EngineSetup, WeightsSource};
+pub use setup::{BackboneArgs, DeviceArgs};
 
 /// A training phase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -85,7 +85,10 @@ pub fn run(args: &TrainArgs, dataset: &Path) -> anyhow::Result<ExitCode> {
     if !std::io::stdout().is_terminal() {
         anyhow::bail!("standard output is not a terminal; run with --headless (add --json for machine-readable output)");
     }
-    let config = args.config()?;
+    let config = args.data.config.load(|c| {
+        args.model.apply(c);
+        args.plan.apply(c);
+    })?;
     let color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let mut app = App::new(
         dataset.display().to_string(),
@@ -95,7 +98,9 @@ pub fn run(args: &TrainArgs, dataset: &Path) -> anyhow::Result<ExitCode> {
         color,
     );
     let auto = config.train.auto_start;
-    let setup = args.engine_setup(dataset, config)?;
+    let source = args.data.source.options(&config);
+    let resume = args.resume.as_deref();
+    let setup = crate::train::EngineSetup::new(dataset, source, config, &args.model, resume)?;
     let mut run_log = RunLog::new(&setup.checkpoint_dir);
     let (tx, rx) = std::sync::mpsc::channel();
     let engine = Engine::spawn(setup, tx);

@@ -25,11 +25,12 @@ impl Trainer {
             emit(Event::Warning { message });
         }
         let LocalBackbone {
-            config: config_path,
+            config: model_config,
             weights: weights_path,
             name: backbone_name,
-        } = fetch_backbone(&setup.weights, download, &emit)?;
-        let model_config = ModelConfig::from_file(&config_path)?;
+            revision,
+            checkpoint,
+        } = fetch_backbone(&setup.weights, &setup.device, download, &emit)?;
         let (image_size, note) = model_config.image_size(config.data.image_size, &setup.device);
         if let Some(message) = note {
             emit(Event::Warning { message });
@@ -71,7 +72,10 @@ impl Trainer {
         });
 
         let device = setup.device.clone();
-        let params = Params::load(&weights_path, &device)?;
+        let params = match &checkpoint {
+            Some(ckpt) => ckpt.backbone_params(),
+            None => Params::load(&weights_path, &device)?,
+        };
         let mut backbone = build_backbone(&model_config, params)?;
         backbone.parts_mut().train_batchnorm = config.train.train_batchnorm;
         let mut rng = ChaCha8Rng::seed_from_u64(config.data.seed);
@@ -85,26 +89,14 @@ impl Trainer {
         )?;
 
         let mut phases_before = Vec::new();
-        if let Some(path) = &setup.resume {
-            let ckpt = Checkpoint::load(path, &device)?;
-            if ckpt.meta.architecture != model_config.architecture {
-                anyhow::bail!(
-                    "cannot resume from {}: it holds a {} model, but the backbone is {}",
-                    path.display(),
-                    ckpt.meta.architecture,
-                    model_config.architecture
-                );
-            }
+        if let Some(ckpt) = checkpoint {
             if ckpt.meta.classes != dataset.class_names {
                 anyhow::bail!(
                     "cannot resume from {}: it was trained on classes {:?}, but this dataset has {:?}",
-                    path.display(),
+                    weights_path.display(),
                     ckpt.meta.classes,
                     dataset.class_names
                 );
-            }
-            for (name, var) in backbone.parts().params.iter() {
-                var.set(ckpt.params.get(name, var.dims())?.as_tensor())?;
             }
             head = ckpt.head(config.train.dropout)?;
             phases_before = ckpt.meta.record.phases;
@@ -149,7 +141,7 @@ impl Trainer {
         let recipe = Recipe {
             tltui: env!("CARGO_PKG_VERSION").into(),
             backbone: backbone_name.clone(),
-            revision: hub_revision(&weights_path),
+            revision,
             seed: config.data.seed,
             class_root: dataset.class_root.clone(),
             decisions: Vec::new(),
@@ -197,29 +189,42 @@ impl Trainer {
     }
 }
 
-/// Where a backbone's files are and what to call it.
+/// A backbone's config and weights file, what to call it, and the checkpoint it comes from when
+/// the run resumes one.
 struct LocalBackbone {
-    config: PathBuf,
+    config: ModelConfig,
     weights: PathBuf,
     name: String,
+    /// The Hub commit the weights came from, when known.
+    revision: Option<String>,
+    checkpoint: Option<Checkpoint>,
 }
 
-/// The backbone's local files: given with `--weights`, or fetched from the Hub (a warning
-/// when the Hub is unreachable and the cache serves them).
+/// The backbone's local files: given with `--weights`, fetched from the Hub (a warning when the
+/// Hub is unreachable and the cache serves them), or the checkpoint resumed.
 fn fetch_backbone(
     source: &WeightsSource,
+    device: &Device,
     progress: Arc<dyn Fn(hub::DownloadProgress) + Send + Sync>,
     emit: &dyn Fn(Event),
 ) -> anyhow::Result<LocalBackbone> {
-    Ok(match source {
-        WeightsSource::Local { weights } => LocalBackbone {
-            config: weights
+    let local = |config: &Path, weights: &Path, name: String| -> anyhow::Result<LocalBackbone> {
+        Ok(LocalBackbone {
+            config: ModelConfig::from_file(config)?,
+            weights: weights.to_path_buf(),
+            revision: hub_revision(weights),
+            name,
+            checkpoint: None,
+        })
+    };
+    match source {
+        WeightsSource::Local { weights } => {
+            let config = weights
                 .parent()
                 .unwrap_or(Path::new("."))
-                .join("config.json"),
-            weights: weights.clone(),
-            name: weights.display().to_string(),
-        },
+                .join("config.json");
+            local(&config, weights, weights.display().to_string())
+        }
         WeightsSource::Hub { repo, options } => {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -233,13 +238,19 @@ fn fetch_backbone(
                     ),
                 });
             }
-            LocalBackbone {
-                config: files.config,
-                weights: files.weights,
-                name: repo.to_string(),
-            }
+            local(&files.config, &files.weights, repo.to_string())
         }
-    })
+        WeightsSource::Checkpoint { path } => {
+            let ckpt = Checkpoint::load(path, device)?;
+            Ok(LocalBackbone {
+                config: ckpt.model_config(),
+                weights: path.clone(),
+                name: ckpt.meta.backbone.clone(),
+                revision: ckpt.meta.recipe.as_ref().and_then(|r| r.revision.clone()),
+                checkpoint: Some(ckpt),
+            })
+        }
+    }
 }
 
 /// Decodes every image of the dataset into the store (within `data.cache_memory_mb`),
