@@ -1,7 +1,7 @@
 //! `tltui inspect`: what the dataset pipeline sees, as a table or one JSON object.
 
 use crate::cli::InspectArgs;
-use crate::data::discover::relative_to;
+use crate::data::discovery::relative_to;
 use crate::data::{ClassCount, DataReport, Dataset, Skipped, SplitOptions};
 use serde::Serialize;
 use std::path::PathBuf;

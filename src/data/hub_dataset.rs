@@ -14,7 +14,7 @@
 //! ([`super::parquet`]), each named by the `path` stored with it (`cat.0.jpg`), else
 //! `FILE#ROW`, so a class's images sort as the same files in a folder do.
 
-use super::discover::{align_classes, ClassFiles, Discovery, DiscoveryError};
+use super::discovery::{align_classes, ClassFiles, Discovery, DiscoveryError};
 use super::parquet::{self, Label};
 use super::{CandidateReport, Skipped};
 use crate::hub::{self, DownloadProgress, HubOptions, RepoId};

@@ -12,7 +12,7 @@
 //! Rows naming missing files are listed, never fatal; an image listed under two labels keeps its
 //! first and is reported.
 
-use super::discover::ClassFiles;
+use super::discovery::ClassFiles;
 use super::{is_image_name, Skipped, IMAGE_EXTENSIONS};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};

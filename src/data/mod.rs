@@ -5,6 +5,7 @@
 pub mod augment;
 pub mod decode;
 pub mod discover;
+pub mod discovery;
 pub mod fingerprint;
 pub mod groups;
 pub mod hub_dataset;
@@ -24,7 +25,7 @@ use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-pub use discover::{CandidateReport, Discovery, DiscoveryError};
+pub use discovery::{CandidateReport, ClassFiles, Discovery, DiscoveryError};
 pub use preprocess::{Preprocess, PretrainedCfg};
 pub use source::{dataset_name, discover_source, SourceArgs, SourceOptions};
 pub use store::ImageStore;

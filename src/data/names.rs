@@ -10,7 +10,7 @@
 //! `--label-regex` replaces the built-in pattern: its first capture group, matched against the
 //! whole file name, is the class, and every label it gives is kept.
 
-use super::discover::ClassFiles;
+use super::discovery::ClassFiles;
 use super::Skipped;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

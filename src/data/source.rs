@@ -8,7 +8,8 @@
 //!    names its images: that file, said so in the report;
 //! 6. otherwise the class folders or labelled file names found by [`super::discover`]'s ranking.
 
-use super::discover::{self, CandidateReport, DiscoverOptions, Discovery, DiscoveryError, Scan};
+use super::discover::{self, DiscoverOptions};
+use super::discovery::{self, CandidateReport, Discovery, DiscoveryError};
 use super::hub_dataset::{self, HubDatasetOptions};
 use super::label_file::{self, ColumnChoice};
 use super::names::LabelPattern;
@@ -186,23 +187,20 @@ fn from_label_file(
 ) -> Result<(Discovery, Vec<String>), DiscoveryError> {
     let images = labelled.classes.iter().map(|c| c.files.len()).sum();
     let candidates = vec![CandidateReport {
-        path: discover::relative_to(root, file),
+        path: discovery::relative_to(root, file),
         images,
         chosen: true,
         reason: format!("{}: {reason}", labelled.rule),
     }];
-    let mut scan = Scan::default();
-    for s in labelled.skipped {
-        scan.skip(s.path, s.reason);
-    }
-    let discovery = discover::finish(
-        root.to_path_buf(),
-        labelled.rule,
-        labelled.classes,
-        None,
-        scan,
-        dataset,
+    let discovery = Discovery {
+        class_root: root.to_path_buf(),
+        rule: labelled.rule,
+        classes: labelled.classes,
+        given_val: None,
+        skipped: labelled.skipped,
+        ignored: 0,
         candidates,
-    )?;
+    }
+    .checked(dataset)?;
     Ok((discovery, labelled.conflicts))
 }
