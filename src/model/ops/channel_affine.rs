@@ -7,7 +7,8 @@ use super::{contiguous_f32, map_rows, sum_in_order};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-/// Rows per parallel task of the column reductions (partial sums are added in order).
+/// Rows per parallel task of the column reductions (partial sums are added in order) and of
+/// [`bias_rows`].
 const ROWS_PER_TASK: usize = 256;
 
 /// `x + bias`, `bias` `[C]` broadcast over the last dimension of `x`.
@@ -66,6 +67,25 @@ pub fn gate_channels_backward(
             .narrow(0, n, gate.elem_count())?
             .reshape(gate.shape())?,
     ))
+}
+
+/// `out[r, c] = bias[c]`, plus `x[r, c]` when `x` is given, in parallel: the rows, of
+/// `bias.len()` values, that a matrix product then accumulates onto (a Linear's output).
+pub(crate) fn bias_rows(out: &mut [f32], x: Option<&[f32]>, bias: &[f32]) {
+    let c = bias.len();
+    out.par_chunks_mut(c * ROWS_PER_TASK)
+        .enumerate()
+        .for_each(|(t, out)| match x {
+            Some(x) => {
+                let x = &x[t * c * ROWS_PER_TASK..][..out.len()];
+                for (o, x) in out.chunks_mut(c).zip(x.chunks(c)) {
+                    for ((o, &x), &b) in o.iter_mut().zip(x).zip(bias) {
+                        *o = x + b;
+                    }
+                }
+            }
+            None => out.chunks_mut(c).for_each(|o| o.copy_from_slice(bias)),
+        });
 }
 
 /// The length of a layout's rows (its last dimension).

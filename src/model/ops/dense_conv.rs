@@ -4,7 +4,7 @@
 //! ReLU into the product's output; the backward pass gives the input's gradient and the sums from
 //! which the weight's and the BatchNorm's gradients follow.
 
-use super::matmul;
+use super::{matmul_into, MatRef};
 use rayon::prelude::*;
 use std::ops::Range;
 
@@ -224,17 +224,14 @@ impl FoldedConv {
                     gather_patches(x, geo, rows.clone(), patches);
                     &patches[..]
                 };
-                // SAFETY: `lhs` holds rows.len() x kk, the weight kk x co, `out` rows.len() x co.
-                unsafe {
-                    matmul(
-                        (rows.len(), co, kk),
-                        (out.as_mut_ptr(), co),
-                        true,
-                        (lhs.as_ptr(), kk, 1),
-                        (self.weight.as_ptr(), co, 1),
-                        false,
-                    )
-                }
+                // `lhs` holds rows.len() x kk, the weight kk x co, `out` rows.len() x co.
+                matmul_into(
+                    out,
+                    MatRef::new(lhs, rows.len(), kk),
+                    MatRef::new(&self.weight, kk, co),
+                    true,
+                    false,
+                );
                 if relu {
                     out.iter_mut().for_each(|v| *v = v.max(0.0));
                 }
@@ -295,18 +292,15 @@ impl FoldedConv {
                             gather_patches(x, geo, r.clone(), &mut patches);
                             &patches[..]
                         };
-                        // SAFETY: `lhs` read transposed is kk x r.len(), `g` r.len() x co, the
-                        // sum kk x co.
-                        unsafe {
-                            matmul(
-                                (kk, co, r.len()),
-                                (s.weight.as_mut_ptr(), co),
-                                true,
-                                (lhs.as_ptr(), 1, kk),
-                                (g.as_ptr(), co, 1),
-                                false,
-                            )
-                        }
+                        // `lhs` read transposed is kk x r.len(), `g` r.len() x co, the sum
+                        // kk x co.
+                        matmul_into(
+                            &mut s.weight,
+                            MatRef::new(lhs, r.len(), kk).t(),
+                            MatRef::new(g, r.len(), co),
+                            true,
+                            false,
+                        );
                     }
                     if input {
                         let local = (r.start - rows.start) * kk..(r.end - rows.start) * kk;
@@ -316,18 +310,15 @@ impl FoldedConv {
                             gpatches.resize(r.len() * kk, 0.0);
                             &mut gpatches[..]
                         };
-                        // SAFETY: `g` is r.len() x co, the weight read transposed co x kk, `dst`
+                        // `g` is r.len() x co, the weight read transposed co x kk, `dst`
                         // r.len() x kk.
-                        unsafe {
-                            matmul(
-                                (r.len(), kk, co),
-                                (dst.as_mut_ptr(), kk),
-                                false,
-                                (g.as_ptr(), co, 1),
-                                (self.weight.as_ptr(), 1, co),
-                                false,
-                            )
-                        }
+                        matmul_into(
+                            dst,
+                            MatRef::new(g, r.len(), co),
+                            MatRef::new(&self.weight, kk, co).t(),
+                            false,
+                            false,
+                        );
                         if !geo.is_pointwise() {
                             scatter_patches(&gpatches, geo, r, first_image, gx);
                         }

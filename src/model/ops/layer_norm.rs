@@ -2,7 +2,7 @@
 //! per row, with one backward pass for input, weight and bias. candle's elementwise operations
 //! run on one thread and a LayerNorm composed of them records a dozen of them per call.
 
-use super::{contiguous_f32, sum_in_order};
+use super::{contiguous_f32, sum_in_order, wide};
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
 
@@ -92,6 +92,68 @@ pub(crate) fn backward_row(
     }
 }
 
+/// LayerNorm of every row of `x` (rows of `w.len()` values) into `out`, in parallel.
+pub(crate) fn normalize_rows(x: &[f32], w: &[f32], b: &[f32], eps: f32, out: &mut [f32]) {
+    let c = w.len();
+    out.par_chunks_mut(c * ROWS_PER_TASK)
+        .zip(x.par_chunks(c * ROWS_PER_TASK))
+        .for_each(|(out, x)| {
+            wide(|| {
+                for (y, x) in out.chunks_mut(c).zip(x.chunks(c)) {
+                    normalize_row(x, w, b, eps, y);
+                }
+            })
+        });
+}
+
+/// LayerNorm's backward over the rows of `gx` (of `w.len()` values), in parallel: row `r`
+/// becomes the input's gradient, from the input's row (of `x`, or `gx`'s own before it is
+/// overwritten when `x` is `None`) and the output's gradient `grad_of(r)`, or zero where that is
+/// `None` (a row the next layer dropped). Returns the weight's and bias's gradients, then with
+/// `input_sums` the input gradient's column sums: `[2 * C]` or `[3 * C]`.
+pub(crate) fn backward_rows<'g>(
+    x: Option<&[f32]>,
+    gx: &mut [f32],
+    w: &[f32],
+    eps: f32,
+    grad_of: impl Fn(usize) -> Option<&'g [f32]> + Sync,
+    input_sums: bool,
+) -> Vec<f32> {
+    let c = w.len();
+    let len = if input_sums { 3 * c } else { 2 * c };
+    let partials: Vec<Vec<f32>> = gx
+        .par_chunks_mut(c * ROWS_PER_TASK)
+        .enumerate()
+        .map(|(t, rows)| {
+            wide(|| {
+                let mut sums = vec![0f32; len];
+                let mut scratch = Vec::new();
+                for (i, gx) in rows.chunks_mut(c).enumerate() {
+                    let r = t * ROWS_PER_TASK + i;
+                    let Some(g) = grad_of(r) else {
+                        gx.fill(0.0);
+                        continue;
+                    };
+                    let input = match x {
+                        Some(x) => &x[r * c..][..c],
+                        None => {
+                            scratch.clear();
+                            scratch.extend_from_slice(gx);
+                            &scratch[..]
+                        }
+                    };
+                    let (sw, rest) = sums.split_at_mut(c);
+                    let (sb, sx) = rest.split_at_mut(c);
+                    backward_row(input, w, g, eps, gx, sw, sb);
+                    sx.iter_mut().zip(gx.iter()).for_each(|(s, g)| *s += g);
+                }
+                sums
+            })
+        })
+        .collect();
+    sum_in_order(partials, len)
+}
+
 struct LayerNorm {
     eps: f32,
 }
@@ -113,15 +175,8 @@ impl CustomOp3 for LayerNorm {
         let x = contiguous_f32(s1, l1)?;
         let w = contiguous_f32(s2, l2)?;
         let b = contiguous_f32(s3, l3)?;
-        let c = w.len();
         let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(c * ROWS_PER_TASK)
-            .zip(x.par_chunks(c * ROWS_PER_TASK))
-            .for_each(|(y, x)| {
-                for (y, x) in y.chunks_mut(c).zip(x.chunks(c)) {
-                    normalize_row(x, w, b, self.eps, y);
-                }
-            });
+        normalize_rows(x, w, b, self.eps, &mut y);
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
@@ -165,20 +220,8 @@ impl CustomOp3 for LayerNormGrad {
         // Allocated with room for the sums: growing it afterwards would copy all of it.
         let mut packed = vec![0f32; n + 2 * c];
         let (gx, tail) = packed.split_at_mut(n);
-        let partials: Vec<Vec<f32>> = gx
-            .par_chunks_mut(c * ROWS_PER_TASK)
-            .zip(x.par_chunks(c * ROWS_PER_TASK))
-            .zip(g.par_chunks(c * ROWS_PER_TASK))
-            .map(|((gx, x), g)| {
-                let mut sums = vec![0f32; 2 * c];
-                let (sw, sb) = sums.split_at_mut(c);
-                for ((gx, x), g) in gx.chunks_mut(c).zip(x.chunks(c)).zip(g.chunks(c)) {
-                    backward_row(x, w, g, self.eps, gx, sw, sb);
-                }
-                sums
-            })
-            .collect();
-        let sums = sum_in_order(partials, 2 * c);
+        let grad_of = |r: usize| Some(&g[r * c..][..c]);
+        let sums = backward_rows(Some(x), gx, w, self.eps, grad_of, false);
         tail.copy_from_slice(&sums);
         Ok((CpuStorage::F32(packed), Shape::from(n + 2 * c)))
     }

@@ -3,12 +3,9 @@
 //! into it. candle's matmul writes a zero-filled buffer that a bias pass and an addition then
 //! read and write again.
 
-use super::{contiguous_f32, map_rows, matmul};
+use super::channel_affine::bias_rows;
+use super::{contiguous_f32, matmul};
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
-use rayon::prelude::*;
-
-/// Rows per parallel task of the bias fill.
-const ROWS_PER_TASK: usize = 64;
 
 /// `x @ weight^T + bias (+ residual)` for rows `x` `[M, K]` (any strides), a weight `[N, K]` (any
 /// strides), `bias` `[N]` and a `residual` `[M, N]`.
@@ -93,10 +90,7 @@ impl CustomOp2 for Linear {
     ) -> Result<(CpuStorage, Shape)> {
         let (m, n) = (l1.dims()[0], self.bias.len());
         let mut dst = vec![0f32; m * n];
-        dst.par_chunks_mut(n * ROWS_PER_TASK).for_each(|rows| {
-            rows.chunks_mut(n)
-                .for_each(|row| row.copy_from_slice(&self.bias));
-        });
+        bias_rows(&mut dst, None, &self.bias);
         self.accumulate(&mut dst, s1, l1, s2, l2)?;
         Ok((CpuStorage::F32(dst), Shape::from((m, n))))
     }
@@ -117,7 +111,8 @@ impl CustomOp3 for Linear {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let residual = contiguous_f32(s3, l3)?;
-        let mut dst = map_rows(residual, &self.bias, |r, b| r + b);
+        let mut dst = vec![0f32; residual.len()];
+        bias_rows(&mut dst, Some(residual), &self.bias);
         self.accumulate(&mut dst, s1, l1, s2, l2)?;
         Ok((CpuStorage::F32(dst), l3.shape().clone()))
     }

@@ -136,6 +136,71 @@ pub(crate) unsafe fn matmul(
     )
 }
 
+/// A matrix over a slice, for [`matmul_into`]: element `(i, j)` at `data[i * rs + j * cs]`.
+#[derive(Clone, Copy)]
+pub(crate) struct MatRef<'a> {
+    data: &'a [f32],
+    rows: usize,
+    cols: usize,
+    rs: usize,
+    cs: usize,
+}
+
+impl<'a> MatRef<'a> {
+    /// The row-major `rows` x `cols` matrix at the start of `data`.
+    pub(crate) fn new(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Self {
+            data,
+            rows,
+            cols,
+            rs: cols,
+            cs: 1,
+        }
+    }
+
+    /// The transpose, as a view.
+    pub(crate) fn t(self) -> Self {
+        Self {
+            rows: self.cols,
+            cols: self.rows,
+            rs: self.cs,
+            cs: self.rs,
+            ..self
+        }
+    }
+}
+
+/// [`matmul`] on slices: `dst = a @ b` (`dst += a @ b` when `accumulate`), `dst` row-major
+/// `[a.rows, b.cols]`; on rayon's threads when `parallel`. Panics if an operand reaches outside
+/// its slice.
+pub(crate) fn matmul_into(dst: &mut [f32], a: MatRef, b: MatRef, accumulate: bool, parallel: bool) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert_eq!(k, b.rows, "matmul_into: inner dimensions differ");
+    assert!(dst.len() >= m * n, "matmul_into: destination too small");
+    for x in [&a, &b] {
+        let last = (x.rows.saturating_sub(1)) * x.rs + x.cols.saturating_sub(1) * x.cs;
+        assert!(
+            x.rows * x.cols == 0 || last < x.data.len(),
+            "matmul_into: operand outside its slice"
+        );
+    }
+    if m * n == 0 {
+        return;
+    }
+    // SAFETY: the asserts above keep every element the strides reach inside the slices, and
+    // `dst` holds the m x n row-major result.
+    unsafe {
+        matmul(
+            (m, n, k),
+            (dst.as_mut_ptr(), n),
+            accumulate,
+            (a.data.as_ptr(), a.rs, a.cs),
+            (b.data.as_ptr(), b.rs, b.cs),
+            parallel,
+        )
+    }
+}
+
 /// Element-wise sum of equally long partial results, in their order (so that parallel
 /// reductions give the same bits on every run).
 pub(crate) fn sum_in_order(partials: Vec<Vec<f32>>, len: usize) -> Vec<f32> {
