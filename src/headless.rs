@@ -174,11 +174,7 @@ impl Printer {
                     self.line(&format!("  skipped {}: {}", s.path.display(), s.reason));
                 }
                 for c in &report.candidates {
-                    let mark = if c.chosen {
-                        "class root"
-                    } else {
-                        "  passed over"
-                    };
+                    let mark = if c.chosen { "used" } else { "  passed over" };
                     self.line(&format!("{mark} {}: {}", c.path.display(), c.reason));
                 }
                 self.line(&format!(

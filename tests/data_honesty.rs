@@ -157,7 +157,15 @@ fn split_layout_wins_over_a_folder_of_augmented_copies() {
     assert_eq!(r["given_split"], true);
     let candidates = r["candidates"].as_array().unwrap();
     let chosen: Vec<&Value> = candidates.iter().filter(|c| c["chosen"] == true).collect();
-    assert_eq!(chosen.len(), 1);
+    assert_eq!(chosen.len(), 2, "train and test are used: {chosen:?}");
+    assert_eq!(chosen[1]["path"], "test");
+    assert!(
+        chosen[1]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("used as the validation split"),
+        "{chosen:?}"
+    );
     assert!(
         chosen[0]["reason"]
             .as_str()

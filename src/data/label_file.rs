@@ -21,8 +21,13 @@ use std::path::{Path, PathBuf};
 pub const LABEL_FILE_EXTENSIONS: &[&str] = &["csv", "tsv", "txt", "jsonl", "ndjson"];
 /// Share of rows that must name an existing image for a label file to be used unasked.
 pub const RESOLVE_SHARE: f64 = 0.9;
-/// Rows read to find the columns.
+/// Rows, drawn evenly from the whole file, read to find the path column.
 const SNIFF_ROWS: usize = 200;
+/// A column most of whose values name one row only (ids, paths, hashes) is no label column; it
+/// is judged so from this many rows on.
+const DISTINCT_MIN_ROWS: usize = 10;
+/// Share of distinct values above which a column holds ids rather than labels.
+const DISTINCT_SHARE: f64 = 0.5;
 
 /// Which columns to read, when the user says it.
 #[derive(Debug, Clone, Default)]
@@ -49,15 +54,11 @@ pub struct LabelledFiles {
 pub fn read(file: &Path, dataset: &Path, columns: &ColumnChoice) -> Result<LabelledFiles, String> {
     let text = std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
     let text = String::from_utf8_lossy(&text);
-    let table = parse(file, &text)?;
-    let bases: Vec<PathBuf> = [
-        file.parent().map(Path::to_path_buf),
-        Some(dataset.to_path_buf()),
-    ]
-    .into_iter()
-    .flatten()
-    .collect::<Vec<_>>();
-    let resolver = Resolver::new(bases);
+    let mut table = parse(file, &text)?;
+    let resolver = Resolver::new(file, dataset);
+    if table.header.is_none() {
+        promote_header(&mut table, &resolver);
+    }
     let width = table.rows.iter().map(Vec::len).max().unwrap_or(0);
     let header_names: Option<&Vec<String>> = table.header.as_ref();
     let pick = |given: &Option<String>, what: &str| -> Result<Option<usize>, String> {
@@ -78,7 +79,7 @@ pub fn read(file: &Path, dataset: &Path, columns: &ColumnChoice) -> Result<Label
     };
     let given_path = pick(&columns.path, "path")?;
     let given_label = pick(&columns.label, "label")?;
-    let sample: Vec<&Vec<String>> = table.rows.iter().take(SNIFF_ROWS).collect();
+    let sample = spread(&table.rows, SNIFF_ROWS);
     let resolved_share = |col: usize| {
         let hits = sample
             .iter()
@@ -102,34 +103,47 @@ pub fn read(file: &Path, dataset: &Path, columns: &ColumnChoice) -> Result<Label
                 )
             })?,
     };
-    let label_col = match given_label {
-        Some(c) => c,
-        None => {
-            let distinct = |col: usize| {
-                sample
-                    .iter()
-                    .filter_map(|r| r.get(col))
-                    .collect::<HashSet<_>>()
-                    .len()
-            };
-            (0..width)
-                .filter(|&c| c != path_col)
-                .map(|c| (c, distinct(c)))
-                .filter(|(_, d)| *d >= 2)
-                .min_by_key(|(c, d)| (*d, *c))
-                .map(|(c, _)| c)
-                .ok_or_else(|| {
-                    format!(
-                        "no column of {} holds labels (one with at least two distinct values besides the paths; say which with --label-column)",
-                        file.display()
-                    )
-                })?
-        }
-    };
     let name_of = |c: usize| {
         header_names
             .and_then(|h| h.get(c).cloned())
             .unwrap_or_else(|| format!("{c}"))
+    };
+    let rows = table.rows.len();
+    let distinct = |col: usize| {
+        table
+            .rows
+            .iter()
+            .filter_map(|r| r.get(col).filter(|v| !v.is_empty()))
+            .collect::<HashSet<_>>()
+            .len()
+    };
+    let id_like = |d: usize| rows >= DISTINCT_MIN_ROWS && d as f64 > DISTINCT_SHARE * rows as f64;
+    let label_col = match given_label {
+        Some(c) => {
+            let d = distinct(c);
+            if id_like(d) {
+                return Err(format!(
+                    "column {} of {} has {d} distinct values in {rows} rows: ids or paths, not \
+                     labels (a label names a class that several images share)",
+                    name_of(c),
+                    file.display()
+                ));
+            }
+            c
+        }
+        None => (0..width)
+            .filter(|&c| c != path_col)
+            .map(|c| (c, distinct(c)))
+            .filter(|&(_, d)| d >= 2 && !id_like(d))
+            .min_by_key(|&(c, d)| (d, c))
+            .map(|(c, _)| c)
+            .ok_or_else(|| {
+                format!(
+                    "no column of {} holds labels (one whose values, besides the paths, name at \
+                     least two classes that several images share; say which with --label-column)",
+                    file.display()
+                )
+            })?,
     };
     let mut by_label: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
     let mut first_label: HashMap<PathBuf, String> = HashMap::new();
@@ -156,16 +170,32 @@ pub fn read(file: &Path, dataset: &Path, columns: &ColumnChoice) -> Result<Label
             });
             continue;
         }
-        let Some(path) = resolver.resolve(value) else {
-            skipped.push(Skipped {
-                path: PathBuf::from(value),
-                reason: format!(
-                    "listed in {} (row {}) but no such image file",
-                    file.display(),
-                    line_of(i)
-                ),
-            });
-            continue;
+        let path = match resolver.lookup(value) {
+            Resolved::One(path) => path,
+            Resolved::Two(a, b) => {
+                skipped.push(Skipped {
+                    path: PathBuf::from(value),
+                    reason: format!(
+                        "listed in {} (row {}), and names two files, {} and {}: not guessed",
+                        file.display(),
+                        line_of(i),
+                        a.display(),
+                        b.display()
+                    ),
+                });
+                continue;
+            }
+            Resolved::None => {
+                skipped.push(Skipped {
+                    path: PathBuf::from(value),
+                    reason: format!(
+                        "listed in {} (row {}) but no such image file",
+                        file.display(),
+                        line_of(i)
+                    ),
+                });
+                continue;
+            }
         };
         match first_label.get(&path) {
             Some(first) if first == label => {}
@@ -207,6 +237,34 @@ pub fn read(file: &Path, dataset: &Path, columns: &ColumnChoice) -> Result<Label
     })
 }
 
+/// Makes the first row the header when, in some column, it names no image while at least half
+/// of the later rows do (a header of names such as `id,label` that look like data).
+fn promote_header(table: &mut Table, resolver: &Resolver) {
+    let Some((first, rest)) = table.rows.split_first() else {
+        return;
+    };
+    let later = spread(rest, SNIFF_ROWS);
+    let header = (0..first.len()).any(|col| {
+        let hits = later
+            .iter()
+            .filter(|r| r.get(col).is_some_and(|v| resolver.resolve(v).is_some()))
+            .count();
+        !later.is_empty() && 2 * hits >= later.len() && resolver.resolve(&first[col]).is_none()
+    });
+    if header {
+        table.header = Some(table.rows.remove(0));
+    }
+}
+
+/// Up to `n` of `rows`, drawn at even steps over the whole list (a file sorted by class shows
+/// every class).
+fn spread<T>(rows: &[T], n: usize) -> Vec<&T> {
+    if rows.len() <= n {
+        return rows.iter().collect();
+    }
+    (0..n).map(|i| &rows[i * rows.len() / n]).collect()
+}
+
 /// The one label file in `dataset` that resolves to its images (read with `columns`), if there
 /// is exactly one, with what it labels.
 pub fn find_in(dataset: &Path, columns: &ColumnChoice) -> Option<(PathBuf, LabelledFiles)> {
@@ -243,7 +301,7 @@ fn parse(file: &Path, text: &str) -> Result<Table, String> {
     let mut table = if ext == "jsonl" || ext == "ndjson" {
         parse_json_lines(file, text)?
     } else {
-        parse_delimited(text)?
+        parse_delimited(text).map_err(|e| format!("{}: {e}", file.display()))?
     };
     if table.rows.is_empty() {
         return Err(format!("{} lists no rows", file.display()));
@@ -271,35 +329,35 @@ fn looks_like_header(rows: &[Vec<String>]) -> bool {
     }
 }
 
+/// Delimited text (RFC 4180 quoting: a quoted field may hold the delimiter): the delimiter is
+/// the one of comma, tab, semicolon and bar that splits the first lines into the same number
+/// of fields, the most fields if several do.
 fn parse_delimited(text: &str) -> Result<Table, String> {
-    let lines: Vec<&str> = text
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .take(20)
-        .collect();
+    let reader = |delimiter: u8| {
+        csv::ReaderBuilder::new()
+            .delimiter(delimiter)
+            .has_headers(false)
+            .flexible(true)
+            .from_reader(text.as_bytes())
+    };
     let delimiter = [b',', b'\t', b';', b'|']
         .into_iter()
-        .filter(|d| {
-            let counts: Vec<usize> = lines
-                .iter()
-                .map(|l| l.bytes().filter(|b| b == d).count())
+        .rev() // the first of equals wins
+        .filter_map(|d| {
+            let widths: Vec<usize> = reader(d)
+                .records()
+                .filter_map(Result::ok)
+                .filter(|r| r.iter().any(|f| !f.trim().is_empty()))
+                .take(20)
+                .map(|r| r.len())
                 .collect();
-            counts
-                .first()
-                .is_some_and(|&n| n > 0 && counts.iter().all(|&c| c == n))
+            let first = *widths.first()?;
+            (first > 1 && widths.iter().all(|&w| w == first)).then_some((d, first))
         })
-        .max_by_key(|d| {
-            lines
-                .first()
-                .map_or(0, |l| l.bytes().filter(|b| b == d).count())
-        })
+        .max_by_key(|&(_, width)| width)
+        .map(|(d, _)| d)
         .ok_or("its lines are not split consistently by a comma, tab, semicolon or bar")?;
-    let mut reader = csv::ReaderBuilder::new()
-        .delimiter(delimiter)
-        .has_headers(false)
-        .flexible(true)
-        .from_reader(text.as_bytes());
-    let rows = reader
+    let rows = reader(delimiter)
         .records()
         .filter_map(Result::ok)
         .map(|r| r.iter().map(|f| f.trim().to_string()).collect::<Vec<_>>())
@@ -347,24 +405,62 @@ fn parse_json_lines(file: &Path, text: &str) -> Result<Table, String> {
     })
 }
 
-/// Finds the image a label file's value names.
+/// Finds the image a label file's value names: relative to the label file's folder or the
+/// dataset folder, else to one image folder below the label file (Kaggle's `train.csv` beside
+/// `train/`, a CSV beside `images/`).
 struct Resolver {
     bases: Vec<PathBuf>,
+    /// The folders directly below the label file's.
+    below: Vec<PathBuf>,
+}
+
+/// What a label file's value names.
+#[derive(Debug, PartialEq)]
+enum Resolved {
+    One(PathBuf),
+    /// Two files, found under two of the folders below the label file.
+    Two(PathBuf, PathBuf),
+    None,
 }
 
 impl Resolver {
-    fn new(bases: Vec<PathBuf>) -> Self {
-        Self { bases }
+    fn new(file: &Path, dataset: &Path) -> Self {
+        let folder = file.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let mut below: Vec<PathBuf> = std::fs::read_dir(&folder)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_dir())
+            .filter(|p| {
+                !p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+            })
+            .collect();
+        below.sort();
+        let mut bases = vec![folder];
+        if bases[0].canonicalize().ok() != dataset.canonicalize().ok() {
+            bases.push(dataset.to_path_buf());
+        }
+        Self { bases, below }
     }
 
+    /// The image `value` names, if exactly one does.
     fn resolve(&self, value: &str) -> Option<PathBuf> {
+        match self.lookup(value) {
+            Resolved::One(path) => Some(path),
+            _ => None,
+        }
+    }
+
+    fn lookup(&self, value: &str) -> Resolved {
         let rel = value.trim().replace('\\', "/");
         let rel = rel.trim_start_matches("./");
         if rel.is_empty() {
-            return None;
+            return Resolved::None;
         }
         let has_ext = is_image_name(Path::new(rel));
-        self.bases.iter().find_map(|base| {
+        let at = |base: &Path| {
             let p = base.join(rel);
             if has_ext {
                 return p.is_file().then_some(p);
@@ -373,7 +469,16 @@ impl Resolver {
                 .iter()
                 .map(|e| base.join(format!("{rel}.{e}")))
                 .find(|p| p.is_file())
-        })
+        };
+        if let Some(p) = self.bases.iter().find_map(|b| at(b)) {
+            return Resolved::One(p);
+        }
+        let mut found = self.below.iter().filter_map(|b| at(b));
+        match (found.next(), found.next()) {
+            (Some(a), Some(b)) => Resolved::Two(a, b),
+            (Some(a), None) => Resolved::One(a),
+            _ => Resolved::None,
+        }
     }
 }
 
@@ -462,6 +567,96 @@ mod tests {
         assert_eq!(
             find_in(t.path(), &ColumnChoice::default()).map(|(p, _)| p),
             Some(f)
+        );
+    }
+
+    fn touch_all(root: &Path, names: &[String]) {
+        for n in names {
+            let p = root.join(n);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, b"x").unwrap();
+        }
+    }
+
+    #[test]
+    fn a_sorted_file_with_an_absolute_path_first_reads_its_label_column() {
+        let t = tempfile::tempdir().unwrap();
+        let mut rows = String::new();
+        let mut files = Vec::new();
+        for class in ["cat", "dog"] {
+            for i in 0..300 {
+                files.push(format!("dataset/{class}/{i:04}.jpg"));
+                rows += &format!(
+                    "C:\\Users\\someone\\Desktop\\repo\\dataset\\{class}\\{i:04}.jpg;dataset\\{class}\\{i:04}.jpg;{class}\n"
+                );
+            }
+        }
+        touch_all(t.path(), &files);
+        let csv = t.path().join("dataset_csv.csv");
+        std::fs::write(&csv, &rows).unwrap();
+        let (found, l) = find_in(t.path(), &ColumnChoice::default()).unwrap();
+        assert_eq!(found, csv);
+        assert_eq!(counts(&l), vec![("cat".into(), 300), ("dog".into(), 300)]);
+        assert_eq!(l.rule, "labels from dataset_csv.csv (columns 1, 2)");
+        let ids = ColumnChoice {
+            label: Some("0".into()),
+            ..ColumnChoice::default()
+        };
+        let err = read(&csv, t.path(), &ids).unwrap_err();
+        assert!(
+            err.contains("column 0") && err.contains("600 distinct values"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn quoted_fields_hold_the_delimiter() {
+        let t = tempfile::tempdir().unwrap();
+        let names: Vec<String> = ["odd names/img, 3.jpg", "odd names/b.jpg", "c.jpg", "d.jpg"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        touch_all(t.path(), &names);
+        let csv = t.path().join("labels.csv");
+        std::fs::write(
+            &csv,
+            "file,label,tags\n\"odd names/img, 3.jpg\",Cat,\"desert,mountains\"\nodd names/b.jpg,Cat,sea\nc.jpg,Dog,\"desert,sea\"\nd.jpg,Dog,sea\n",
+        )
+        .unwrap();
+        let l = read(&csv, t.path(), &ColumnChoice::default()).unwrap();
+        assert_eq!(counts(&l), vec![("Cat".into(), 2), ("Dog".into(), 2)]);
+        std::fs::write(&csv, "a.jpg,x\nb.jpg;y\nc.jpg|z,w\n").unwrap();
+        let err = read(&csv, t.path(), &ColumnChoice::default()).unwrap_err();
+        assert!(
+            err.contains("labels.csv") && err.contains("not split consistently"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn names_relative_to_an_image_folder_below_and_ambiguous_names() {
+        let t = tempfile::tempdir().unwrap();
+        let names: Vec<String> = [
+            "train/a1.png",
+            "train/a2.png",
+            "train/b1.png",
+            "train/b2.png",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(["train/twin.jpg".to_string(), "extra/twin.jpg".to_string()])
+        .collect();
+        touch_all(t.path(), &names);
+        let csv = t.path().join("train.csv");
+        std::fs::write(&csv, "id,label\na1,ant\na2,ant\nb1,bee\nb2,bee\ntwin,bee\n").unwrap();
+        let l = read(&csv, t.path(), &ColumnChoice::default()).unwrap();
+        assert_eq!(counts(&l), vec![("ant".into(), 2), ("bee".into(), 2)]);
+        assert_eq!(l.classes[0].files[0], t.path().join("train/a1.png"));
+        assert_eq!(l.skipped.len(), 1, "{:?}", l.skipped);
+        let why = &l.skipped[0].reason;
+        assert!(
+            why.contains("names two files") && why.contains("extra/twin.jpg"),
+            "{why}"
         );
     }
 }

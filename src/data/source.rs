@@ -116,10 +116,23 @@ pub fn dataset_name(dataset: &Path) -> String {
     }
 }
 
-/// Finds the labelled images of `dataset` by the first rule above that applies. Returns them
-/// with warnings (an offline fallback, an image listed under two labels). `progress` hears of
-/// Hub downloads.
+/// Finds the labelled images of `dataset` by the first rule above that applies, then checks
+/// what every source must pass ([`Discovery::settled`]). Returns them with warnings (an offline
+/// fallback, an image listed under two labels, a few one-image classes, a validation split that
+/// lacks classes). `progress` hears of Hub downloads.
 pub fn discover_source(
+    dataset: &Path,
+    options: &SourceOptions,
+    progress: Arc<dyn Fn(DownloadProgress) + Send + Sync>,
+) -> Result<(Discovery, Vec<String>), DiscoveryError> {
+    let (found, mut warnings) = find(dataset, options, progress)?;
+    let (found, more) = found.settled()?;
+    warnings.extend(more);
+    Ok((found, warnings))
+}
+
+/// The labelled images of `dataset` by the first rule that applies.
+fn find(
     dataset: &Path,
     options: &SourceOptions,
     progress: Arc<dyn Fn(DownloadProgress) + Send + Sync>,

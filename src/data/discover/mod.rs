@@ -45,9 +45,9 @@ mod rank;
 mod report;
 mod walk;
 
-use super::discovery::{relative_to, CandidateReport, Discovery, DiscoveryError};
+use super::discovery::{file_name, relative_to, CandidateReport, Discovery, DiscoveryError};
 use super::names::LabelPattern;
-use rank::{judge, Judgement};
+use rank::{judge, Candidate, Judgement};
 use report::nothing_usable;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -147,7 +147,7 @@ pub fn discover(dataset: &Path, options: &DiscoverOptions) -> Result<Discovery, 
         .map(|&i| CandidateReport {
             path: relative_to(dataset, &roots[i].path),
             images: roots[i].images,
-            chosen: i == best,
+            chosen: i == best || Some(&roots[i].path) == val_root.as_ref(),
             reason: if i == best {
                 judged[i].why_chosen(&roots[i], roots.len())
             } else {
@@ -167,6 +167,7 @@ pub fn discover(dataset: &Path, options: &DiscoverOptions) -> Result<Discovery, 
         passed
             .into_iter()
             .filter(|(path, _)| path == &chosen_path || !path.starts_with(&chosen_path))
+            .filter(|(path, _)| !val_root.as_ref().is_some_and(|v| path.starts_with(v)))
             .filter(|(path, _)| !generated(path))
             .map(|(path, (images, reason))| CandidateReport {
                 path: relative_to(dataset, &path),
@@ -175,6 +176,9 @@ pub fn discover(dataset: &Path, options: &DiscoverOptions) -> Result<Discovery, 
                 reason,
             }),
     );
+    if val_root.is_none() {
+        candidates.extend(unused_val_folders(&mut scan, &roots[best], dataset));
+    }
     let mut chosen = roots.swap_remove(best);
     let (rule, classes) = scan.labelled(&mut chosen);
     let val = val_root.map(|v| {
@@ -194,6 +198,57 @@ pub fn discover(dataset: &Path, options: &DiscoverOptions) -> Result<Discovery, 
         candidates,
     }
     .checked(dataset)
+}
+
+/// The validation folders beside a `train` root that are no class root of their own (one class
+/// folder, say), each with the classes it lacks: not used, so tltui splits the training data.
+fn unused_val_folders(scan: &mut Scan, train: &Candidate, dataset: &Path) -> Vec<CandidateReport> {
+    let Some(parent) = train.path.parent() else {
+        return Vec::new();
+    };
+    if !TRAIN_NAMES.contains(&train.name().as_str()) {
+        return Vec::new();
+    }
+    let siblings = scan.list(parent, false).dirs;
+    siblings
+        .into_iter()
+        .filter(|d| VAL_NAMES.contains(&file_name(d).to_lowercase().as_str()))
+        .filter_map(|dir| {
+            let images = scan.images_below(&dir, 0);
+            let classes: Vec<String> = scan
+                .list(&dir, false)
+                .dirs
+                .into_iter()
+                .filter(|d| scan.images_below(d, 0) > 0)
+                .map(|d| file_name(&d))
+                .collect();
+            if images == 0 {
+                return None;
+            }
+            let lower: Vec<String> = classes.iter().map(|c| c.to_lowercase()).collect();
+            let lacking: Vec<&String> = train
+                .classes
+                .iter()
+                .filter(|c| !lower.contains(c))
+                .collect();
+            let has = if classes.is_empty() {
+                "holds no class folders".to_string()
+            } else {
+                format!("holds only {}", classes.join(", "))
+            };
+            let lacks = lacking.iter().map(|c| c.as_str()).collect::<Vec<_>>();
+            Some(CandidateReport {
+                path: relative_to(dataset, &dir),
+                images,
+                chosen: false,
+                reason: format!(
+                    "not used as the validation split: it {has} and lacks {} of the training \
+                     classes; tltui splits the training data itself",
+                    lacks.join(", ")
+                ),
+            })
+        })
+        .collect()
 }
 
 fn check_dir(path: &Path) -> Result<(), DiscoveryError> {
@@ -221,6 +276,29 @@ mod tests {
             .iter()
             .map(|c| (c.name.clone(), c.files.len()))
             .collect()
+    }
+
+    #[test]
+    fn a_validation_folder_of_one_class_is_reported_unused() {
+        let t = tempfile::tempdir().unwrap();
+        for i in 0..3 {
+            touch(t.path(), &format!("train/cat/{i}.jpg"));
+            touch(t.path(), &format!("train/dog/{i}.jpg"));
+            touch(t.path(), &format!("val/dog/{i}.jpg"));
+        }
+        let d = discover(t.path(), &DiscoverOptions::default()).unwrap();
+        assert!(d.given_val.is_none());
+        let val = d
+            .candidates
+            .iter()
+            .find(|c| c.path == Path::new("val"))
+            .expect("val/ is reported");
+        assert!(!val.chosen);
+        assert!(
+            val.reason.contains("holds only dog") && val.reason.contains("lacks cat"),
+            "{}",
+            val.reason
+        );
     }
 
     #[test]

@@ -44,7 +44,7 @@ impl Judgement {
             return match self.output_word.as_deref() {
                 Some("val") if val_root == Some(c.path.as_path()) => {
                     format!(
-                        "validation half of the split layout with {}",
+                        "used as the validation split, beside {} (the same classes)",
                         relative_to(dataset, &b.path).display()
                     )
                 }
