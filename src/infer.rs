@@ -5,6 +5,7 @@ use crate::data::decode::decode_rgb;
 use crate::data::{is_image_name, Dataset, Preprocess, PretrainedCfg, Skipped, SplitOptions};
 use crate::hub::{fetch_backbone, DownloadProgress, HubOptions, RepoId};
 use crate::model::{build_backbone, Backbone, Head, ModelConfig, Params};
+use crate::onnx;
 use crate::train::checkpoint::Checkpoint;
 use crate::train::metrics::{top_losses, Confusion};
 use candle_core::{Device, Tensor, D};
@@ -474,15 +475,38 @@ pub fn timm_files(ckpt: &Checkpoint) -> anyhow::Result<TimmFiles> {
     })
 }
 
+/// `tltui export SPEC OUT_DIR --format onnx`: `SPEC` is a checkpoint, a directory written by
+/// `tltui export` or `hf-hub:ORG/NAME[@REV]` (as [`Classifier::open`] takes);
+/// writes `OUT_DIR/model.onnx` through a temp file and a rename, so that nothing half-written
+/// is left, and returns its path.
+fn export_onnx(spec: &Path, out_dir: &Path, options: onnx::Options) -> anyhow::Result<PathBuf> {
+    let is_checkpoint = spec.is_file() && !spec.to_str().is_some_and(|s| s.starts_with("hf-hub:"));
+    let bytes = if is_checkpoint {
+        let ckpt = Checkpoint::load(spec, &Device::Cpu)?;
+        onnx::checkpoint_bytes(&ckpt, options)?
+    } else {
+        let model = Classifier::open(spec, Device::Cpu)?;
+        let (net, head, preprocess, cfg) = model.parts();
+        let info = onnx::Info::new(net, model.classes.clone(), preprocess, cfg);
+        onnx::model_bytes(net, head, &info, options)?
+    };
+    std::fs::create_dir_all(out_dir)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", out_dir.display()))?;
+    let path = out_dir.join(onnx::FILE_NAME);
+    crate::atomic::atomic_write(&path, &bytes)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    Ok(path)
+}
+
 /// `tltui export`: [`timm_files`] written to a directory, or with `--format onnx`
-/// [`crate::onnx::export`]'s `model.onnx`.
+/// [`export_onnx`]'s `model.onnx`.
 pub fn export(args: &ExportArgs) -> anyhow::Result<()> {
     if args.format == crate::cli::ExportFormat::Onnx {
-        let options = crate::onnx::Options {
+        let options = onnx::Options {
             softmax: args.softmax,
             with_preprocessing: args.with_preprocessing,
         };
-        let path = crate::onnx::export(&args.checkpoint, &args.out_dir, options)?;
+        let path = export_onnx(&args.checkpoint, &args.out_dir, options)?;
         println!("exported {}", path.display());
         return Ok(());
     }
@@ -493,11 +517,11 @@ pub fn export(args: &ExportArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.out_dir)
         .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", args.out_dir.display()))?;
     let files = timm_files(&ckpt)?;
-    crate::train::checkpoint::atomic_write(
+    crate::atomic::atomic_write(
         &args.out_dir.join("model.safetensors"),
         &files.weights,
     )?;
-    crate::train::checkpoint::atomic_write(&args.out_dir.join("config.json"), &files.config)?;
+    crate::atomic::atomic_write(&args.out_dir.join("config.json"), &files.config)?;
     println!(
         "exported {} to {}",
         ckpt.meta.architecture,

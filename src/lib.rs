@@ -2,6 +2,7 @@
 //!
 //! The pieces, one concern each: [`config`] (settings), [`data`] (folders of images to batches).
 
+pub mod atomic;
 pub mod backbones;
 pub mod bench;
 pub mod cli;

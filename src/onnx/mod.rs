@@ -287,31 +287,3 @@ impl Info {
         self
     }
 }
-
-/// `tltui export SPEC OUT_DIR --format onnx`: `SPEC` is a checkpoint, a directory written by
-/// `tltui export` or `hf-hub:ORG/NAME[@REV]` (as [`crate::infer::Classifier::open`] takes);
-/// writes `OUT_DIR/model.onnx` through a temp file and a rename, so that nothing half-written
-/// is left, and returns its path.
-pub fn export(
-    spec: &std::path::Path,
-    out_dir: &std::path::Path,
-    options: Options,
-) -> anyhow::Result<std::path::PathBuf> {
-    use candle_core::Device;
-    let is_checkpoint = spec.is_file() && !spec.to_str().is_some_and(|s| s.starts_with("hf-hub:"));
-    let bytes = if is_checkpoint {
-        let ckpt = crate::train::checkpoint::Checkpoint::load(spec, &Device::Cpu)?;
-        checkpoint_bytes(&ckpt, options)?
-    } else {
-        let model = crate::infer::Classifier::open(spec, Device::Cpu)?;
-        let (net, head, preprocess, cfg) = model.parts();
-        let info = Info::new(net, model.classes.clone(), preprocess, cfg);
-        model_bytes(net, head, &info, options)?
-    };
-    std::fs::create_dir_all(out_dir)
-        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", out_dir.display()))?;
-    let path = out_dir.join(FILE_NAME);
-    crate::train::checkpoint::atomic_write(&path, &bytes)
-        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
-    Ok(path)
-}

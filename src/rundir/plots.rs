@@ -60,7 +60,7 @@ fn picture(
         .ok_or_else(|| anyhow::anyhow!("picture buffer of the wrong size"))?;
     let mut png = Vec::new();
     img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)?;
-    crate::train::atomic::atomic_write(path, &png)
+    crate::atomic::atomic_write(path, &png)
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
 }
 

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-pub use super::atomic::{atomic_write, atomic_write_with};
+pub use crate::atomic::{atomic_write, atomic_write_with};
 
 /// Metadata key holding [`CheckpointMeta`] as JSON.
 const META_KEY: &str = "tltui";

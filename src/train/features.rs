@@ -56,7 +56,7 @@ pub fn load(path: &Path, rows: usize, device: &Device) -> Option<Tensor> {
 /// Writes features atomically to `path`.
 pub fn save(path: &Path, features: &Tensor) -> anyhow::Result<()> {
     let bytes = safetensors::serialize([("features", features)], None)?;
-    super::checkpoint::atomic_write(path, &bytes)?;
+    crate::atomic::atomic_write(path, &bytes)?;
     Ok(())
 }
 
@@ -79,4 +79,53 @@ pub fn compute(
         between(done)?;
     }
     Ok(Tensor::cat(&parts, 0)?)
+}
+
+/// The feature cache of the user's cache directory, `None` where the system has none.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    dirs::cache_dir().map(|d| d.join("tltui").join("features"))
+}
+
+/// The samples of a split in cache order: sorted by path, so that any split of the same files
+/// shares one cache entry.
+pub fn cache_order<'a>(train: &'a [Sample], val: &'a [Sample]) -> Vec<&'a Sample> {
+    let mut samples: Vec<&Sample> = train.iter().chain(val).collect();
+    samples.sort_by(|a, b| a.path.cmp(&b.path));
+    samples
+}
+
+/// Features of `rows` images read from `path`, else made by `compute` and saved there. The
+/// status says which; a cache that cannot be written comes back as a warning, not an error.
+pub fn load_or_compute(
+    path: Option<&Path>,
+    rows: usize,
+    device: &Device,
+    compute: impl FnOnce() -> anyhow::Result<Tensor>,
+) -> anyhow::Result<(Tensor, super::FeatureStatus, Option<String>)> {
+    if let Some(found) = path.and_then(|p| load(p, rows, device).map(|t| (p, t))) {
+        let status = super::FeatureStatus::Loaded {
+            path: found.0.to_path_buf(),
+            images: rows,
+        };
+        return Ok((found.1, status, None));
+    }
+    let started = std::time::Instant::now();
+    let all = compute()?;
+    let seconds = started.elapsed().as_secs_f64();
+    let (saved, warning) = match path {
+        Some(p) => match save(p, &all) {
+            Ok(()) => (Some(p.to_path_buf()), None),
+            Err(e) => (
+                None,
+                Some(format!("feature cache not saved to {}: {e:#}", p.display())),
+            ),
+        },
+        None => (None, None),
+    };
+    let status = super::FeatureStatus::Computed {
+        images: rows,
+        seconds,
+        path: saved,
+    };
+    Ok((all, status, warning))
 }

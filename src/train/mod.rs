@@ -1,10 +1,10 @@
 //! The training engine and the protocol it speaks: [`Command`]s in, [`Event`]s out. Nothing here
 //! touches the terminal.
 
-pub mod atomic;
 pub mod checkpoint;
 pub mod engine;
 pub mod features;
+pub mod label_issues;
 pub mod lr_find;
 pub mod metrics;
 pub mod optim;

@@ -94,7 +94,7 @@ impl Recipe {
 
     /// Writes the recipe atomically to `path`.
     pub fn save(&self, path: &Path) -> anyhow::Result<()> {
-        super::atomic::atomic_write(path, self.to_toml()?.as_bytes())
+        crate::atomic::atomic_write(path, self.to_toml()?.as_bytes())
             .map_err(|e| anyhow::anyhow!("cannot write recipe {}: {e}", path.display()))
     }
 

@@ -157,7 +157,6 @@ impl EngineSetup {
         let checkpoint_dir = if config.checkpoint.dir.is_empty() {
             let name = crate::data::dataset_name(dataset);
             cache
-                .clone()
                 .ok_or_else(|| {
                     anyhow::anyhow!("no cache directory on this system; pass --checkpoint-dir")
                 })?
@@ -172,7 +171,7 @@ impl EngineSetup {
             config,
             weights,
             checkpoint_dir,
-            feature_cache_dir: cache.map(|d| d.join("features")),
+            feature_cache_dir: super::features::default_cache_dir(),
             device: model.device.pick()?,
             replay: None,
         })

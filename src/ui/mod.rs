@@ -1,84 +1,27 @@
-//! The dashboard: app state fed by engine events, one drawing function per panel, keys turned
-//! into engine commands. The engine runs on its own thread; this loop never waits for it.
+//! The dashboard: app state fed by engine events ([`app`]), keys turned into engine commands
+//! ([`App::on_key`]), the screen laid out by [`draw`], one function per panel ([`panels`]). The
+//! engine runs on its own thread; this loop never waits for it.
 
 pub mod app;
+mod draw;
 pub mod panels;
 pub mod pictures;
+
+pub use draw::{draw, MIN_SIZE};
 
 use crate::cli::TrainArgs;
 use crate::config::AutoStart;
 use crate::rundir::RunLog;
 use crate::train::{Command, Engine, Event};
-use app::{Action, App, Panel};
+use app::{Action, App};
 use futures::StreamExt;
-use ratatui::layout::{Constraint, Layout};
-use ratatui::widgets::Paragraph;
-use ratatui::Frame;
 use std::io::IsTerminal;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-/// Smallest terminal the layout fits.
-pub const MIN_SIZE: (u16, u16) = (60, 20);
 /// Redraw period (about 15 frames a second).
 const TICK: Duration = Duration::from_millis(66);
-
-/// Draws the whole dashboard.
-pub fn draw(f: &mut Frame, app: &mut App) {
-    let area = f.area();
-    if area.width < MIN_SIZE.0 || area.height < MIN_SIZE.1 {
-        let msg = format!(
-            "terminal too small: {}x{}; tltui needs at least {}x{}",
-            area.width, area.height, MIN_SIZE.0, MIN_SIZE.1
-        );
-        f.render_widget(Paragraph::new(msg), area);
-        return;
-    }
-    let log_h = if area.height >= 30 { 8 } else { 5 };
-    let [header, top, middle, log, footer] = Layout::vertical([
-        Constraint::Length(2),
-        Constraint::Length(6),
-        Constraint::Min(8),
-        Constraint::Length(log_h),
-        Constraint::Length(1),
-    ])
-    .areas(area);
-    panels::header(f, app, header);
-    let [dataset, download] =
-        Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(top);
-    panels::dataset(f, app, dataset);
-    panels::download(f, app, download);
-    match app.panel {
-        Panel::TopLosses => panels::top_losses(f, app, middle),
-        Panel::Augmentations => panels::augmentations(f, app, middle),
-        Panel::History => panels::history(f, app, middle),
-        Panel::LrFinder => panels::lr_finder(f, app, middle),
-        Panel::Layers | Panel::Confusion => {
-            let [side, charts] =
-                Layout::horizontal([Constraint::Percentage(45), Constraint::Percentage(55)])
-                    .areas(middle);
-            if app.panel == Panel::Confusion {
-                panels::confusion(f, app, side);
-            } else {
-                panels::layers(f, app, side);
-            }
-            let [loss, acc] =
-                Layout::vertical([Constraint::Percentage(50), Constraint::Percentage(50)])
-                    .areas(charts);
-            panels::metric(f, app, loss, "Loss", false);
-            panels::metric(f, app, acc, "Accuracy", true);
-        }
-    }
-    panels::log(f, app, log);
-    panels::footer(f, app, footer);
-    if app.show_help {
-        panels::help(f, app, area);
-    }
-    if app.confirm_quit {
-        panels::confirm_quit(f, app, area);
-    }
-}
 
 /// Runs the dashboard on `dataset` until the user quits.
 pub fn run(args: &TrainArgs, dataset: &Path) -> anyhow::Result<ExitCode> {
@@ -101,6 +44,7 @@ pub fn run(args: &TrainArgs, dataset: &Path) -> anyhow::Result<ExitCode> {
     let source = args.data.source.options(&config);
     let resume = args.resume.as_deref();
     let setup = crate::train::EngineSetup::new(dataset, source, config, &args.model, resume)?;
+    app.weights_origin = Some((&setup.weights).into());
     let mut run_log = RunLog::new(&setup.checkpoint_dir);
     let (tx, rx) = std::sync::mpsc::channel();
     let engine = Engine::spawn(setup, tx);
