@@ -230,6 +230,30 @@ pub struct InspectArgs {
     /// List every file with its class, side of the split and group.
     #[arg(long)]
     pub files: bool,
+    /// Find images whose label looks wrong (confident learning on out-of-fold heads over the
+    /// backbone's cached features) and images that fit no class.
+    #[arg(long)]
+    pub label_issues: bool,
+    /// Folds of the label-issue finder: each image is judged by a head that never saw it.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(2..), requires = "label_issues")]
+    pub folds: u16,
+    /// Write the dataset as a label file (`file_name,label`) with the findings fixed.
+    #[arg(long, value_name = "FILE", requires = "label_issues")]
+    pub write_labels: Option<PathBuf>,
+    /// How --write-labels fixes a flagged image: give it the suggested label, or leave it out.
+    #[arg(long, value_enum, default_value_t = FixMode::Relabel, requires = "write_labels")]
+    pub fix: FixMode,
+    #[command(flatten)]
+    pub model: BackboneArgs,
+}
+
+/// How a corrected label file treats a flagged image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FixMode {
+    /// The suggested label.
+    Relabel,
+    /// Left out of the file.
+    Exclude,
 }
 
 /// The main job: train on DATASET.

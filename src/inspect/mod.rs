@@ -1,5 +1,7 @@
 //! `tltui inspect`: what the dataset pipeline sees, as a table or one JSON object.
 
+pub mod label_issues;
+
 use crate::cli::InspectArgs;
 use crate::data::discovery::relative_to;
 use crate::data::{ClassCount, DataReport, Dataset, Skipped, SplitOptions};
@@ -27,6 +29,9 @@ pub struct Report {
     /// Every file, with `--files`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub files: Option<Vec<FileEntry>>,
+    /// With `--label-issues`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label_issues: Option<crate::train::label_issues::LabelIssues>,
 }
 
 /// One file of the dataset and where the split put it.
@@ -44,13 +49,32 @@ pub struct FileEntry {
 /// Builds the report: discovery, every image decoded once (unusable files, fingerprints),
 /// groups, split and leakage.
 pub fn report(args: &InspectArgs) -> anyhow::Result<Report> {
-    let config = args.data.config.load(|_| ())?;
-    let ds = Dataset::open(
-        &args.dataset,
-        &args.data.source.options(&config),
-        &SplitOptions::of(&config.data),
-        config.data.max_pixels(),
-    )?;
+    let config = args.data.config.load(|c| args.model.apply(c))?;
+    let (ds, issues) = if args.label_issues {
+        let (ds, issues) = label_issues::find(args, &config)?;
+        (ds, Some(issues))
+    } else {
+        let ds = Dataset::open(
+            &args.dataset,
+            &args.data.source.options(&config),
+            &SplitOptions::of(&config.data),
+            config.data.max_pixels(),
+        )?;
+        (ds, None)
+    };
+    if let (Some(path), Some(issues)) = (&args.write_labels, &issues) {
+        let rows = label_issues::write_labels(path, &args.dataset, &ds, issues, args.fix)?;
+        eprintln!(
+            "wrote {} ({rows} images, {} flagged {}); train on it with --labels {}",
+            path.display(),
+            issues.flagged.len(),
+            match args.fix {
+                crate::cli::FixMode::Relabel => "relabelled",
+                crate::cli::FixMode::Exclude => "left out",
+            },
+            path.display()
+        );
+    }
     let files = args.files.then(|| {
         let side = |samples: &[crate::data::Sample], split: &'static str| {
             samples
@@ -79,6 +103,7 @@ pub fn report(args: &InspectArgs) -> anyhow::Result<Report> {
         warnings: ds.warnings,
         data: ds.report,
         files,
+        label_issues: issues,
     })
 }
 
@@ -101,7 +126,7 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
     );
     println!("labels      {}", r.source);
     for c in &r.data.candidates {
-        let mark = if c.chosen { "chosen" } else { "passed over" };
+        let mark = if c.chosen { "used" } else { "passed over" };
         println!(
             "  {mark:<12} {} ({} images): {}",
             c.path.display(),
@@ -152,6 +177,9 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
     }
     for w in &r.warnings {
         println!("warning: {w}");
+    }
+    if let Some(issues) = &r.label_issues {
+        label_issues::print(issues, &r.dataset, &mut std::io::stdout().lock())?;
     }
     if let Some(files) = &r.files {
         println!("\n{:<6} {:<6} {:<16} path", "split", "group", "class");

@@ -1,0 +1,135 @@
+//! Label issues: out-of-fold class probabilities from heads trained on the cached features
+//! ([`folds`]), confident learning over them and images that fit no class ([`confident`]), and the
+//! report both front ends show.
+
+pub mod confident;
+pub mod folds;
+
+use crate::config::{Config, Epochs};
+use crate::data::{Dataset, Sample};
+use crate::train::FeatureStatus;
+use candle_core::Tensor;
+use confident::{confident_learning, outliers};
+use folds::{assign_folds, out_of_fold_probabilities, FoldOptions};
+use serde::Serialize;
+use std::path::PathBuf;
+
+/// Heads trained per fold when the warm-up's epochs are `auto` (its plateau needs a validation
+/// split that the folds do not have).
+const AUTO_FOLD_EPOCHS: usize = 10;
+/// An image whose features are farther from every class mean than the median distance plus this
+/// many robust standard deviations fits no class.
+const OUTLIER_SPREAD: f32 = 6.0;
+
+/// What the finder found, as `label_issues` in `inspect --json` and the `label_issues` event.
+#[derive(Debug, Serialize)]
+pub struct LabelIssues {
+    /// `confident learning (prune by noise rate) on out-of-fold probabilities`.
+    pub method: String,
+    pub folds: usize,
+    pub images: usize,
+    /// Share of images whose out-of-fold prediction is their given label.
+    pub out_of_fold_accuracy: f32,
+    /// Most suspicious first.
+    pub flagged: Vec<Flagged>,
+    /// Images that fit no class well, farthest first.
+    pub outliers: Vec<Misfit>,
+    /// Where the features came from.
+    pub features: FeatureStatus,
+    pub seconds: f64,
+}
+
+/// An image whose label looks wrong.
+#[derive(Debug, Serialize)]
+pub struct Flagged {
+    #[serde(serialize_with = "crate::data::lossy_path")]
+    pub path: PathBuf,
+    pub given: String,
+    pub suggested: String,
+    pub given_probability: f32,
+    pub suggested_probability: f32,
+}
+
+/// An image that fits no class.
+#[derive(Debug, Serialize)]
+pub struct Misfit {
+    #[serde(serialize_with = "crate::data::lossy_path")]
+    pub path: PathBuf,
+    pub given: String,
+    pub reason: String,
+}
+
+/// The finder on the features `all` of `samples` (a row each, in that order) of `ds`: `folds`
+/// heads trained as `config`'s warm-up trains its head, confident learning, and misfits.
+pub fn find(
+    ds: &Dataset,
+    samples: &[&Sample],
+    all: &Tensor,
+    features: FeatureStatus,
+    config: &Config,
+    folds: usize,
+) -> anyhow::Result<LabelIssues> {
+    let labels: Vec<usize> = samples.iter().map(|s| s.label).collect();
+    let groups: Vec<usize> = samples
+        .iter()
+        .enumerate()
+        .map(|(i, s)| ds.groups.get(&s.path).copied().unwrap_or(usize::MAX - i))
+        .collect();
+    let classes = ds.class_names.len();
+    let t = &config.train;
+    let options = FoldOptions {
+        folds,
+        epochs: match t.warmup_epochs {
+            Epochs::Count(n) if n > 0 => n,
+            _ => AUTO_FOLD_EPOCHS,
+        },
+        lr: t.warmup_lr,
+        weight_decay: t.weight_decay,
+        dropout: t.dropout,
+        batch_size: config.data.batch_size,
+        seed: config.data.seed,
+    };
+    let fold_of = assign_folds(&labels, &groups, folds, config.data.seed);
+    let probabilities = out_of_fold_probabilities(all, &labels, &fold_of, classes, &options)?;
+    let right = probabilities
+        .iter()
+        .zip(&labels)
+        .filter(|(p, &y)| p.iter().enumerate().all(|(j, &v)| j == y || v <= p[y]))
+        .count();
+    let name = |c: usize| ds.class_names[c].clone();
+    let flagged = confident_learning(&probabilities, &labels, classes)
+        .into_iter()
+        .map(|s| Flagged {
+            path: samples[s.index].path.clone(),
+            given: name(s.given),
+            suggested: name(s.suggested),
+            given_probability: s.given_probability,
+            suggested_probability: s.suggested_probability,
+        })
+        .collect();
+    let misfits = outliers(all, &labels, classes, OUTLIER_SPREAD)?
+        .into_iter()
+        .map(|o| Misfit {
+            path: samples[o.index].path.clone(),
+            given: name(labels[o.index]),
+            reason: format!(
+                "far from every class: its features lie {:.3} from the nearest class mean \
+                 ({}), where most images lie within {:.3}; best out-of-fold probability {:.2}",
+                o.distance,
+                name(o.nearest),
+                o.limit,
+                probabilities[o.index].iter().copied().fold(0.0, f32::max)
+            ),
+        })
+        .collect();
+    Ok(LabelIssues {
+        method: "confident learning (prune by noise rate) on out-of-fold probabilities".into(),
+        folds,
+        images: samples.len(),
+        out_of_fold_accuracy: right as f32 / samples.len().max(1) as f32,
+        flagged,
+        outliers: misfits,
+        features,
+        seconds: 0.0,
+    })
+}

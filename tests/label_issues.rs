@@ -1,0 +1,182 @@
+//! `inspect --label-issues` on a copy of Dog-Cat with a tenth of each class's labels flipped (the
+//! truth kept outside the copy), the corrected label file it writes, and that file read back.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Images taken from each class, and how many of them are filed under the other class.
+const PER_CLASS: usize = 120;
+const FLIPPED: usize = 12;
+
+fn tltui(args: &[&OsStr], cache: &Path) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tltui"))
+        .args(args)
+        .env("XDG_CACHE_HOME", cache)
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+/// A copy of `PER_CLASS` images of each class under `dest` (names that do not give the class
+/// away), `FLIPPED` of each under the other class. Returns the flipped copies.
+fn flipped_copy(train: &Path, dest: &Path) -> BTreeSet<PathBuf> {
+    let mut flipped = BTreeSet::new();
+    for (class, other) in [("cat", "dog"), ("dog", "cat")] {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(train.join(class))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
+            .collect();
+        files.sort();
+        // Every tenth image is flipped: spread over the class, not its head.
+        for (i, src) in files.iter().take(PER_CLASS).enumerate() {
+            let flip = i % (PER_CLASS / FLIPPED) == 0;
+            let folder = dest.join(if flip { other } else { class });
+            std::fs::create_dir_all(&folder).unwrap();
+            let origin = if class == "cat" { "a" } else { "b" };
+            let to = folder.join(format!("{origin}{i:03}.jpg"));
+            std::fs::copy(src, &to).unwrap();
+            if flip {
+                flipped.insert(to);
+            }
+        }
+    }
+    flipped
+}
+
+#[test]
+fn flipped_labels_are_found_fixed_and_read_back() {
+    let Some(shared) = common::shared_dir() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let train = shared.join("datasets/Dog-Cat-Classifier/Data/Train_Data");
+    let copy = dir.path().join("noisy");
+    let flipped = flipped_copy(&train, &copy);
+    let weights = common::lite0_dir(&shared).join("model.safetensors");
+    let cache = dir.path().join("cache");
+    let fixed = dir.path().join("fixed.csv");
+    let (ok, out, err) = tltui(
+        &[
+            OsStr::new("inspect"),
+            copy.as_os_str(),
+            OsStr::new("--label-issues"),
+            OsStr::new("--json"),
+            OsStr::new("--weights"),
+            weights.as_os_str(),
+            OsStr::new("--write-labels"),
+            fixed.as_os_str(),
+        ],
+        &cache,
+    );
+    assert!(ok, "{err}");
+    let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let issues = &report["label_issues"];
+    assert_eq!(issues["images"], 2 * PER_CLASS);
+    assert_eq!(issues["folds"], 5);
+    assert_eq!(issues["features"]["state"], "computed");
+    assert_eq!(issues["features"]["images"], 2 * PER_CLASS);
+    let flagged: Vec<&serde_json::Value> = issues["flagged"].as_array().unwrap().iter().collect();
+    let found: BTreeSet<PathBuf> = flagged
+        .iter()
+        .map(|f| PathBuf::from(f["path"].as_str().unwrap()))
+        .collect();
+    let hits = found.intersection(&flipped).count();
+    let (recall, precision) = (
+        hits as f64 / flipped.len() as f64,
+        hits as f64 / found.len().max(1) as f64,
+    );
+    assert!(
+        recall >= 0.8 && precision >= 0.8,
+        "recall {recall}, precision {precision}: {flagged:?}"
+    );
+    for f in &flagged {
+        assert_ne!(f["given"], f["suggested"]);
+        assert!(f["suggested_probability"].as_f64() > f["given_probability"].as_f64());
+    }
+    let ranked: Vec<f64> = flagged
+        .iter()
+        .map(|f| f["given_probability"].as_f64().unwrap())
+        .collect();
+    assert!(ranked.windows(2).all(|w| w[0] <= w[1]), "{ranked:?}");
+
+    // The corrected file: every image once, the flagged ones under the suggested class.
+    let text = std::fs::read_to_string(&fixed).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("file_name,label"));
+    let rows: BTreeMap<&str, &str> = lines.map(|l| l.split_once(',').unwrap()).collect();
+    assert_eq!(rows.len(), 2 * PER_CLASS);
+    for f in &flagged {
+        let path = PathBuf::from(f["path"].as_str().unwrap());
+        let name = path.strip_prefix(&copy).unwrap().to_str().unwrap();
+        assert_eq!(rows[name], f["suggested"].as_str().unwrap());
+    }
+
+    // Read back with --labels: the classes the file gives, and again from the feature cache.
+    let (ok, out, err) = tltui(
+        &[
+            OsStr::new("inspect"),
+            copy.as_os_str(),
+            OsStr::new("--labels"),
+            fixed.as_os_str(),
+            OsStr::new("--label-issues"),
+            OsStr::new("--json"),
+            OsStr::new("--weights"),
+            weights.as_os_str(),
+        ],
+        &cache,
+    );
+    assert!(ok, "{err}");
+    let again: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert!(
+        again["source"].as_str().unwrap().contains("fixed.csv"),
+        "{}",
+        again["source"]
+    );
+    let counts: BTreeMap<String, u64> = again["classes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let n = c["train"].as_u64().unwrap() + c["val"].as_u64().unwrap();
+            (c["name"].as_str().unwrap().to_string(), n)
+        })
+        .collect();
+    let mut want: BTreeMap<String, u64> = BTreeMap::new();
+    for label in rows.values() {
+        *want.entry(label.to_string()).or_default() += 1;
+    }
+    assert_eq!(counts, want);
+    assert_eq!(again["label_issues"]["features"]["state"], "loaded");
+    let left = again["label_issues"]["flagged"].as_array().unwrap().len();
+    assert!(left < flagged.len(), "{left} still flagged after the fix");
+
+    // --fix exclude leaves the flagged images out.
+    let excluded = dir.path().join("excluded.csv");
+    let (ok, _, err) = tltui(
+        &[
+            OsStr::new("inspect"),
+            copy.as_os_str(),
+            OsStr::new("--label-issues"),
+            OsStr::new("--weights"),
+            weights.as_os_str(),
+            OsStr::new("--write-labels"),
+            excluded.as_os_str(),
+            OsStr::new("--fix"),
+            OsStr::new("exclude"),
+        ],
+        &cache,
+    );
+    assert!(ok, "{err}");
+    let rows = std::fs::read_to_string(&excluded).unwrap().lines().count() - 1;
+    assert_eq!(rows, 2 * PER_CLASS - flagged.len());
+}
