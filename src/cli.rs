@@ -235,7 +235,7 @@ pub struct InspectArgs {
     #[arg(long)]
     pub label_issues: bool,
     /// Folds of the label-issue finder: each image is judged by a head that never saw it.
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(2..), requires = "label_issues")]
+    #[arg(long, default_value_t = crate::train::label_issues::DEFAULT_FOLDS as u16, value_parser = clap::value_parser!(u16).range(2..), requires = "label_issues")]
     pub folds: u16,
     /// Write the dataset as a label file (`file_name,label`) with the findings fixed.
     #[arg(long, value_name = "FILE", requires = "label_issues")]
@@ -291,4 +291,8 @@ pub struct TrainArgs {
     /// its suggestion.
     #[arg(long, requires = "headless", conflicts_with = "recipe")]
     pub find_lr: bool,
+    /// With --headless: before training, look for mislabelled images on the backbone's features
+    /// (out-of-fold heads, confident learning); the run directory gets label_issues.csv.
+    #[arg(long, requires = "headless", conflicts_with = "recipe")]
+    pub label_issues: bool,
 }

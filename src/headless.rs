@@ -3,6 +3,7 @@
 
 use crate::cli::TrainArgs;
 use crate::config::Epochs;
+use crate::data::corrections::CorrectionsChoice;
 use crate::hub::DownloadProgress;
 use crate::rundir::RunLog;
 use crate::train::recipe::Recipe;
@@ -26,7 +27,10 @@ pub fn run(args: &TrainArgs, dataset: &Path) -> anyhow::Result<ExitCode> {
         config.checkpoint.dir = dir;
     }
     let (warmup, finetune) = (config.train.warmup_epochs, config.train.finetune_epochs);
-    let source = args.data.source.options(&config);
+    let mut source = args.data.source.options(&config);
+    if let Some(r) = &recipe {
+        source.corrections = CorrectionsChoice::Given(r.corrections.clone());
+    }
     let resume = args.resume.as_deref();
     let mut setup = EngineSetup::new(dataset, source, config, &args.model, resume)?;
     setup.replay = recipe;
@@ -46,12 +50,16 @@ pub fn run(args: &TrainArgs, dataset: &Path) -> anyhow::Result<ExitCode> {
         _ => Command::Stop,
     };
     if !replaying {
+        if args.label_issues {
+            let folds = crate::train::label_issues::DEFAULT_FOLDS;
+            let _ = commands.send(Command::FindLabelIssues { folds });
+        }
         let _ = commands.send(next(None));
         if args.find_lr {
             let _ = commands.send(Command::FindLr { adopt: true });
         }
     }
-    let mut printer = Printer::new(args.json);
+    let mut printer = Printer::new(args.json, dataset);
     let mut summary = Summary::default();
     for event in rx {
         for message in run_log.observe(&event) {
@@ -104,6 +112,8 @@ fn forward_signals(commands: std::sync::mpsc::Sender<Command>) {
 /// Prints events as text or JSON lines.
 struct Printer {
     json: bool,
+    /// Paths are printed relative to it.
+    dataset: std::path::PathBuf,
     /// Progress bars go to stderr when it is a terminal.
     bars: bool,
     epoch_loss: f64,
@@ -113,9 +123,10 @@ struct Printer {
 }
 
 impl Printer {
-    fn new(json: bool) -> Self {
+    fn new(json: bool, dataset: &Path) -> Self {
         Self {
             json,
+            dataset: dataset.to_path_buf(),
             bars: !json && std::io::stderr().is_terminal(),
             epoch_loss: 0.0,
             epoch_correct: 0.0,
@@ -310,6 +321,11 @@ impl Printer {
             }
             Event::CheckpointSaved { path, reason } => {
                 self.line(&format!("checkpoint ({reason}): {}", path.display()))
+            }
+            Event::LabelIssues(issues) => {
+                let mut text = Vec::new();
+                issues.write_text(&self.dataset, &mut text)?;
+                self.line(String::from_utf8_lossy(&text).trim());
             }
             Event::Paused => self.line("paused"),
             Event::AugmentationPreview { .. } => {}

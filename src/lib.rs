@@ -1,6 +1,9 @@
 //! tltui: a terminal trainer for transfer learning of image classifiers.
 //!
-//! The pieces, one concern each: [`config`] (settings), [`data`] (folders of images to batches).
+//! The pieces, one concern each: [`config`] (settings), [`data`] (every source of labelled
+//! images to batches), [`hub`] (downloads), [`model`] (backbones and kernels), [`train`] (the
+//! engine and its `Event`/`Command` protocol), and the front ends that drive it: [`ui`] (the
+//! dashboard), [`headless`], [`inspect`], [`infer`], [`share`], [`bench`].
 
 pub mod atomic;
 pub mod backbones;
@@ -20,3 +23,9 @@ pub mod rundir;
 pub mod share;
 pub mod train;
 pub mod ui;
+
+/// tltui's folder in the user's cache directory (features, checkpoints, label corrections);
+/// `None` where the system has no cache directory.
+pub fn cache_dir() -> Option<std::path::PathBuf> {
+    dirs::cache_dir().map(|d| d.join("tltui"))
+}

@@ -112,6 +112,7 @@ fn ready_app() -> App {
                 val_images_with_train_twin: 3,
                 pairs: vec![],
             },
+            corrections: vec![],
         },
         source: "class folders".into(),
     });

@@ -1,5 +1,7 @@
-//! `inspect --label-issues` on a copy of Dog-Cat with a tenth of each class's labels flipped (the
-//! truth kept outside the copy), the corrected label file it writes, and that file read back.
+//! The label-issue finder on a copy of Dog-Cat with a tenth of each class's labels flipped (the
+//! truth kept outside the copy): `inspect --label-issues`, the corrected label file it writes and
+//! that file read back; the headless run's finder and its run-directory file; the corrections a
+//! review saves, applied by the next run (and ignored on request).
 
 mod common;
 
@@ -179,4 +181,119 @@ fn flipped_labels_are_found_fixed_and_read_back() {
     assert!(ok, "{err}");
     let rows = std::fs::read_to_string(&excluded).unwrap().lines().count() - 1;
     assert_eq!(rows, 2 * PER_CLASS - flagged.len());
+}
+
+#[test]
+fn a_headless_run_finds_the_flipped_labels_and_leaves_label_issues_csv() {
+    let Some(shared) = common::shared_dir() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let train = shared.join("datasets/Dog-Cat-Classifier/Data/Train_Data");
+    let copy = dir.path().join("noisy");
+    let flipped = flipped_copy(&train, &copy);
+    let weights = common::lite0_dir(&shared).join("model.safetensors");
+    let run = dir.path().join("run");
+    let (ok, out, err) = tltui(
+        &[
+            copy.as_os_str(),
+            OsStr::new("--headless"),
+            OsStr::new("--json"),
+            OsStr::new("--label-issues"),
+            OsStr::new("--warmup-epochs"),
+            OsStr::new("1"),
+            OsStr::new("--finetune-epochs"),
+            OsStr::new("0"),
+            OsStr::new("--weights"),
+            weights.as_os_str(),
+            OsStr::new("--checkpoint-dir"),
+            run.as_os_str(),
+        ],
+        &dir.path().join("cache"),
+    );
+    assert!(ok, "{err}");
+    let events: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let at = |name: &str| events.iter().position(|e| e["event"] == name);
+    let issues = &events[at("label_issues").expect("a label_issues event")];
+    // After the feature pass, before the warm-up trains.
+    assert!(at("features").unwrap() < at("label_issues").unwrap());
+    assert!(at("label_issues").unwrap() < at("batch").unwrap());
+    assert_eq!(issues["images"], 2 * PER_CLASS);
+    let found: BTreeSet<PathBuf> = issues["flagged"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| PathBuf::from(f["path"].as_str().unwrap()))
+        .collect();
+    let hits = found.intersection(&flipped).count();
+    assert!(hits * 10 >= flipped.len() * 8, "{hits} of {}", flipped.len());
+
+    let csv = std::fs::read_to_string(run.join("label_issues.csv")).unwrap();
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next(),
+        Some("path,issue,given,suggested,given_probability,suggested_probability,reason")
+    );
+    let mislabelled = lines.filter(|l| l.contains(",mislabelled,")).count();
+    assert_eq!(mislabelled, found.len());
+}
+
+#[test]
+fn saved_corrections_are_applied_by_the_next_run_and_ignored_on_request() {
+    use tltui::data::corrections::{Correction, CorrectionsFile, Decision};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("pets");
+    common::shapes_dataset(&data, &["circle", "square"], 6);
+    let cache = dir.path().join("cache");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(data.join("circle"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let key = |p: &Path| p.strip_prefix(&data).unwrap().to_str().unwrap().replace('\\', "/");
+    let mut saved =
+        CorrectionsFile::open(CorrectionsFile::path_for(&cache.join("tltui"), &data)).unwrap();
+    for (file, decision, label) in [
+        (&files[0], Decision::Relabel, Some("square")),
+        (&files[1], Decision::Exclude, None),
+        (&files[2], Decision::Keep, None),
+    ] {
+        saved
+            .decide(Correction {
+                file: key(file),
+                decision,
+                label: label.map(String::from),
+            })
+            .unwrap();
+    }
+    let inspect = |extra: &[&str]| {
+        let mut args = vec![OsStr::new("inspect"), data.as_os_str(), OsStr::new("--json")];
+        args.extend(extra.iter().map(OsStr::new));
+        let (ok, out, err) = tltui(&args, &cache);
+        assert!(ok, "{err}");
+        serde_json::from_str::<serde_json::Value>(out.trim()).unwrap()
+    };
+    let total = |r: &serde_json::Value, class: usize| {
+        let c = &r["classes"][class];
+        c["train"].as_u64().unwrap() + c["val"].as_u64().unwrap()
+    };
+    let applied = inspect(&[]);
+    assert_eq!((total(&applied, 0), total(&applied, 1)), (4, 7), "{applied}");
+    assert_eq!(applied["corrections"].as_array().unwrap().len(), 3);
+    let said: Vec<&str> = applied["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|w| w.as_str())
+        .filter(|w| w.starts_with("applied 3 label correction(s)"))
+        .collect();
+    assert_eq!(said.len(), 1, "{applied}");
+    assert!(said[0].contains("1 relabelled, 1 left out") && said[0].contains("--ignore-corrections"));
+
+    let ignored = inspect(&["--ignore-corrections"]);
+    assert_eq!((total(&ignored, 0), total(&ignored, 1)), (6, 6));
+    assert!(ignored.get("corrections").is_none());
 }

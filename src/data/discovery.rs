@@ -34,6 +34,8 @@ pub struct Discovery {
     /// Every class root considered, the chosen one first, each with why it ranks where it does,
     /// then the folders passed over.
     pub candidates: Vec<CandidateReport>,
+    /// The label corrections applied to these images ([`super::corrections`]).
+    pub corrections: Vec<super::corrections::Correction>,
 }
 
 impl Discovery {
@@ -270,6 +272,7 @@ mod tests {
                 chosen: true,
                 reason: "split layout".into(),
             }],
+            corrections: Vec::new(),
         }
     }
 

@@ -204,6 +204,7 @@ pub fn open(
         skipped,
         ignored: 0,
         candidates,
+        corrections: Vec::new(),
     };
     if discovery
         .classes

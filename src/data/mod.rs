@@ -3,6 +3,7 @@
 //! bad-file report.
 
 pub mod augment;
+pub mod corrections;
 pub mod decode;
 pub mod discover;
 pub mod discovery;
@@ -97,6 +98,9 @@ pub struct DataReport {
     pub duplicates: Vec<DuplicateGroup>,
     /// Zero by construction when tltui splits with `data.duplicates = "group"`.
     pub leakage: Leakage,
+    /// The label corrections applied ([`corrections`]), in the order they were decided.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub corrections: Vec<corrections::Correction>,
 }
 
 /// A dataset split into labelled training and validation samples.
@@ -271,6 +275,7 @@ impl Dataset {
                 candidates: found.candidates,
                 duplicates,
                 leakage: Leakage::default(),
+                corrections: found.corrections,
             },
             warnings: Vec::new(),
         };

@@ -7,7 +7,10 @@
 //! 5. a dataset folder holding exactly one label file (`.csv`, `.tsv`, `.txt`, `.jsonl`) that
 //!    names its images: that file, said so in the report;
 //! 6. otherwise the class folders or labelled file names found by [`super::discover`]'s ranking.
+//!
+//! Then the label corrections saved for the dataset ([`super::corrections`]) are applied.
 
+use super::corrections::{self, CorrectionsChoice, CorrectionsFile};
 use super::discover::{self, DiscoverOptions};
 use super::discovery::{self, CandidateReport, Discovery, DiscoveryError};
 use super::hub_dataset::{self, HubDatasetOptions};
@@ -45,6 +48,10 @@ pub struct SourceArgs {
     /// Hub dataset: the validation split (default `validation`, `valid`, `val`, else `test`).
     #[arg(long, value_name = "SPLIT")]
     pub val_split: Option<String>,
+    /// Train on the labels as given, without the corrections saved for this dataset by the
+    /// dashboard's review of label issues.
+    #[arg(long)]
+    pub ignore_corrections: bool,
 }
 
 impl SourceArgs {
@@ -66,6 +73,11 @@ impl SourceArgs {
             },
             hub: HubOptions::from_config(&config.hub),
             cache_budget_bytes: config.data.cache_memory_mb * 1024 * 1024,
+            corrections: if self.ignore_corrections {
+                CorrectionsChoice::Ignored
+            } else {
+                CorrectionsChoice::Saved
+            },
         }
     }
 }
@@ -87,6 +99,8 @@ pub struct SourceOptions {
     pub hub: HubOptions,
     /// Memory for the encoded images of parquet row groups (`data.cache_memory_mb`).
     pub cache_budget_bytes: u64,
+    /// The label corrections to apply.
+    pub corrections: CorrectionsChoice,
 }
 
 impl SourceOptions {
@@ -101,6 +115,7 @@ impl SourceOptions {
             hub_dataset: HubDatasetOptions::default(),
             hub: HubOptions::from_config(&config.hub),
             cache_budget_bytes: config.data.cache_memory_mb * 1024 * 1024,
+            corrections: CorrectionsChoice::Ignored,
         }
     }
 }
@@ -125,10 +140,51 @@ pub fn discover_source(
     options: &SourceOptions,
     progress: Arc<dyn Fn(DownloadProgress) + Send + Sync>,
 ) -> Result<(Discovery, Vec<String>), DiscoveryError> {
-    let (found, mut warnings) = find(dataset, options, progress)?;
+    let (mut found, mut warnings) = find(dataset, options, progress)?;
+    warnings.extend(apply_corrections(&mut found, dataset, &options.corrections));
     let (found, more) = found.settled()?;
     warnings.extend(more);
     Ok((found, warnings))
+}
+
+/// Applies the corrections `choice` names to `found` and records them there; the one line that
+/// says so, and what could not be applied.
+fn apply_corrections(
+    found: &mut Discovery,
+    dataset: &Path,
+    choice: &CorrectionsChoice,
+) -> Vec<String> {
+    let (corrections, from) = match choice {
+        CorrectionsChoice::Ignored => return Vec::new(),
+        CorrectionsChoice::Given(list) => (list.clone(), "the recipe".to_string()),
+        CorrectionsChoice::Saved => {
+            let Some(cache) = crate::cache_dir() else {
+                return Vec::new();
+            };
+            match CorrectionsFile::open(CorrectionsFile::path_for(&cache, dataset)) {
+                Ok(file) => (file.effective(), file.path().display().to_string()),
+                Err(e) => return vec![format!("label corrections not applied: {e}")],
+            }
+        }
+    };
+    if corrections.is_empty() {
+        return Vec::new();
+    }
+    let done = corrections::apply(found, dataset, &corrections);
+    let mut lines = vec![format!(
+        "applied {} label correction(s) from {from}: {} relabelled, {} left out{}",
+        done.applied.len(),
+        done.relabelled,
+        done.excluded,
+        if matches!(choice, CorrectionsChoice::Saved) {
+            "; --ignore-corrections trains on the labels as given"
+        } else {
+            ""
+        }
+    )];
+    lines.extend(done.problems);
+    found.corrections = done.applied;
+    lines
 }
 
 /// The labelled images of `dataset` by the first rule that applies.
@@ -213,6 +269,7 @@ fn from_label_file(
         skipped: labelled.skipped,
         ignored: 0,
         candidates,
+        corrections: Vec::new(),
     }
     .checked(dataset)?;
     Ok((discovery, labelled.conflicts))

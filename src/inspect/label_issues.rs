@@ -8,9 +8,7 @@ use crate::data::{discover_source, Dataset, ImageStore, Preprocess, SplitOptions
 use crate::model::{build_backbone, ModelConfig, Params};
 use crate::train::features;
 use crate::train::label_issues::{self, LabelIssues};
-use crate::train::FeatureStatus;
 use anyhow::Context;
-use std::io::Write;
 use std::path::Path;
 
 /// Runs the finder over every image of the dataset at `args.dataset`.
@@ -56,7 +54,6 @@ pub fn find(args: &InspectArgs, config: &Config) -> anyhow::Result<(Dataset, Lab
     )?;
     ds.warnings.splice(0..0, notes);
 
-    let started = std::time::Instant::now();
     let samples = features::cache_order(&ds.train, &ds.val);
     let cache = features::default_cache_dir().map(|dir| {
         let key = features::cache_key(&samples, &weights, &model_config.architecture, &prep);
@@ -82,10 +79,6 @@ pub fn find(args: &InspectArgs, config: &Config) -> anyhow::Result<(Dataset, Lab
         ds.warnings.push(w);
     }
     let issues = label_issues::find(&ds, &samples, &all, status, config, usize::from(args.folds))?;
-    let issues = LabelIssues {
-        seconds: started.elapsed().as_secs_f64(),
-        ..issues
-    };
     Ok((ds, issues))
 }
 
@@ -141,47 +134,4 @@ pub fn write_labels(
     crate::atomic::atomic_write(path, &bytes)
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(rows.len())
-}
-
-/// The finder's findings for a person.
-pub fn print(issues: &LabelIssues, dataset: &Path, out: &mut impl Write) -> std::io::Result<()> {
-    let source = match &issues.features {
-        FeatureStatus::Loaded { .. } => "from the feature cache".to_string(),
-        FeatureStatus::Computed { seconds, .. } => format!("computed in {seconds:.1} s"),
-    };
-    writeln!(
-        out,
-        "\nlabel issues: {} of {} images flagged, {} fit no class ({}-fold heads, out-of-fold \
-         accuracy {:.4}; features {source}; {:.2} s)",
-        issues.flagged.len(),
-        issues.images,
-        issues.outliers.len(),
-        issues.folds,
-        issues.out_of_fold_accuracy,
-        issues.seconds
-    )?;
-    for f in &issues.flagged {
-        writeln!(
-            out,
-            "  {}: given {} ({:.2}), looks like {} ({:.2})",
-            relative_to(dataset, &f.path).display(),
-            f.given,
-            f.given_probability,
-            f.suggested,
-            f.suggested_probability
-        )?;
-    }
-    if !issues.outliers.is_empty() {
-        writeln!(out, "fit no class:")?;
-        for m in &issues.outliers {
-            writeln!(
-                out,
-                "  {} (given {}): {}",
-                relative_to(dataset, &m.path).display(),
-                m.given,
-                m.reason
-            )?;
-        }
-    }
-    Ok(())
 }

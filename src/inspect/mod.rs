@@ -179,7 +179,7 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
         println!("warning: {w}");
     }
     if let Some(issues) = &r.label_issues {
-        label_issues::print(issues, &r.dataset, &mut std::io::stdout().lock())?;
+        issues.write_text(&r.dataset, &mut std::io::stdout().lock())?;
     }
     if let Some(files) = &r.files {
         println!("\n{:<6} {:<6} {:<16} path", "split", "group", "class");

@@ -6,7 +6,8 @@
 //! - [`BATCHES_CSV`]: a row per optimisation step ([`BATCHES_HEADER`]),
 //! - [`RUNS_DIR`]`/events.out.tfevents.*`: the same scalars for TensorBoard,
 //!
-//! each appended and flushed as the run goes, and at each checkpoint save the pictures
+//! each appended and flushed as the run goes, [`LABEL_ISSUES_CSV`] when the label-issue finder
+//! ran, and at each checkpoint save the pictures
 //! [`HISTORY_PNG`], [`CONFUSION_PNG`] and [`TOP_LOSSES_PNG`]. A new run in the same directory
 //! replaces the previous run's log, as it replaces its checkpoints. A failure to write is
 //! reported once as a message and the run goes on without that file.
@@ -15,6 +16,7 @@ pub mod csv;
 pub mod plots;
 pub mod tensorboard;
 
+use crate::train::label_issues::LabelIssues;
 use crate::train::metrics::TopLoss;
 use crate::train::{Event, Phase};
 use csv::CsvFile;
@@ -26,6 +28,20 @@ use tensorboard::EventWriter;
 pub const METRICS_CSV: &str = "metrics.csv";
 /// One row per optimisation step.
 pub const BATCHES_CSV: &str = "batches.csv";
+/// The label-issue finder's findings ([`LABEL_ISSUES_HEADER`]).
+pub const LABEL_ISSUES_CSV: &str = "label_issues.csv";
+/// The columns of [`LABEL_ISSUES_CSV`]: the image, the issue (`mislabelled`, most suspicious
+/// first, then `fits_no_class`), its given label, the suggested one and both out-of-fold
+/// probabilities (empty for an image that fits no class), and why, in words.
+pub const LABEL_ISSUES_HEADER: [&str; 7] = [
+    "path",
+    "issue",
+    "given",
+    "suggested",
+    "given_probability",
+    "suggested_probability",
+    "reason",
+];
 /// TensorBoard's log directory, inside the run directory.
 pub const RUNS_DIR: &str = "runs";
 /// Loss and accuracy per epoch.
@@ -273,6 +289,12 @@ impl RunLog {
                 });
             }
             Event::CheckpointSaved { .. } => problems.extend(self.draw()),
+            Event::LabelIssues(issues) => {
+                let path = self.dir.join(LABEL_ISSUES_CSV);
+                if let Err(e) = write_label_issues(&path, issues) {
+                    problems.push(format!("run log: cannot write {}: {e}", path.display()));
+                }
+            }
             _ => {}
         }
         problems
@@ -366,6 +388,32 @@ pub fn shared_files(dir: &Path) -> Vec<(String, PathBuf)> {
         files.extend(events);
     }
     files
+}
+
+/// Writes the finder's findings to `path` as [`LABEL_ISSUES_HEADER`] rows.
+fn write_label_issues(path: &Path, issues: &LabelIssues) -> std::io::Result<()> {
+    let mut out = ::csv::Writer::from_writer(Vec::new());
+    out.write_record(LABEL_ISSUES_HEADER)?;
+    for f in &issues.flagged {
+        out.write_record([
+            f.path.to_string_lossy().as_ref(),
+            "mislabelled",
+            &f.given,
+            &f.suggested,
+            &f.given_probability.to_string(),
+            &f.suggested_probability.to_string(),
+            "another class is likelier out of fold",
+        ])?;
+    }
+    for m in &issues.outliers {
+        let path = m.path.to_string_lossy();
+        out.write_record([path.as_ref(), "fits_no_class", &m.given, "", "", "", &m.reason])?;
+    }
+    let bytes = out.into_inner().map_err(|e| e.into_error())?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    crate::atomic::atomic_write(path, &bytes)
 }
 
 #[cfg(test)]

@@ -105,6 +105,7 @@ pub fn model_card(input: &CardInput) -> String {
     validation(&mut out, meta);
     training_metrics(&mut out, input.run_files);
     copies(&mut out, meta);
+    labels(&mut out, meta);
     recipe(&mut out, meta);
     usage(&mut out, input.repo);
     out
@@ -281,6 +282,29 @@ fn copies(out: &mut String, meta: &CheckpointMeta) {
     }
 }
 
+/// What the label review corrected and what the finder flagged.
+fn labels(out: &mut String, meta: &CheckpointMeta) {
+    let l = &meta.record.labels;
+    let fixed = l.relabelled + l.excluded;
+    if fixed == 0 && l.flagged.is_none() {
+        return;
+    }
+    let mut parts = Vec::new();
+    if fixed > 0 {
+        parts.push(format!(
+            "{} image(s) relabelled and {} left out by corrections before training",
+            l.relabelled, l.excluded
+        ));
+    }
+    if let Some(flagged) = l.flagged {
+        parts.push(format!(
+            "the label-issue finder flagged {flagged} image(s) as likely mislabelled and {} as fitting no class",
+            l.fit_no_class.unwrap_or(0)
+        ));
+    }
+    let _ = writeln!(out, "Label review: {}.\n", parts.join("; "));
+}
+
 fn recipe(out: &mut String, meta: &CheckpointMeta) {
     out.push_str("## Training recipe\n\n");
     let phases = &meta.record.phases;
@@ -417,7 +441,7 @@ mod tests {
     use super::*;
     use crate::data::{Preprocess, PretrainedCfg};
     use crate::train::checkpoint::{
-        CopiesRecord, PhaseRecord, RunRecord, ValidationRecord, FORMAT,
+        CopiesRecord, LabelsRecord, PhaseRecord, RunRecord, ValidationRecord, FORMAT,
     };
 
     fn meta() -> CheckpointMeta {
@@ -477,6 +501,12 @@ mod tests {
                     duplicate_groups: 2,
                     leaked_val_images: 3,
                     given_split: true,
+                },
+                labels: LabelsRecord {
+                    flagged: Some(6),
+                    fit_no_class: Some(1),
+                    relabelled: 4,
+                    excluded: 2,
                 },
             },
         }
@@ -543,6 +573,7 @@ mod tests {
             // cat: 8 of 9 predicted cats are cats, 8 of 10 cats found; dog: 14/16, 14/15.
             "| cat | 0.8889 | 0.8000 |\n| dog | 0.8750 | 0.9333 |",
             "Data checks: 2 group(s) of exact or near duplicate images; 3 validation image(s) with a copy in training (the dataset's own split).",
+            "Label review: 4 image(s) relabelled and 2 left out by corrections before training; the label-issue finder flagged 6 image(s) as likely mislabelled and 1 as fitting no class.",
             "Accuracy on the validation images without a copy in training: **0.8750**.",
             "| | cat | dog |\n| --- | ---: | ---: |\n| **cat** | 8 | 2 |\n| **dog** | 1 | 14 |",
             "| warm-up | 3 | 0.001 | none (frozen; head only) | off |",

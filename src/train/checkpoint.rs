@@ -60,6 +60,22 @@ pub struct RunRecord {
     /// What the data checks found (absent in checkpoints written before they existed).
     #[serde(default)]
     pub copies: CopiesRecord,
+    /// Label issues found and corrected (absent in checkpoints written before the finder).
+    #[serde(default)]
+    pub labels: LabelsRecord,
+}
+
+/// What the label-issue finder flagged during the run, and the corrections its data had.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LabelsRecord {
+    /// Images the finder flagged as likely mislabelled, when it ran.
+    pub flagged: Option<usize>,
+    /// Images the finder found to fit no class, when it ran.
+    pub fit_no_class: Option<usize>,
+    /// Images relabelled by corrections before training.
+    pub relabelled: usize,
+    /// Images left out by corrections.
+    pub excluded: usize,
 }
 
 /// The data checks of the run: copies among the images and leakage across the split.

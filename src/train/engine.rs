@@ -284,6 +284,7 @@ impl Trainer {
                 self.validate()?;
             }
             Command::PreviewAugmentations => self.preview_augmentations(),
+            Command::FindLabelIssues { folds } => self.find_label_issues(folds)?,
             Command::Stop | Command::Interrupt => unreachable!("handled by serve"),
         }
         Ok(())

@@ -83,7 +83,7 @@ pub fn compute(
 
 /// The feature cache of the user's cache directory, `None` where the system has none.
 pub fn default_cache_dir() -> Option<PathBuf> {
-    dirs::cache_dir().map(|d| d.join("tltui").join("features"))
+    crate::cache_dir().map(|d| d.join("features"))
 }
 
 /// The samples of a split in cache order: sorted by path, so that any split of the same files

@@ -91,6 +91,12 @@ pub enum Command {
     FindLr {
         adopt: bool,
     },
+    /// Look for images whose labels seem wrong, on the features of every image (computed first
+    /// when needed): `folds` out-of-fold heads and confident learning. Answered by
+    /// [`Event::LabelIssues`]; weights, random draws and data order are left as they were.
+    FindLabelIssues {
+        folds: usize,
+    },
 }
 
 /// An RGB picture for the dashboard; serialised as its size only.
@@ -213,6 +219,8 @@ pub enum Event {
     },
     /// A learning-rate range test ended.
     LrFind(lr_find::LrFind),
+    /// What the label-issue finder found.
+    LabelIssues(label_issues::LabelIssues),
     /// One optimisation step.
     Batch {
         phase: Phase,

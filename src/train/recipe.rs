@@ -28,6 +28,9 @@ pub struct Recipe {
     /// The decisions, in the order they took effect.
     #[serde(default)]
     pub decisions: Vec<Decision>,
+    /// The label corrections applied to the dataset's images, replayed as recorded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub corrections: Vec<crate::data::corrections::Correction>,
     /// The configuration the run used.
     pub config: Config,
 }
@@ -157,6 +160,11 @@ mod tests {
             seed: 42,
             class_root: "/data/pets".into(),
             decisions: Vec::new(),
+            corrections: vec![crate::data::corrections::Correction {
+                file: "cat/12.jpg".into(),
+                decision: crate::data::corrections::Decision::Relabel,
+                label: Some("dog".into()),
+            }],
             config: Config::default(),
         };
         r.record(

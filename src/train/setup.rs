@@ -153,7 +153,7 @@ impl EngineSetup {
             Some(ckpt) => model.resumed(ckpt)?,
             None => model.source(&config)?,
         };
-        let cache = dirs::cache_dir().map(|d| d.join("tltui"));
+        let cache = crate::cache_dir();
         let checkpoint_dir = if config.checkpoint.dir.is_empty() {
             let name = crate::data::dataset_name(dataset);
             cache

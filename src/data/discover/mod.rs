@@ -122,6 +122,7 @@ pub fn discover(dataset: &Path, options: &DiscoverOptions) -> Result<Discovery, 
             skipped: scan.skipped,
             ignored: scan.ignored,
             candidates,
+            corrections: Vec::new(),
         }
         .checked(dataset);
     }
@@ -196,6 +197,7 @@ pub fn discover(dataset: &Path, options: &DiscoverOptions) -> Result<Discovery, 
         skipped: scan.skipped,
         ignored: scan.ignored,
         candidates,
+        corrections: Vec::new(),
     }
     .checked(dataset)
 }

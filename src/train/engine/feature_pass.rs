@@ -2,12 +2,16 @@
 //! disk cache, or from one pass of the frozen backbone.
 
 use super::*;
+use crate::train::label_issues;
+use crate::train::FeatureStatus;
 
 /// Pooled features of the training and validation images, in split order.
 #[derive(Clone)]
 pub(super) struct Features {
     pub(super) train: Tensor,
     pub(super) val: Tensor,
+    /// Where they came from.
+    status: FeatureStatus,
 }
 
 impl Trainer {
@@ -43,13 +47,41 @@ impl Trainer {
         if let Some(message) = warning {
             self.emit(Event::Warning { message });
         }
-        self.emit(Event::Features { status });
-        self.features = Some(self.split_rows(&all, &samples)?);
+        self.emit(Event::Features {
+            status: status.clone(),
+        });
+        self.features = Some(self.split_rows(&all, &samples, status)?);
+        Ok(())
+    }
+
+    /// Runs the label-issue finder on the features of every image, training and validation
+    /// alike, and reports it ([`Event::LabelIssues`]) and records its counts for checkpoints.
+    pub(super) fn find_label_issues(&mut self, folds: usize) -> anyhow::Result<()> {
+        self.ensure_features()?;
+        let features = self.features.as_ref().expect("features were prepared");
+        let all = Tensor::cat(&[&features.train, &features.val], 0)?;
+        let samples: Vec<&Sample> = self.dataset.train.iter().chain(&self.dataset.val).collect();
+        let issues = label_issues::find(
+            &self.dataset,
+            &samples,
+            &all,
+            features.status.clone(),
+            &self.config,
+            folds,
+        )?;
+        self.record.labels.flagged = Some(issues.flagged.len());
+        self.record.labels.fit_no_class = Some(issues.outliers.len());
+        self.emit(Event::LabelIssues(issues));
         Ok(())
     }
 
     /// The training and validation rows of features computed for `samples` (in that order).
-    fn split_rows(&self, all: &Tensor, samples: &[&Sample]) -> anyhow::Result<Features> {
+    fn split_rows(
+        &self,
+        all: &Tensor,
+        samples: &[&Sample],
+        status: FeatureStatus,
+    ) -> anyhow::Result<Features> {
         let row: std::collections::HashMap<&Path, u32> = samples
             .iter()
             .enumerate()
@@ -62,6 +94,7 @@ impl Trainer {
         Ok(Features {
             train: pick(&self.dataset.train)?,
             val: pick(&self.dataset.val)?,
+            status,
         })
     }
 }

@@ -2,7 +2,9 @@
 //! backbone's files fetched, the images decoded, the model built.
 
 use super::*;
+use crate::data::corrections::Decision;
 use crate::data::{discover_source, SplitOptions};
+use crate::train::checkpoint::LabelsRecord;
 
 impl Trainer {
     /// Opens the dataset, fetches and builds the backbone, decodes the images.
@@ -115,6 +117,10 @@ impl Trainer {
             _ => None,
         };
 
+        let count = |d: Decision| {
+            let corrections = &dataset.report.corrections;
+            corrections.iter().filter(|c| c.decision == d).count()
+        };
         let record = RunRecord {
             train_counts: counts,
             val_counts: dataset.class_counts().iter().map(|c| c.val).collect(),
@@ -124,6 +130,11 @@ impl Trainer {
                 duplicate_groups: dataset.report.duplicates.len(),
                 leaked_val_images: dataset.report.leakage.val_images_with_train_twin,
                 given_split: dataset.given_split,
+            },
+            labels: LabelsRecord {
+                relabelled: count(Decision::Relabel),
+                excluded: count(Decision::Exclude),
+                ..LabelsRecord::default()
             },
         };
         emit(Event::ModelReady {
@@ -145,6 +156,7 @@ impl Trainer {
             seed: config.data.seed,
             class_root: dataset.class_root.clone(),
             decisions: Vec::new(),
+            corrections: dataset.report.corrections.clone(),
             config: config.clone(),
         };
         let control = Control {

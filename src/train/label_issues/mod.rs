@@ -6,14 +6,17 @@ pub mod confident;
 pub mod folds;
 
 use crate::config::{Config, Epochs};
+use crate::data::discovery::relative_to;
 use crate::data::{Dataset, Sample};
 use crate::train::FeatureStatus;
 use candle_core::Tensor;
 use confident::{confident_learning, outliers};
 use folds::{assign_folds, out_of_fold_probabilities, FoldOptions};
 use serde::Serialize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+/// Folds when none are asked for.
+pub const DEFAULT_FOLDS: usize = 5;
 /// Heads trained per fold when the warm-up's epochs are `auto` (its plateau needs a validation
 /// split that the folds do not have).
 const AUTO_FOLD_EPOCHS: usize = 10;
@@ -22,7 +25,7 @@ const AUTO_FOLD_EPOCHS: usize = 10;
 const OUTLIER_SPREAD: f32 = 6.0;
 
 /// What the finder found, as `label_issues` in `inspect --json` and the `label_issues` event.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LabelIssues {
     /// `confident learning (prune by noise rate) on out-of-fold probabilities`.
     pub method: String,
@@ -36,11 +39,12 @@ pub struct LabelIssues {
     pub outliers: Vec<Misfit>,
     /// Where the features came from.
     pub features: FeatureStatus,
+    /// The finder's own time, the features aside.
     pub seconds: f64,
 }
 
 /// An image whose label looks wrong.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Flagged {
     #[serde(serialize_with = "crate::data::lossy_path")]
     pub path: PathBuf,
@@ -51,12 +55,57 @@ pub struct Flagged {
 }
 
 /// An image that fits no class.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Misfit {
     #[serde(serialize_with = "crate::data::lossy_path")]
     pub path: PathBuf,
     pub given: String,
     pub reason: String,
+}
+
+impl LabelIssues {
+    /// The findings for a person, paths relative to `dataset`.
+    pub fn write_text(&self, dataset: &Path, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        let source = match &self.features {
+            FeatureStatus::Loaded { .. } => "from the feature cache".to_string(),
+            FeatureStatus::Computed { seconds, .. } => format!("computed in {seconds:.1} s"),
+        };
+        writeln!(
+            out,
+            "\nlabel issues: {} of {} images flagged, {} fit no class ({}-fold heads, out-of-fold \
+         accuracy {:.4}; features {source}; {:.2} s)",
+            self.flagged.len(),
+            self.images,
+            self.outliers.len(),
+            self.folds,
+            self.out_of_fold_accuracy,
+            self.seconds
+        )?;
+        for f in &self.flagged {
+            writeln!(
+                out,
+                "  {}: given {} ({:.2}), looks like {} ({:.2})",
+                relative_to(dataset, &f.path).display(),
+                f.given,
+                f.given_probability,
+                f.suggested,
+                f.suggested_probability
+            )?;
+        }
+        if !self.outliers.is_empty() {
+            writeln!(out, "fit no class:")?;
+            for m in &self.outliers {
+                writeln!(
+                    out,
+                    "  {} (given {}): {}",
+                    relative_to(dataset, &m.path).display(),
+                    m.given,
+                    m.reason
+                )?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The finder on the features `all` of `samples` (a row each, in that order) of `ds`: `folds`
@@ -69,6 +118,7 @@ pub fn find(
     config: &Config,
     folds: usize,
 ) -> anyhow::Result<LabelIssues> {
+    let started = std::time::Instant::now();
     let labels: Vec<usize> = samples.iter().map(|s| s.label).collect();
     let groups: Vec<usize> = samples
         .iter()
@@ -130,6 +180,6 @@ pub fn find(
         flagged,
         outliers: misfits,
         features,
-        seconds: 0.0,
+        seconds: started.elapsed().as_secs_f64(),
     })
 }

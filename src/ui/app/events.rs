@@ -106,6 +106,20 @@ impl App {
                     format!("{phase} learning rate: peak {peak:.2e}, next batch {lr:.2e}"),
                 );
             }
+            Event::LabelIssues(issues) => {
+                self.pending = None;
+                self.log(
+                    Level::Info,
+                    format!(
+                        "label issues: {} of {} images flagged, {} fit no class (out-of-fold accuracy {:.4}, {:.2} s)",
+                        issues.flagged.len(),
+                        issues.images,
+                        issues.outliers.len(),
+                        issues.out_of_fold_accuracy,
+                        issues.seconds
+                    ),
+                );
+            }
             Event::LrFind(result) => {
                 self.pending = None;
                 let text = match result.suggestion {
@@ -394,6 +408,7 @@ pub(crate) mod tests {
                     val_images_with_train_twin: 3,
                     pairs: vec![],
                 },
+                corrections: vec![],
             },
             source: "class folders".into(),
         }

@@ -176,6 +176,7 @@ fn describe(c: &Command) -> String {
         Command::Unfreeze(_) => "freeze a layer group".into(),
         Command::TrainableGroups(n) => format!("{n} trainable layer groups"),
         Command::FindLr { .. } => "learning-rate finder".into(),
+        Command::FindLabelIssues { .. } => "label-issue finder".into(),
     }
 }
 
