@@ -517,10 +517,7 @@ pub fn export(args: &ExportArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.out_dir)
         .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", args.out_dir.display()))?;
     let files = timm_files(&ckpt)?;
-    crate::atomic::atomic_write(
-        &args.out_dir.join("model.safetensors"),
-        &files.weights,
-    )?;
+    crate::atomic::atomic_write(&args.out_dir.join("model.safetensors"), &files.weights)?;
     crate::atomic::atomic_write(&args.out_dir.join("config.json"), &files.config)?;
     println!(
         "exported {} to {}",

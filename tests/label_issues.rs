@@ -229,7 +229,11 @@ fn a_headless_run_finds_the_flipped_labels_and_leaves_label_issues_csv() {
         .map(|f| PathBuf::from(f["path"].as_str().unwrap()))
         .collect();
     let hits = found.intersection(&flipped).count();
-    assert!(hits * 10 >= flipped.len() * 8, "{hits} of {}", flipped.len());
+    assert!(
+        hits * 10 >= flipped.len() * 8,
+        "{hits} of {}",
+        flipped.len()
+    );
 
     let csv = std::fs::read_to_string(run.join("label_issues.csv")).unwrap();
     let mut lines = csv.lines();
@@ -253,7 +257,13 @@ fn saved_corrections_are_applied_by_the_next_run_and_ignored_on_request() {
         .map(|e| e.unwrap().path())
         .collect();
     files.sort();
-    let key = |p: &Path| p.strip_prefix(&data).unwrap().to_str().unwrap().replace('\\', "/");
+    let key = |p: &Path| {
+        p.strip_prefix(&data)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .replace('\\', "/")
+    };
     let mut saved =
         CorrectionsFile::open(CorrectionsFile::path_for(&cache.join("tltui"), &data)).unwrap();
     for (file, decision, label) in [
@@ -270,7 +280,11 @@ fn saved_corrections_are_applied_by_the_next_run_and_ignored_on_request() {
             .unwrap();
     }
     let inspect = |extra: &[&str]| {
-        let mut args = vec![OsStr::new("inspect"), data.as_os_str(), OsStr::new("--json")];
+        let mut args = vec![
+            OsStr::new("inspect"),
+            data.as_os_str(),
+            OsStr::new("--json"),
+        ];
         args.extend(extra.iter().map(OsStr::new));
         let (ok, out, err) = tltui(&args, &cache);
         assert!(ok, "{err}");
@@ -281,7 +295,11 @@ fn saved_corrections_are_applied_by_the_next_run_and_ignored_on_request() {
         c["train"].as_u64().unwrap() + c["val"].as_u64().unwrap()
     };
     let applied = inspect(&[]);
-    assert_eq!((total(&applied, 0), total(&applied, 1)), (4, 7), "{applied}");
+    assert_eq!(
+        (total(&applied, 0), total(&applied, 1)),
+        (4, 7),
+        "{applied}"
+    );
     assert_eq!(applied["corrections"].as_array().unwrap().len(), 3);
     let said: Vec<&str> = applied["warnings"]
         .as_array()
@@ -291,7 +309,9 @@ fn saved_corrections_are_applied_by_the_next_run_and_ignored_on_request() {
         .filter(|w| w.starts_with("applied 3 label correction(s)"))
         .collect();
     assert_eq!(said.len(), 1, "{applied}");
-    assert!(said[0].contains("1 relabelled, 1 left out") && said[0].contains("--ignore-corrections"));
+    assert!(
+        said[0].contains("1 relabelled, 1 left out") && said[0].contains("--ignore-corrections")
+    );
 
     let ignored = inspect(&["--ignore-corrections"]);
     assert_eq!((total(&ignored, 0), total(&ignored, 1)), (6, 6));

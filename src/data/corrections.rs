@@ -61,9 +61,7 @@ impl CorrectionsFile {
         let digest = sha2::Sha256::digest(full.to_string_lossy().as_bytes());
         let hash: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
         let name = super::dataset_name(dataset);
-        cache
-            .join("corrections")
-            .join(format!("{name}-{hash}.csv"))
+        cache.join("corrections").join(format!("{name}-{hash}.csv"))
     }
 
     /// The corrections file at `path`; one that does not exist yet holds no decisions.
@@ -133,7 +131,10 @@ fn parse(bytes: &[u8]) -> Result<Vec<Correction>, String> {
     let mut reader = csv::Reader::from_reader(bytes);
     let header = reader.headers().map_err(|e| e.to_string())?;
     if header.iter().collect::<Vec<_>>() != HEADER {
-        return Err(format!("not a corrections file: its header is not {}", HEADER.join(",")));
+        return Err(format!(
+            "not a corrections file: its header is not {}",
+            HEADER.join(",")
+        ));
     }
     let mut log = Vec::new();
     for (i, row) in reader.records().enumerate() {
@@ -277,7 +278,8 @@ mod tests {
         assert!(file.effective().is_empty());
         file.decide(fix("cat/1.jpg", Decision::Relabel, Some("dog")))
             .unwrap();
-        file.decide(fix("cat/2.jpg", Decision::Exclude, None)).unwrap();
+        file.decide(fix("cat/2.jpg", Decision::Exclude, None))
+            .unwrap();
         file.decide(fix("cat/1.jpg", Decision::Keep, None)).unwrap();
         let reopened = CorrectionsFile::open(path.clone()).unwrap();
         assert_eq!(
@@ -305,7 +307,10 @@ mod tests {
         let path = dir.path().join("c.csv");
         std::fs::write(&path, "a,b\n1,2\n").unwrap();
         let e = CorrectionsFile::open(path.clone()).unwrap_err();
-        assert!(e.contains(&path.display().to_string()) && e.contains("header"), "{e}");
+        assert!(
+            e.contains(&path.display().to_string()) && e.contains("header"),
+            "{e}"
+        );
     }
 
     #[test]

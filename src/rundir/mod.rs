@@ -407,7 +407,15 @@ fn write_label_issues(path: &Path, issues: &LabelIssues) -> std::io::Result<()> 
     }
     for m in &issues.outliers {
         let path = m.path.to_string_lossy();
-        out.write_record([path.as_ref(), "fits_no_class", &m.given, "", "", "", &m.reason])?;
+        out.write_record([
+            path.as_ref(),
+            "fits_no_class",
+            &m.given,
+            "",
+            "",
+            "",
+            &m.reason,
+        ])?;
     }
     let bytes = out.into_inner().map_err(|e| e.into_error())?;
     if let Some(dir) = path.parent() {

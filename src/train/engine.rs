@@ -350,7 +350,6 @@ impl Trainer {
         });
     }
 
-
     /// Writes checkpoint `name`; a failure is reported and training goes on.
     fn save(&mut self, name: &str) -> Option<PathBuf> {
         let path = self.checkpoint_dir.join(format!("{name}.safetensors"));

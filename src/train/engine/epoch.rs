@@ -57,7 +57,12 @@ fn augments(augment: &AugmentConfig, phase: Phase) -> bool {
 
 impl Trainer {
     /// Switches to `phase` for `epochs` epochs, at a batch boundary.
-    pub(super) fn start(&mut self, phase: Phase, epochs: usize, groups: Option<usize>) -> anyhow::Result<()> {
+    pub(super) fn start(
+        &mut self,
+        phase: Phase,
+        epochs: usize,
+        groups: Option<usize>,
+    ) -> anyhow::Result<()> {
         let unfrozen = self.freeze_for(phase, groups);
         self.emit_freeze();
         self.control.pause(false);
