@@ -269,7 +269,7 @@ fn first_validation(
     };
     let start = Instant::now();
     let mut seconds = None;
-    one_warmup_epoch(setup, |e| {
+    one_warmup_epoch(setup, None, |e| {
         if matches!(e, Event::Validation { .. }) {
             seconds = Some(start.elapsed().as_secs_f64());
         }
@@ -277,11 +277,18 @@ fn first_validation(
     seconds.ok_or_else(|| anyhow::anyhow!("the engine finished without a validation result"))
 }
 
-/// Starts an engine on `setup` with a one-epoch warm-up, shows `on_event` every event up to and
+/// Starts an engine on `setup` with a one-epoch warm-up (after `first`, if given), shows `on_event` every event up to and
 /// including the first validation, then stops the engine; an engine failure is the error.
-fn one_warmup_epoch(setup: EngineSetup, mut on_event: impl FnMut(&Event)) -> anyhow::Result<()> {
+fn one_warmup_epoch(
+    setup: EngineSetup,
+    first: Option<Command>,
+    mut on_event: impl FnMut(&Event),
+) -> anyhow::Result<()> {
     let (tx, rx) = std::sync::mpsc::channel();
     let engine = Engine::spawn(setup, tx);
+    if let Some(command) = first {
+        engine.commands().send(command)?;
+    }
     engine.commands().send(Command::Warmup {
         epochs: crate::config::Epochs::Count(1),
     })?;

@@ -1,12 +1,13 @@
 //! `tltui bench --scaling`: the engine on generated datasets of growing size, each size in its
 //! own process so that its peak memory is its own. Shows that an epoch costs the same per image
 //! whatever the dataset size, and that memory stays within `data.cache_memory_mb` (images beyond
-//! it are decoded again from disk each time they are needed).
+//! it are decoded again from disk each time they are needed), and that the label-issue finder
+//! stays linear in the number of images.
 
 use super::peak_rss_mb;
 use crate::cli::BenchArgs;
 use crate::config::Config;
-use crate::train::{EngineSetup, Event, Phase, WeightsSource};
+use crate::train::{Command, EngineSetup, Event, Phase, WeightsSource};
 use image::{Rgb, RgbImage};
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
@@ -33,6 +34,9 @@ pub struct ScalingRun {
     /// augmented and run through the backbone), validation excluded.
     pub epoch_s: f64,
     pub epoch_ms_per_image: f64,
+    /// The label-issue finder on the features of every image (out-of-fold heads and confident
+    /// learning; the feature pass before it excluded).
+    pub label_issues_s: f64,
     pub peak_rss_mb: f64,
 }
 
@@ -41,8 +45,8 @@ pub fn run(args: &BenchArgs, weights: &Path, sizes: &[usize]) -> anyhow::Result<
     let exe = std::env::current_exe()?;
     if !args.json {
         println!(
-            "{:>7} {:>8} {:>9} {:>8} {:>9} {:>11} {:>9}",
-            "images", "cached", "budget", "load s", "epoch s", "ms/image", "peak RSS"
+            "{:>7} {:>8} {:>9} {:>8} {:>9} {:>11} {:>9} {:>9}",
+            "images", "cached", "budget", "load s", "epoch s", "ms/image", "finder s", "peak RSS"
         );
     }
     for &n in sizes {
@@ -70,13 +74,14 @@ pub fn run(args: &BenchArgs, weights: &Path, sizes: &[usize]) -> anyhow::Result<
         }
         let r: ScalingRun = serde_json::from_str(text.trim())?;
         println!(
-            "{:>7} {:>8} {:>6} MB {:>8.1} {:>9.1} {:>11.2} {:>6.0} MB",
+            "{:>7} {:>8} {:>6} MB {:>8.1} {:>9.1} {:>11.2} {:>9.2} {:>6.0} MB",
             r.images,
             r.cached_images,
             r.cache_memory_mb,
             r.load_s,
             r.epoch_s,
             r.epoch_ms_per_image,
+            r.label_issues_s,
             r.peak_rss_mb
         );
     }
@@ -112,7 +117,12 @@ pub fn run_one(args: &BenchArgs, weights: &Path, images: usize) -> anyhow::Resul
     let (mut load_s, mut cached, mut train_images) = (0.0, 0, 0);
     let mut epoch_started = None;
     let mut epoch_s = None;
-    super::one_warmup_epoch(setup, |e| match e {
+    let mut label_issues_s = None;
+    let find = Command::FindLabelIssues {
+        folds: crate::train::label_issues::DEFAULT_FOLDS,
+    };
+    super::one_warmup_epoch(setup, Some(find), |e| match e {
+        Event::LabelIssues(issues) => label_issues_s = Some(issues.seconds),
         Event::DatasetReady {
             classes,
             cached_images,
@@ -141,6 +151,7 @@ pub fn run_one(args: &BenchArgs, weights: &Path, images: usize) -> anyhow::Resul
         load_s,
         epoch_s,
         epoch_ms_per_image: epoch_s * 1000.0 / train_images.max(1) as f64,
+        label_issues_s: label_issues_s.ok_or_else(|| anyhow::anyhow!("no label issues"))?,
         peak_rss_mb: peak_rss_mb(),
     };
     println!("{}", serde_json::to_string(&run)?);
