@@ -2,7 +2,6 @@
 //! cache (never in the dataset folder), applied to the images of every later run on that
 //! dataset, and recorded in the recipe so that a replay reads the same labels.
 
-use super::discovery::{relative_to, ClassFiles, Discovery};
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 use std::collections::HashMap;
@@ -157,111 +156,17 @@ fn parse(bytes: &[u8]) -> Result<Vec<Correction>, String> {
 
 /// The key of `path` in a corrections file of `dataset`.
 pub fn key_of(dataset: &Path, path: &Path) -> String {
-    relative_to(dataset, path)
+    path.strip_prefix(dataset)
+        .unwrap_or(path)
         .to_string_lossy()
         .replace('\\', "/")
 }
 
-/// What applying corrections did.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Applied {
-    /// The corrections that found their image (and, to relabel, their class).
-    pub applied: Vec<Correction>,
-    pub relabelled: usize,
-    pub excluded: usize,
-    /// Corrections that could not be applied, each in words.
-    pub problems: Vec<String>,
-}
-
-/// Applies `corrections` to the images `found` in `dataset`: relabelled images move to their
-/// class (within their split), excluded ones are dropped.
-pub fn apply(found: &mut Discovery, dataset: &Path, corrections: &[Correction]) -> Applied {
-    let mut wanted: HashMap<&str, &Correction> =
-        corrections.iter().map(|c| (c.file.as_str(), c)).collect();
-    let mut done = Applied::default();
-    let mut apply_split = |classes: &mut Vec<ClassFiles>, done: &mut Applied| {
-        let index: HashMap<String, usize> = classes
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (c.name.clone(), i))
-            .collect();
-        let mut moved: Vec<(usize, PathBuf)> = Vec::new();
-        for class in classes.iter_mut() {
-            class.files.retain(|file| {
-                let key = key_of(dataset, file);
-                let Some(c) = wanted.remove(key.as_str()) else {
-                    return true;
-                };
-                match (c.decision, c.label.as_ref().and_then(|l| index.get(l))) {
-                    (Decision::Keep, _) => {
-                        done.applied.push(c.clone());
-                        true
-                    }
-                    (Decision::Exclude, _) => {
-                        done.applied.push(c.clone());
-                        done.excluded += 1;
-                        false
-                    }
-                    (Decision::Relabel, Some(&to)) => {
-                        done.applied.push(c.clone());
-                        done.relabelled += 1;
-                        moved.push((to, file.clone()));
-                        false
-                    }
-                    (Decision::Relabel, None) => {
-                        done.problems.push(format!(
-                            "correction of {}: no class {:?} in this dataset; label kept",
-                            c.file,
-                            c.label.as_deref().unwrap_or("")
-                        ));
-                        true
-                    }
-                }
-            });
-        }
-        for (to, file) in moved {
-            classes[to].files.push(file);
-            classes[to].files.sort();
-        }
-    };
-    apply_split(&mut found.classes, &mut done);
-    if let Some(val) = found.given_val.as_mut() {
-        apply_split(val, &mut done);
-    }
-    let mut missing: Vec<&str> = wanted.into_keys().collect();
-    missing.sort();
-    if !missing.is_empty() {
-        done.problems.push(format!(
-            "{} correction(s) name images this dataset no longer has, e.g. {}",
-            missing.len(),
-            missing[0]
-        ));
-    }
-    done
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn found(root: &Path) -> Discovery {
-        let class = |name: &str, files: &[&str]| ClassFiles {
-            name: name.into(),
-            files: files.iter().map(|f| root.join(name).join(f)).collect(),
-        };
-        Discovery {
-            class_root: root.to_path_buf(),
-            rule: "class folders".into(),
-            classes: vec![class("cat", &["1.jpg", "2.jpg"]), class("dog", &["3.jpg"])],
-            given_val: None,
-            skipped: Vec::new(),
-            ignored: 0,
-            candidates: Vec::new(),
-            corrections: Vec::new(),
-        }
-    }
-
-    fn fix(file: &str, decision: Decision, label: Option<&str>) -> Correction {
+    pub(crate) fn fix(file: &str, decision: Decision, label: Option<&str>) -> Correction {
         Correction {
             file: file.into(),
             decision,
@@ -311,28 +216,5 @@ mod tests {
             e.contains(&path.display().to_string()) && e.contains("header"),
             "{e}"
         );
-    }
-
-    #[test]
-    fn applying_moves_relabelled_images_drops_excluded_ones_and_reports_the_rest() {
-        let root = Path::new("/data/pets");
-        let mut d = found(root);
-        let done = apply(
-            &mut d,
-            root,
-            &[
-                fix("cat/1.jpg", Decision::Relabel, Some("dog")),
-                fix("dog/3.jpg", Decision::Exclude, None),
-                fix("cat/2.jpg", Decision::Relabel, Some("bird")),
-                fix("gone.jpg", Decision::Exclude, None),
-            ],
-        );
-        assert_eq!((done.relabelled, done.excluded), (1, 1));
-        assert_eq!(d.classes[0].files, vec![root.join("cat/2.jpg")]);
-        assert_eq!(d.classes[1].files, vec![root.join("cat/1.jpg")]);
-        assert_eq!(done.applied.len(), 2);
-        assert_eq!(done.problems.len(), 2, "{:?}", done.problems);
-        assert!(done.problems[0].contains("bird"));
-        assert!(done.problems[1].contains("gone.jpg"));
     }
 }

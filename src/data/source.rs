@@ -10,13 +10,14 @@
 //!
 //! Then the label corrections saved for the dataset ([`super::corrections`]) are applied.
 
-use super::corrections::{self, CorrectionsChoice, CorrectionsFile};
+use super::corrections::{self, Correction, CorrectionsChoice, CorrectionsFile, Decision};
 use super::discover::{self, DiscoverOptions};
-use super::discovery::{self, CandidateReport, Discovery, DiscoveryError};
+use super::discovery::{self, CandidateReport, ClassFiles, Discovery, DiscoveryError};
 use super::hub_dataset::{self, HubDatasetOptions};
 use super::label_file::{self, ColumnChoice};
 use super::names::LabelPattern;
 use crate::hub::{DownloadProgress, HubOptions};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -147,6 +148,84 @@ pub fn discover_source(
     Ok((found, warnings))
 }
 
+/// What applying corrections did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Applied {
+    /// The corrections that found their image (and, to relabel, their class).
+    pub applied: Vec<Correction>,
+    pub relabelled: usize,
+    pub excluded: usize,
+    /// Corrections that could not be applied, each in words.
+    pub problems: Vec<String>,
+}
+
+/// Applies `corrections` to the images `found` in `dataset`: relabelled images move to their
+/// class (within their split), excluded ones are dropped.
+pub fn apply(found: &mut Discovery, dataset: &Path, corrections: &[Correction]) -> Applied {
+    let mut wanted: HashMap<&str, &Correction> =
+        corrections.iter().map(|c| (c.file.as_str(), c)).collect();
+    let mut done = Applied::default();
+    let mut apply_split = |classes: &mut Vec<ClassFiles>, done: &mut Applied| {
+        let index: HashMap<String, usize> = classes
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.name.clone(), i))
+            .collect();
+        let mut moved: Vec<(usize, PathBuf)> = Vec::new();
+        for class in classes.iter_mut() {
+            class.files.retain(|file| {
+                let key = corrections::key_of(dataset, file);
+                let Some(c) = wanted.remove(key.as_str()) else {
+                    return true;
+                };
+                match (c.decision, c.label.as_ref().and_then(|l| index.get(l))) {
+                    (Decision::Keep, _) => {
+                        done.applied.push(c.clone());
+                        true
+                    }
+                    (Decision::Exclude, _) => {
+                        done.applied.push(c.clone());
+                        done.excluded += 1;
+                        false
+                    }
+                    (Decision::Relabel, Some(&to)) => {
+                        done.applied.push(c.clone());
+                        done.relabelled += 1;
+                        moved.push((to, file.clone()));
+                        false
+                    }
+                    (Decision::Relabel, None) => {
+                        done.problems.push(format!(
+                            "correction of {}: no class {:?} in this dataset; label kept",
+                            c.file,
+                            c.label.as_deref().unwrap_or("")
+                        ));
+                        true
+                    }
+                }
+            });
+        }
+        for (to, file) in moved {
+            classes[to].files.push(file);
+            classes[to].files.sort();
+        }
+    };
+    apply_split(&mut found.classes, &mut done);
+    if let Some(val) = found.given_val.as_mut() {
+        apply_split(val, &mut done);
+    }
+    let mut missing: Vec<&str> = wanted.into_keys().collect();
+    missing.sort();
+    if !missing.is_empty() {
+        done.problems.push(format!(
+            "{} correction(s) name images this dataset no longer has, e.g. {}",
+            missing.len(),
+            missing[0]
+        ));
+    }
+    done
+}
+
 /// Applies the corrections `choice` names to `found` and records them there; the one line that
 /// says so, and what could not be applied.
 fn apply_corrections(
@@ -170,7 +249,7 @@ fn apply_corrections(
     if corrections.is_empty() {
         return Vec::new();
     }
-    let done = corrections::apply(found, dataset, &corrections);
+    let done = apply(found, dataset, &corrections);
     let mut lines = vec![format!(
         "applied {} label correction(s) from {from}: {} relabelled, {} left out{}",
         done.applied.len(),
@@ -273,4 +352,50 @@ fn from_label_file(
     }
     .checked(dataset)?;
     Ok((discovery, labelled.conflicts))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::corrections::tests::fix;
+
+    fn found(root: &Path) -> Discovery {
+        let class = |name: &str, files: &[&str]| ClassFiles {
+            name: name.into(),
+            files: files.iter().map(|f| root.join(name).join(f)).collect(),
+        };
+        Discovery {
+            class_root: root.to_path_buf(),
+            rule: "class folders".into(),
+            classes: vec![class("cat", &["1.jpg", "2.jpg"]), class("dog", &["3.jpg"])],
+            given_val: None,
+            skipped: Vec::new(),
+            ignored: 0,
+            candidates: Vec::new(),
+            corrections: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn applying_moves_relabelled_images_drops_excluded_ones_and_reports_the_rest() {
+        let root = Path::new("/data/pets");
+        let mut d = found(root);
+        let done = apply(
+            &mut d,
+            root,
+            &[
+                fix("cat/1.jpg", Decision::Relabel, Some("dog")),
+                fix("dog/3.jpg", Decision::Exclude, None),
+                fix("cat/2.jpg", Decision::Relabel, Some("bird")),
+                fix("gone.jpg", Decision::Exclude, None),
+            ],
+        );
+        assert_eq!((done.relabelled, done.excluded), (1, 1));
+        assert_eq!(d.classes[0].files, vec![root.join("cat/2.jpg")]);
+        assert_eq!(d.classes[1].files, vec![root.join("cat/1.jpg")]);
+        assert_eq!(done.applied.len(), 2);
+        assert_eq!(done.problems.len(), 2, "{:?}", done.problems);
+        assert!(done.problems[0].contains("bird"));
+        assert!(done.problems[1].contains("gone.jpg"));
+    }
 }
