@@ -3,10 +3,12 @@
 
 mod events;
 mod keys;
+pub mod review;
 
 #[cfg(test)]
 pub(crate) use events::tests::dataset_ready;
 pub use keys::Action;
+pub use review::Review;
 
 use crate::config::Epochs;
 use crate::data::{ClassCount, DataReport};
@@ -17,6 +19,7 @@ use crate::train::metrics::{Ema, TopLoss};
 use crate::train::{Event, FeatureStatus, Pass, Phase, Picture, WeightsSource};
 use crate::ui::pictures::Pictures;
 use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// Batches kept for the sparklines.
@@ -27,6 +30,8 @@ const LOG_LINES: usize = 200;
 pub const TOP_LOSS_PICTURES: &str = "top-loss:";
 /// Key prefix of the augmentation-preview pictures (dropped at each new preview).
 pub const AUGMENTATION_PICTURES: &str = "augmentation:";
+/// Key prefix of the label-review pictures (dropped at each new finder result).
+pub const LABEL_REVIEW_PICTURES: &str = "label-review:";
 
 /// What the engine is doing, as the header shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,6 +155,9 @@ pub enum Panel {
     History,
     /// The learning-rate finder's curve and suggestion, full width (`r`).
     LrFinder,
+    /// The label-issue finder's suspects, one at a time, to relabel, exclude or keep, full
+    /// width (`i`).
+    LabelReview,
 }
 
 /// A training image as the network sees it, and its augmented variants.
@@ -243,6 +251,11 @@ pub struct App {
     /// Index of the top-loss entry whose picture is shown.
     pub selected_loss: usize,
     pub preview: Option<AugmentationPreview>,
+    /// The label-issue finder's result and the review of its suspects.
+    pub review: Review,
+    /// Where the dataset's label corrections are saved (`None`: no cache folder, nothing can be
+    /// saved); [`super::run`] sets it, tests point it into a temporary folder.
+    pub corrections_path: Option<PathBuf>,
     pub panel: Panel,
     pub pictures: Pictures,
     pub log: VecDeque<(Level, String)>,
@@ -303,6 +316,8 @@ impl App {
             top_losses: Vec::new(),
             selected_loss: 0,
             preview: None,
+            review: Review::default(),
+            corrections_path: None,
             panel: Panel::Layers,
             pictures: Pictures::halfblocks(),
             log: VecDeque::new(),

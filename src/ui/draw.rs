@@ -39,6 +39,7 @@ pub fn draw(f: &mut Frame, app: &mut App) {
         Panel::Augmentations => panels::augmentations(f, app, middle),
         Panel::History => panels::history(f, app, middle),
         Panel::LrFinder => panels::lr_finder(f, app, middle),
+        Panel::LabelReview => panels::label_review(f, app, middle),
         Panel::Layers | Panel::Confusion => {
             let [side, charts] =
                 Layout::horizontal([Constraint::Percentage(45), Constraint::Percentage(55)])

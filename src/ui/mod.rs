@@ -45,6 +45,8 @@ pub fn run(args: &TrainArgs, dataset: &Path) -> anyhow::Result<ExitCode> {
     let resume = args.resume.as_deref();
     let setup = crate::train::EngineSetup::new(dataset, source, config, &args.model, resume)?;
     app.weights_origin = Some((&setup.weights).into());
+    app.corrections_path = crate::cache_dir()
+        .map(|cache| crate::data::corrections::CorrectionsFile::path_for(&cache, dataset));
     let mut run_log = RunLog::new(&setup.checkpoint_dir);
     let (tx, rx) = std::sync::mpsc::channel();
     let engine = Engine::spawn(setup, tx);

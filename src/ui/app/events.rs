@@ -119,6 +119,11 @@ impl App {
                         issues.seconds
                     ),
                 );
+                self.review.running = false;
+                self.review.selected = 0;
+                self.review.other = None;
+                self.pictures.forget(LABEL_REVIEW_PICTURES);
+                self.review.issues = Some(issues);
             }
             Event::LrFind(result) => {
                 self.pending = None;
@@ -281,6 +286,8 @@ impl App {
             }
             Event::Error { message } => {
                 self.pending = None;
+                // The finder, if it was running, ended with this error; `i` can ask again.
+                self.review.running = false;
                 self.quit_after_save = false;
                 self.log(Level::Error, message);
             }

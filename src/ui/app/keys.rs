@@ -23,7 +23,8 @@ impl Panel {
             Panel::Confusion => Panel::TopLosses,
             Panel::TopLosses => Panel::Augmentations,
             Panel::Augmentations => Panel::History,
-            Panel::History | Panel::LrFinder => Panel::Layers,
+            Panel::History => Panel::LabelReview,
+            Panel::LabelReview | Panel::LrFinder => Panel::Layers,
         }
     }
 }
@@ -73,6 +74,11 @@ impl App {
                 _ => {}
             }
         }
+        if self.panel == Panel::LabelReview {
+            if let Some(action) = self.review_key(key) {
+                return action;
+            }
+        }
         let command = match key.code {
             KeyCode::Char('w') => Command::Warmup {
                 epochs: self.warmup_epochs,
@@ -104,6 +110,7 @@ impl App {
             KeyCode::Char('c') => return self.toggle(Panel::Confusion),
             KeyCode::Char('l') => return self.toggle(Panel::TopLosses),
             KeyCode::Char('a') => return self.toggle(Panel::Augmentations),
+            KeyCode::Char('i') => return self.toggle_review(),
             KeyCode::Tab => return self.show(self.panel.next()),
             KeyCode::Char('n') if self.panel == Panel::Augmentations => {
                 Command::PreviewAugmentations
@@ -130,7 +137,7 @@ impl App {
     }
 
     /// Sends `command` to the engine unless it has ended; the footer shows it until it acts.
-    fn send(&mut self, command: Command) -> Option<Action> {
+    pub(super) fn send(&mut self, command: Command) -> Option<Action> {
         if self.status == Status::Finished {
             return None;
         }
@@ -203,14 +210,22 @@ mod tests {
         let tab = KeyEvent::new(KeyCode::Tab, KeyModifiers::NONE);
         let mut seen = vec![a.panel];
         let mut actions = Vec::new();
-        for _ in 0..5 {
+        for _ in 0..6 {
             actions.push(a.on_key(tab));
             seen.push(a.panel);
         }
         use Panel::*;
         assert_eq!(
             seen,
-            [Layers, Confusion, TopLosses, Augmentations, History, Layers]
+            [
+                Layers,
+                Confusion,
+                TopLosses,
+                Augmentations,
+                History,
+                LabelReview,
+                Layers
+            ]
         );
         assert_eq!(
             actions,
@@ -219,8 +234,10 @@ mod tests {
                 None,
                 Some(Action::Engine(Command::PreviewAugmentations)),
                 None,
+                None,
                 None
-            ]
+            ],
+            "Tab shows the label review without running the finder"
         );
     }
 

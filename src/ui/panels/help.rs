@@ -28,13 +28,14 @@ pub fn help(f: &mut Frame, app: &App, area: Rect) {
         Line::from("c  confusion matrix of the last validation / layer groups"),
         Line::from("l  top losses: worst validation images, with a picture (j/k select)"),
         Line::from("a  augmentation preview of a training image (n: another image)"),
-        Line::from("Tab  next panel: layers, confusion, top losses, augmentations, history"),
+        Line::from("i  label review: the finder's suspect labels; Enter accepts the suggestion, o another class, x exclude, g keep, u undo, j/k move"),
+        Line::from("Tab  next panel: layers, confusion, top losses, augmentations, history, label review"),
         Line::from("q  quit (asks first when progress is unsaved)"),
         Line::from("?  this help; Esc closes it"),
         Line::from(""),
         Line::from("Commands apply at the next batch boundary."),
     ];
-    let r = centered(area, 76, 21);
+    let r = centered(area, 76, 24);
     f.render_widget(Clear, r);
     f.render_widget(
         Paragraph::new(text)
