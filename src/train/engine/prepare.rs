@@ -33,12 +33,18 @@ impl Trainer {
             revision,
             checkpoint,
         } = fetch_backbone(&setup.weights, &setup.device, download, &emit)?;
-        let (image_size, note) = model_config.image_size(config.data.image_size, &setup.device);
-        if let Some(message) = note {
-            emit(Event::Warning { message });
-        }
-        let prep = Preprocess::from_cfg(&model_config.pretrained_cfg, image_size)
-            .map_err(anyhow::Error::msg)?;
+        let prep = match &checkpoint {
+            // A resumed run reads images as the checkpoint was trained, unless told a size.
+            Some(ckpt) if config.data.image_size == 0 => ckpt.meta.preprocess.clone(),
+            _ => {
+                let (size, note) = model_config.image_size(config.data.image_size, &setup.device);
+                if let Some(message) = note {
+                    emit(Event::Warning { message });
+                }
+                Preprocess::from_cfg(&model_config.pretrained_cfg, size)
+                    .map_err(anyhow::Error::msg)?
+            }
+        };
 
         let Decoded {
             store,
