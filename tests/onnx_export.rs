@@ -17,34 +17,6 @@ use tltui::data::Preprocess;
 use tltui::model::{build_backbone, Head, ModelConfig, Params};
 use tltui::onnx::{model_bytes, Info, Options};
 
-/// A Python that imports onnx, onnxruntime, numpy and PIL, or `None` (reason printed) outside CI.
-fn python() -> Option<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let candidates: Vec<PathBuf> = std::env::var_os("TLTUI_ONNX_PYTHON")
-        .map(PathBuf::from)
-        .into_iter()
-        .chain([root.join("target/onnx-venv/bin/python"), "python3".into()])
-        .collect();
-    for py in &candidates {
-        let ok = Command::new(py)
-            .args(["-c", "import onnx, onnxruntime, numpy, PIL"])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if ok {
-            return Some(py.clone());
-        }
-    }
-    let why = format!(
-        "no Python with onnx, onnxruntime, numpy and pillow among {candidates:?} (.ci/run \
-         installs them; or set TLTUI_ONNX_PYTHON)"
-    );
-    if std::env::var_os("CI").is_some() {
-        panic!("{why}");
-    }
-    eprintln!("skipped: {why}");
-    None
-}
-
 /// Runs `scripts/check_onnx.py MODEL ARGS...` and parses its JSON report.
 fn check_onnx(py: &Path, model: &Path, args: &[&std::ffi::OsStr]) -> serde_json::Value {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/check_onnx.py");
@@ -180,7 +152,7 @@ fn every_architecture_matches_onnxruntime_at_batch_1_and_5() {
     let Some(shared) = common::shared_dir() else {
         return;
     };
-    let Some(py) = python() else {
+    let Some(py) = common::onnx_python() else {
         return;
     };
     let golden = shared.join("reference/tf_efficientnet_lite0.golden.safetensors");
@@ -334,7 +306,7 @@ struct ImagenetLite0 {
 impl ImagenetLite0 {
     fn new() -> Option<Self> {
         let shared = common::shared_dir()?;
-        let py = python()?;
+        let py = common::onnx_python()?;
         let tmp = tempfile::tempdir().unwrap();
         let spec = imagenet_export_dir(&shared, tmp.path());
         let config = ModelConfig::from_file(&spec.join("config.json")).unwrap();
@@ -469,7 +441,7 @@ fn pil_and_tltui_resize_to_the_same_pixels() {
 
 #[test]
 fn a_checkpoint_of_generated_classes_exports_with_its_class_names() {
-    let Some(py) = python() else {
+    let Some(py) = common::onnx_python() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();

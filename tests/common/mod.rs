@@ -198,3 +198,32 @@ pub fn relative_error(want: &Tensor, got: &Tensor) -> f32 {
     };
     max(&(want - got).unwrap()) / max(want).max(1e-6)
 }
+
+/// A Python that imports onnx, onnxruntime, numpy and PIL (`TLTUI_ONNX_PYTHON`, the CI venv,
+/// `python3`), or `None` (reason printed) outside CI.
+pub fn onnx_python() -> Option<PathBuf> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let candidates: Vec<PathBuf> = std::env::var_os("TLTUI_ONNX_PYTHON")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain([root.join("target/ci-venv/bin/python"), "python3".into()])
+        .collect();
+    for py in &candidates {
+        let ok = std::process::Command::new(py)
+            .args(["-c", "import onnx, onnxruntime, numpy, PIL"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if ok {
+            return Some(py.clone());
+        }
+    }
+    let why = format!(
+        "no Python with onnx, onnxruntime, numpy and pillow among {candidates:?} (.ci/run \
+         installs them; or set TLTUI_ONNX_PYTHON)"
+    );
+    if std::env::var_os("CI").is_some() {
+        panic!("{why}");
+    }
+    eprintln!("skipped: {why}");
+    None
+}
