@@ -177,11 +177,13 @@ fn taped_backward_matches_autograd(arch: &str) {
 /// [`taped_backward_matches_autograd`] on inputs of `size` x `size` pixels.
 fn taped_backward_matches_autograd_at(arch: &str, size: usize) {
     // Both are f32 sums over every position of the batch through a dozen activation kinks (an
-    // activation within rounding of a kink takes the other side's gradient): the stem's gradient
-    // has been seen 2.7e-3 apart with unseeded random weights. A wrong backward is off by O(1).
+    // activation within rounding of a kink takes the other side's gradient, and a CPU with
+    // other vector widths rounds elsewhere): one such position has moved the largest entry of
+    // MobileNetV2's last expansion gradient by 1.7e-2, while the tensor's norm moves far less.
+    // A wrong backward is off by O(1) in the norm.
     let (worst, dims) = taped_backward_difference(arch, size);
     assert!(
-        worst < 1e-2,
+        worst < 1e-3,
         "{arch}: the gradient of a {dims:?} tensor differs by {worst} (relative)"
     );
 }
@@ -191,7 +193,7 @@ fn taped_backward_matches_autograd_at(arch: &str, size: usize) {
 fn taped_backward_difference(arch: &str, size: usize) -> (f32, Vec<usize>) {
     let mut worst = (0f32, Vec::new());
     let weights = common::random_weights(arch);
-    let x = Tensor::randn(0f32, 1.0, (2, 3, size, size), &Device::Cpu).unwrap();
+    let x = common::seeded_normal(1, &[2, 3, size, size]);
     let groups = build_backbone(
         &config(arch),
         Params::from_tensors(weights.clone()).unwrap(),
@@ -210,7 +212,7 @@ fn taped_backward_difference(arch: &str, size: usize) -> (f32, Vec<usize>) {
             b.set_trainable(i, i >= trainable_from);
         }
         let features = b.parts().num_features;
-        let r = Tensor::randn(0f32, 1.0, (2, features), &Device::Cpu).unwrap();
+        let r = common::seeded_normal(2, &[2, features]);
         let auto_features = b.forward(&x, true).unwrap();
         let reference = auto_features
             .mul(&r)
@@ -245,7 +247,7 @@ fn taped_backward_difference(arch: &str, size: usize) -> (f32, Vec<usize>) {
         for (_, v) in vars {
             let want = reference.get(v.as_tensor()).expect("autograd gradient");
             let got = grads.get(v.as_tensor()).expect("taped gradient");
-            let err = common::relative_error(want, got);
+            let err = common::norm_relative_error(want, got);
             if err > worst.0 {
                 worst = (err, v.dims().to_vec());
             }

@@ -77,16 +77,68 @@ pub fn random_weights(arch: &str) -> Vec<(String, Tensor)> {
             .map(|d| d.parse().unwrap())
             .collect();
         let fan_in: usize = shape.iter().skip(1).product::<usize>().max(1);
+        let seed = name_seed(&format!("{arch}/{name}"));
         let t = if name.contains("bn") || name.contains("downsample.1") {
-            Tensor::rand(0.5f32, 1.5, shape.as_slice(), &Device::Cpu).unwrap()
+            (seeded_uniform(seed, &shape) + 0.5).unwrap()
         } else {
-            (Tensor::randn(0f32, 1.0, shape.as_slice(), &Device::Cpu).unwrap()
-                / (fan_in as f64).sqrt())
-            .unwrap()
+            (seeded_normal(seed, &shape) / (fan_in as f64).sqrt()).unwrap()
         };
         tensors.push((name, t));
     }
     panic!("{arch}: no model after 2000 tensors");
+}
+
+/// A seed for the tensor called `name` (FNV-1a), so random weights are the same on every run.
+fn name_seed(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// Uniform draws in [0, 1) from splitmix64 seeded with `seed`.
+fn seeded_draws(seed: u64, n: usize) -> Vec<f64> {
+    let mut state = seed;
+    (0..n)
+        .map(|_| {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            (z ^ (z >> 31)) as f64 / (u64::MAX as f64 + 1.0)
+        })
+        .collect()
+}
+
+/// A tensor of `shape` with uniform values in [0, 1), the same for the same `seed`.
+pub fn seeded_uniform(seed: u64, shape: &[usize]) -> Tensor {
+    let n = shape.iter().product();
+    let values: Vec<f32> = seeded_draws(seed, n).into_iter().map(|u| u as f32).collect();
+    Tensor::from_vec(values, shape, &Device::Cpu).unwrap()
+}
+
+/// A tensor of `shape` with standard normal values (Box-Muller), the same for the same `seed`.
+pub fn seeded_normal(seed: u64, shape: &[usize]) -> Tensor {
+    let n: usize = shape.iter().product();
+    let u = seeded_draws(seed, n + n % 2);
+    let values: Vec<f32> = u
+        .chunks(2)
+        .flat_map(|p| {
+            let radius = (-2.0 * (1.0 - p[0]).ln()).sqrt();
+            let angle = std::f64::consts::TAU * p[1];
+            [radius * angle.cos(), radius * angle.sin()]
+        })
+        .take(n)
+        .map(|v| v as f32)
+        .collect();
+    Tensor::from_vec(values, shape, &Device::Cpu).unwrap()
+}
+
+/// `|want - got| / |want|` in the Euclidean norm over the whole tensor: one activation that
+/// rounds to the other side of a kink moves one position's share of a gradient, a wrong
+/// backward moves all of it.
+pub fn norm_relative_error(want: &Tensor, got: &Tensor) -> f32 {
+    let norm = |t: &Tensor| t.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap().sqrt();
+    norm(&(want - got).unwrap()) / norm(want).max(1e-12)
 }
 
 /// Writes `model.safetensors` (random `arch` weights) and `config.json` into `dir`; returns the
