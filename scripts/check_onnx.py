@@ -10,7 +10,7 @@ usage: check_onnx.py MODEL.onnx [--run INPUT.npy]... [--bench BATCH SECONDS] [--
   --images    resizes each image as README.md's "Deploying with ONNX" says (EXIF orientation
               applied, PIL bicubic, shorter side to `resize`, center crop), feeds the uint8
               pixels (a --with-preprocessing export) and reports the top class (named from the
-              metadata) and its probability
+              metadata) and its probability (softmax; multi-label models: its sigmoid)
   --save-pixels DIR  also writes the pixels fed for each image as DIR/<file stem>.png
   --cropped   as --images, for images already resized and cropped to the input size
   --bench     onnxruntime's CPU images/s on random inputs of BATCH images for about SECONDS
@@ -74,7 +74,10 @@ def main(argv):
                 stem = os.path.splitext(os.path.basename(image))[0]
                 Image.fromarray(fed[0]).save(os.path.join(save_pixels, stem + ".png"))
             logits = session.run(["logits"], {input_name: fed})[0][0]
-            p = np.exp(logits - logits.max()); p /= p.sum()
+            if meta.get("problem_type") == "multi_label_classification":
+                p = 1 / (1 + np.exp(-logits))  # a sigmoid per label
+            else:
+                p = np.exp(logits - logits.max()); p /= p.sum()
             top = int(p.argmax())
             predictions.append({"path": image, "class": labels[top], "probability": float(p[top])})
         report["predictions"] = predictions

@@ -161,6 +161,7 @@ impl Printer {
         match event {
             Event::Decoding { done, total } => self.bar(&format!("decoding images {done}/{total}")),
             Event::DatasetReady {
+                task,
                 class_root,
                 classes,
                 skipped,
@@ -173,8 +174,12 @@ impl Printer {
                     .iter()
                     .map(|c| format!("{} {}/{}", c.name, c.train, c.val))
                     .collect();
+                let what = match task {
+                    crate::data::Task::SingleLabel => "classes",
+                    crate::data::Task::MultiLabel => "labels, multi-label",
+                };
                 self.line(&format!(
-                    "dataset: {} ({source}) — {} classes (train/val): {}; {} skipped, {} ignored",
+                    "dataset: {} ({source}) — {} {what} (train/val): {}; {} skipped, {} ignored",
                     class_root.display(),
                     classes.len(),
                     counts.join(", "),
@@ -305,6 +310,7 @@ impl Printer {
                 loss,
                 accuracy,
                 accuracy_clean,
+                multi_label,
                 seconds,
                 ..
             } => {
@@ -313,11 +319,25 @@ impl Printer {
                 let clean = accuracy_clean
                     .map(|a| format!(" (without leaked images {a:.4})"))
                     .unwrap_or_default();
+                let scores = match multi_label {
+                    Some(m) => format!(
+                        "mAP {:.4} F1 micro {:.4} macro {:.4} exact match {accuracy:.4}",
+                        m.map, m.f1_micro, m.f1_macro
+                    ),
+                    None => format!("acc {accuracy:.4}{clean}"),
+                };
                 self.line(&format!(
-                    "{label}: train loss {:.4} acc {:.4} | val loss {loss:.4} acc {accuracy:.4}{clean} (validation {seconds:.1} s)",
+                    "{label}: train loss {:.4} acc {:.4} | val loss {loss:.4} {scores} (validation {seconds:.1} s)",
                     self.epoch_loss / n,
                     self.epoch_correct / n
                 ));
+                for l in multi_label.iter().flat_map(|m| &m.per_label) {
+                    let ap = l.ap.map_or("-".into(), |a| format!("{a:.4}"));
+                    self.line(&format!(
+                        "  {}: AP {ap} F1 {:.4} precision {:.4} recall {:.4} threshold {:.3} ({} in val)",
+                        l.name, l.f1, l.precision, l.recall, l.threshold, l.support
+                    ));
+                }
             }
             Event::CheckpointSaved { path, reason } => {
                 self.line(&format!("checkpoint ({reason}): {}", path.display()))

@@ -8,6 +8,7 @@ use crate::model::{build_backbone, Backbone, Head, ModelConfig, Params};
 use crate::onnx;
 use crate::train::checkpoint::Checkpoint;
 use crate::train::metrics::{top_losses, Confusion};
+use crate::train::multi_label;
 use candle_core::{Device, Tensor, D};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -27,6 +28,9 @@ pub struct Classifier {
     head: Head,
     /// Class names in the order of the head's outputs.
     pub classes: Vec<String>,
+    /// Multi-label: a sigmoid per output, and the probability from which each label is
+    /// predicted; `None`: a softmax over the classes.
+    pub thresholds: Option<Vec<f32>>,
     preprocess: Preprocess,
     pretrained_cfg: PretrainedCfg,
 }
@@ -38,6 +42,12 @@ struct TimmConfig {
     num_features: usize,
     #[serde(default)]
     label_names: Vec<String>,
+    /// `multi_label_classification` (Hugging Face transformers' name) for a sigmoid per label.
+    #[serde(default)]
+    problem_type: Option<String>,
+    /// Multi-label: each label's threshold.
+    #[serde(default)]
+    label_thresholds: Option<Vec<f32>>,
     pretrained_cfg: PretrainedCfg,
 }
 
@@ -75,6 +85,7 @@ impl Classifier {
             device,
             backbone,
             head,
+            thresholds: ckpt.meta.thresholds(),
             classes: ckpt.meta.classes,
             preprocess: ckpt.meta.preprocess,
             pretrained_cfg: config.pretrained_cfg,
@@ -122,10 +133,13 @@ impl Classifier {
         };
         let backbone = build_backbone(&config, params)
             .map_err(|e| anyhow::anyhow!("{}: {e}", weights.display()))?;
+        let thresholds = (cfg.problem_type.as_deref() == Some(onnx::MULTI_LABEL_PROBLEM))
+            .then(|| cfg.label_thresholds.unwrap_or_else(|| vec![0.5; k]));
         Ok(Self {
             device,
             backbone,
             head,
+            thresholds,
             classes: cfg.label_names,
             preprocess,
             pretrained_cfg: cfg.pretrained_cfg,
@@ -143,7 +157,8 @@ impl Classifier {
         (backbone, &self.head, &self.preprocess, &self.pretrained_cfg)
     }
 
-    /// Class probabilities `[N, K]` of decoded-and-preprocessed inputs.
+    /// Class probabilities `[N, K]` of decoded-and-preprocessed inputs (multi-label: each
+    /// label's own).
     fn probabilities(&self, inputs: Vec<Vec<f32>>) -> anyhow::Result<Vec<Vec<f32>>> {
         let s = self.preprocess().size as usize;
         let mut out = Vec::with_capacity(inputs.len());
@@ -153,7 +168,11 @@ impl Classifier {
                 &self.backbone.forward(&x, false)?,
                 None::<&mut rand_chacha::ChaCha8Rng>,
             )?;
-            out.extend(candle_nn::ops::softmax(&logits, D::Minus1)?.to_vec2::<f32>()?);
+            let probabilities = match self.thresholds {
+                Some(_) => candle_nn::ops::sigmoid(&logits)?,
+                None => candle_nn::ops::softmax(&logits, D::Minus1)?,
+            };
+            out.extend(probabilities.to_vec2::<f32>()?);
         }
         Ok(out)
     }
@@ -211,12 +230,15 @@ pub fn collect_images(inputs: &[PathBuf]) -> Vec<PathBuf> {
     out
 }
 
-/// One image's top classes.
+/// One image's top classes (multi-label: every label, most probable first).
 #[derive(Debug, Serialize)]
 pub struct Prediction {
     #[serde(serialize_with = "crate::data::lossy_path")]
     pub path: PathBuf,
     pub top: Vec<ClassProbability>,
+    /// Multi-label: the labels whose probability reaches their threshold.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub labels: Option<Vec<String>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -235,15 +257,25 @@ pub fn predict(args: &PredictArgs) -> anyhow::Result<()> {
         .map(|(path, probs)| {
             let mut order: Vec<usize> = (0..probs.len()).collect();
             order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
+            let shown = match model.thresholds {
+                Some(_) => probs.len(),
+                None => args.top.max(1),
+            };
             let top = order
                 .into_iter()
-                .take(args.top.max(1))
+                .take(shown)
                 .map(|i| ClassProbability {
                     class: model.classes[i].clone(),
                     probability: probs[i],
                 })
                 .collect();
-            Prediction { path, top }
+            let labels = model.thresholds.as_ref().map(|t| {
+                (0..probs.len())
+                    .filter(|&i| probs[i] >= t[i])
+                    .map(|i| model.classes[i].clone())
+                    .collect()
+            });
+            Prediction { path, top, labels }
         })
         .collect();
     if args.json {
@@ -258,7 +290,15 @@ pub fn predict(args: &PredictArgs) -> anyhow::Result<()> {
                 .iter()
                 .map(|c| format!("{} {:.4}", c.class, c.probability))
                 .collect();
-            println!("{}: {}", p.path.display(), top.join(", "));
+            match &p.labels {
+                Some(labels) => println!(
+                    "{}: [{}] {}",
+                    p.path.display(),
+                    labels.join(" "),
+                    top.join(", ")
+                ),
+                None => println!("{}: {}", p.path.display(), top.join(", ")),
+            }
         }
         for s in &skipped {
             eprintln!("skipped {}: {}", s.path.display(), s.reason);
@@ -275,6 +315,67 @@ pub struct ClassMetrics {
     pub recall: f32,
     pub f1: f32,
     pub support: usize,
+}
+
+/// `tltui eval` of a multi-label model on `samples` (classified as `results`): mAP, F1 and each
+/// label's scores at the model's thresholds.
+fn eval_multi_label(
+    args: &EvalArgs,
+    ds: &Dataset,
+    samples: &[&crate::data::Sample],
+    results: &[Classified],
+    thresholds: &[f32],
+    skipped: &[Skipped],
+) -> anyhow::Result<()> {
+    let labels: std::collections::HashMap<&Path, &Vec<usize>> = samples
+        .iter()
+        .map(|s| (s.path.as_path(), &s.labels))
+        .collect();
+    let truth: Vec<Vec<usize>> = results
+        .iter()
+        .map(|(p, _)| labels[p.as_path()].clone())
+        .collect();
+    let probabilities: Vec<Vec<f32>> = results.iter().map(|(_, p)| p.clone()).collect();
+    let s = multi_label::scores(&probabilities, &truth, &ds.class_names, Some(thresholds));
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "task": ds.task,
+                "images": results.len(),
+                "accuracy": s.exact_match,
+                "map": s.map,
+                "f1_micro": s.f1_micro,
+                "f1_macro": s.f1_macro,
+                "per_label": s.per_label,
+                "skipped": skipped,
+            })
+        );
+        return Ok(());
+    }
+    println!(
+        "{} images, mAP {:.4}, F1 micro {:.4} macro {:.4}, exact match {:.4}",
+        results.len(),
+        s.map,
+        s.f1_micro,
+        s.f1_macro,
+        s.exact_match
+    );
+    println!(
+        "\n{:<24} {:>7} {:>7} {:>9} {:>7} {:>9} {:>7}",
+        "label", "AP", "F1", "precision", "recall", "threshold", "support"
+    );
+    for l in &s.per_label {
+        let ap = l.ap.map_or("-".into(), |a| format!("{a:.4}"));
+        println!(
+            "{:<24} {:>7} {:>7.4} {:>9.4} {:>7.4} {:>9.3} {:>7}",
+            l.name, ap, l.f1, l.precision, l.recall, l.threshold, l.support
+        );
+    }
+    for s in skipped {
+        eprintln!("skipped {}: {}", s.path.display(), s.reason);
+    }
+    Ok(())
 }
 
 /// `tltui eval`.
@@ -297,7 +398,9 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
     };
     let max_pixels = data.max_pixels();
     let model = Classifier::from_checkpoint(ckpt, device)?;
-    let source = args.data.source.options(&ckpt_config);
+    let mut source = args.data.source.options(&ckpt_config);
+    // A multi-label model is evaluated on labels read as it was trained.
+    source.columns.multi_label |= model.thresholds.is_some();
     let ds = Dataset::open(&args.dataset, &source, &split, max_pixels)?;
     if ds.class_names != model.classes {
         anyhow::bail!(
@@ -314,9 +417,12 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
     };
     let paths: Vec<PathBuf> = samples.iter().map(|s| s.path.clone()).collect();
     let (results, skipped) = model.classify(&paths)?;
+    if let Some(thresholds) = &model.thresholds {
+        return eval_multi_label(args, &ds, &samples, &results, thresholds, &skipped);
+    }
     let label: std::collections::HashMap<&Path, usize> = samples
         .iter()
-        .map(|s| (s.path.as_path(), s.label))
+        .map(|s| (s.path.as_path(), s.class()))
         .collect();
     let ranked = top_losses(
         results
@@ -462,13 +568,17 @@ pub fn timm_files(ckpt: &Checkpoint) -> anyhow::Result<TimmFiles> {
     pretrained_cfg["input_size"] = serde_json::json!([3, size, size]);
     pretrained_cfg["num_classes"] = ckpt.meta.classes.len().into();
     pretrained_cfg["classifier"] = classifier.into();
-    let config = serde_json::json!({
+    let mut config = serde_json::json!({
         "architecture": ckpt.meta.architecture,
         "num_classes": ckpt.meta.classes.len(),
         "num_features": num_features,
         "label_names": ckpt.meta.classes,
         "pretrained_cfg": pretrained_cfg,
     });
+    if let Some(thresholds) = ckpt.meta.thresholds() {
+        config["problem_type"] = onnx::MULTI_LABEL_PROBLEM.into();
+        config["label_thresholds"] = thresholds.into();
+    }
     Ok(TimmFiles {
         weights,
         config: serde_json::to_vec_pretty(&config)?,
@@ -487,7 +597,8 @@ fn export_onnx(spec: &Path, out_dir: &Path, options: onnx::Options) -> anyhow::R
     } else {
         let model = Classifier::open(spec, Device::Cpu)?;
         let (net, head, preprocess, cfg) = model.parts();
-        let info = onnx::Info::new(net, model.classes.clone(), preprocess, cfg);
+        let info = onnx::Info::new(net, model.classes.clone(), preprocess, cfg)
+            .with_thresholds(model.thresholds.clone());
         onnx::model_bytes(net, head, &info, options)?
     };
     std::fs::create_dir_all(out_dir)

@@ -76,6 +76,7 @@ fn ready_app() -> App {
         head_params: 2562,
     });
     app.apply(Event::DatasetReady {
+        task: tltui::data::Task::SingleLabel,
         class_root: "Data/Train_Data".into(),
         classes: vec![
             ClassCount {
@@ -93,6 +94,7 @@ fn ready_app() -> App {
         ignored: 0,
         cached_images: 1399,
         report: DataReport {
+            multi_label: None,
             candidates: vec![
                 CandidateReport {
                     path: "Data/Train_Data".into(),
@@ -192,6 +194,7 @@ fn charts_grow_with_batches_and_validation_shows() {
     let many = braille_cells(&render(&mut app, 100, 30), None);
     assert!(many > few + 20, "{few} -> {many}");
     app.apply(Event::Validation {
+        multi_label: None,
         phase: Some(Phase::Warmup),
         epoch: 1,
         loss: 0.0987,
@@ -222,6 +225,7 @@ fn small_terminals_are_told_so_and_help_overlays() {
 fn confusion_panel_shows_the_last_validation() {
     let mut app = ready_app();
     app.apply(Event::Validation {
+        multi_label: None,
         phase: Some(Phase::Warmup),
         epoch: 1,
         loss: 0.1,
@@ -273,6 +277,7 @@ fn top_losses_panel_lists_the_worst_images_with_their_picture() {
     let missing: PathBuf = dir.path().join("gone.jpg");
     let mut app = ready_app();
     app.apply(Event::Validation {
+        multi_label: None,
         phase: Some(Phase::Warmup),
         epoch: 3,
         loss: 0.03,
@@ -498,6 +503,7 @@ fn history_panel_plots_both_phases_with_the_boundary() {
             });
         }
         app.apply(Event::Validation {
+            multi_label: None,
             phase: Some(phase),
             epoch,
             loss,
@@ -602,6 +608,7 @@ fn high_accuracies_fill_the_accuracy_panel_with_a_trend_and_validation_marks() {
         });
         if step % 80 == 0 {
             app.apply(Event::Validation {
+                multi_label: None,
                 phase: Some(Phase::Warmup),
                 epoch: step / 80,
                 loss: 0.04,

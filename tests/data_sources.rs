@@ -31,7 +31,7 @@ fn sides(ds: &Dataset) -> BTreeMap<(String, &'static str), Vec<String>> {
     for (samples, side) in [(&ds.train, "train"), (&ds.val, "val")] {
         for s in samples {
             let name = s.path.file_name().unwrap().to_string_lossy().into_owned();
-            out.entry((ds.class_names[s.label].clone(), side))
+            out.entry((ds.class_names[s.class()].clone(), side))
                 .or_default()
                 .push(name);
         }
@@ -242,4 +242,52 @@ fn a_label_file_in_the_dataset_folder_is_used_and_named() {
     assert!(ds.report.candidates[0]
         .reason
         .contains("the one label file"));
+}
+
+/// A Hub dataset whose label feature is `Sequence(ClassLabel)` (written by the `datasets`
+/// library itself, `scripts/make_hub_multilabel.py`) is read as multi-label without being told:
+/// each image under each of its labels, its own validation split kept, images with an empty
+/// list counted as having no label.
+#[test]
+fn a_hub_dataset_of_label_lists_is_multi_label() {
+    let Some(shared) = common::shared_dir() else {
+        return;
+    };
+    let Some(python) = common::python_with("TLTUI_PYTHON", &["datasets", "PIL"]) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("hub-multilabel");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/make_hub_multilabel.py");
+    let out = std::process::Command::new(&python)
+        .arg(&script)
+        .arg(&repo)
+        .arg("--src")
+        .arg(shared.join("datasets/Dog-Cat-Classifier/Data/Train_Data"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stub = HubStub::start("none/none", vec![]);
+    stub.serve_dataset_dir("tltui-test/multi", &repo);
+    let cache = tempfile::tempdir().unwrap();
+    let ds = Dataset::open(
+        &hf("tltui-test/multi"),
+        &through(&stub, cache.path()),
+        &split(0.25),
+        u64::MAX,
+    )
+    .unwrap();
+    assert_eq!(ds.task, tltui::data::Task::MultiLabel);
+    assert_eq!(ds.class_names, vec!["cat", "dog"]);
+    assert!(ds.given_split);
+    let report = ds.report.multi_label.as_ref().unwrap();
+    assert_eq!((report.untagged_train, report.untagged_val), (1, 1));
+    assert_eq!(report.frequent_pairs[0].images, 10, "{report:?}");
+    assert_eq!((ds.train.len(), ds.val.len()), (24, 12));
+    let counts = counts(&ds);
+    assert_eq!(counts, vec![("cat".into(), 15, 7), ("dog".into(), 15, 7)]);
 }

@@ -20,6 +20,7 @@ fn meta(epoch: usize) -> CheckpointMeta {
         std: [0.5; 3],
     };
     CheckpointMeta {
+        task: tltui::data::Task::SingleLabel,
         format: checkpoint::FORMAT,
         classes: vec!["a".into(), "b".into()],
         backbone: "test".into(),

@@ -123,6 +123,7 @@ fn valid_checkpoint() -> Vec<u8> {
     .unwrap();
     let cfg = common::model_config("resnet18").pretrained_cfg;
     let meta = tltui::train::checkpoint::CheckpointMeta {
+        task: tltui::data::Task::SingleLabel,
         format: tltui::train::checkpoint::FORMAT,
         classes: vec!["a".into(), "b".into()],
         backbone: "x".into(),

@@ -36,15 +36,35 @@ pub struct Discovery {
     pub candidates: Vec<CandidateReport>,
     /// The label corrections applied to these images ([`super::corrections`]).
     pub corrections: Vec<super::corrections::Correction>,
+    /// Multi-label: set when an image may carry any number of labels (then `classes` are the
+    /// labels, a file listed under each label it carries).
+    pub tagging: Option<Tagging>,
+}
+
+/// What a multi-label reading adds: the images that carry no label.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Tagging {
+    /// Training images (all images without a split of the dataset's own) with no label.
+    pub untagged: Vec<PathBuf>,
+    /// Validation images with no label, when the dataset has its own split.
+    pub untagged_val: Vec<PathBuf>,
 }
 
 impl Discovery {
-    /// Every file found, training classes first.
+    /// Every file found once, training classes first.
     pub fn files(&self) -> Vec<PathBuf> {
+        let mut seen = std::collections::HashSet::new();
+        let untagged = self
+            .tagging
+            .iter()
+            .flat_map(|t| t.untagged.iter().chain(&t.untagged_val));
         self.classes
             .iter()
             .chain(self.given_val.iter().flatten())
-            .flat_map(|c| c.files.iter().cloned())
+            .flat_map(|c| c.files.iter())
+            .chain(untagged)
+            .filter(|f| seen.insert(*f))
+            .cloned()
             .collect()
     }
 }
@@ -138,7 +158,7 @@ impl Discovery {
         if with_images == 0 {
             return Err(DiscoveryError::NoImages(self.class_root));
         }
-        if self.classes.len() < 2 {
+        if self.classes.len() < 2 && self.tagging.is_none() {
             return Err(DiscoveryError::OneClass {
                 path: dataset.to_owned(),
                 class: self.classes[0].name.clone(),
@@ -202,6 +222,11 @@ impl Discovery {
             for (t, v) in self.classes.iter_mut().zip(val) {
                 t.files.extend(v.files);
                 t.files.sort();
+            }
+            if let Some(t) = self.tagging.as_mut() {
+                let val = std::mem::take(&mut t.untagged_val);
+                t.untagged.extend(val);
+                t.untagged.sort();
             }
             let message = format!(
                 "the dataset's own validation split lacks {} of the training classes: not used \
@@ -273,6 +298,7 @@ mod tests {
                 reason: "split layout".into(),
             }],
             corrections: Vec::new(),
+            tagging: None,
         }
     }
 

@@ -7,14 +7,14 @@
 //! Hugging Face cache (shared with Python's `datasets`) with the backbones' progress, integrity
 //! checks and offline fallback. The image column is the `Image` feature of the footer's
 //! `huggingface` metadata (else the first `*.bytes` column); the label column is its first
-//! `ClassLabel` (names from the footer, else the README's `dataset_info`), else a string column
-//! named like a label; `--label-column` says it. Splits: `--train-split` (default `train`) and
+//! `ClassLabel` or `Sequence(ClassLabel)` (multi-label; names from the footer, else the README's
+//! `dataset_info`), else a string column named like a label; `--label-column` says it. Splits: `--train-split` (default `train`) and
 //! `--val-split` (default `validation`, `valid` or `val`, else `test`); without a validation
 //! split tltui splits the training one. Images are read from the parquet files themselves
 //! ([`super::parquet`]), each named by the `path` stored with it (`cat.0.jpg`), else
 //! `FILE#ROW`, so a class's images sort as the same files in a folder do.
 
-use super::discovery::{align_classes, ClassFiles, Discovery, DiscoveryError};
+use super::discovery::{align_classes, ClassFiles, Discovery, DiscoveryError, Tagging};
 use super::parquet::{self, Label};
 use super::{CandidateReport, Skipped};
 use crate::hub::{self, DownloadProgress, HubOptions, RepoId};
@@ -146,10 +146,18 @@ pub fn open(
         }
     }
     let class_names = reader.class_names.clone();
-    let mut classes = group(train, class_names.as_deref());
-    let mut given_val = val_split
-        .as_ref()
-        .map(|_| group(val, class_names.as_deref()));
+    let multi_label = train
+        .iter()
+        .chain(&val)
+        .any(|(l, _)| matches!(l, Label::Many(_)));
+    let (mut classes, untagged) = group(train, class_names.as_deref());
+    let (mut given_val, untagged_val) = match val_split {
+        Some(_) => {
+            let (classes, untagged) = group(val, class_names.as_deref());
+            (Some(classes), untagged)
+        }
+        None => (None, Vec::new()),
+    };
     if let Some(v) = &mut given_val {
         align_classes(&mut classes, v);
     }
@@ -205,13 +213,18 @@ pub fn open(
         ignored: 0,
         candidates,
         corrections: Vec::new(),
+        tagging: multi_label.then_some(Tagging {
+            untagged,
+            untagged_val,
+        }),
     };
+    let least = if multi_label { 1 } else { 2 };
     if discovery
         .classes
         .iter()
         .filter(|c| !c.files.is_empty())
         .count()
-        < 2
+        < least
     {
         return match discovery.classes.first() {
             Some(c) => Err(DiscoveryError::OneClass {
@@ -290,7 +303,7 @@ impl Reader<'_> {
                 .and_then(|f| f.as_object())
                 .and_then(|f| {
                     f.iter()
-                        .find(|(_, v)| v["_type"] == "ClassLabel")
+                        .find(|(_, v)| class_label(v).is_some())
                         .map(|(k, _)| k.clone())
                 })
                 .or_else(|| {
@@ -309,23 +322,33 @@ impl Reader<'_> {
                     ))
                 })?,
         };
-        if !schema.columns.contains(&label) {
-            return Err(DiscoveryError::Labels(format!(
-                "{}/{file} has no column {label:?} (columns: {})",
-                self.name,
-                schema.columns.join(", ")
-            )));
-        }
+        // A list column's values are the leaf below it (`labels.list.element`).
+        let leaf = match schema.columns.iter().find(|c| **c == label) {
+            Some(c) => c.clone(),
+            None => schema
+                .columns
+                .iter()
+                .find(|c| c.starts_with(&format!("{label}.")))
+                .cloned()
+                .ok_or_else(|| {
+                    DiscoveryError::Labels(format!(
+                        "{}/{file} has no column {label:?} (columns: {})",
+                        self.name,
+                        schema.columns.join(", ")
+                    ))
+                })?,
+        };
         if self.class_names.is_none() {
             self.class_names = features
                 .and_then(|f| f.get(&label))
+                .and_then(class_label)
                 .and_then(|l| l.get("names"))
                 .and_then(|n| serde_json::from_value::<Vec<String>>(n.clone()).ok())
                 .or_else(|| card_class_names(self.card, &label));
         }
         let name_column = format!("{image}.path");
         let name_column = schema.columns.contains(&name_column).then_some(name_column);
-        let rows = match parquet::rows(local, &label, name_column.as_deref()) {
+        let rows = match parquet::rows(local, &leaf, name_column.as_deref()) {
             Ok(r) => r,
             Err(e) => {
                 self.skipped.push(report(format!(
@@ -378,18 +401,42 @@ impl Reader<'_> {
     }
 }
 
-/// Groups labelled images by class: `ClassLabel` indices in the order of `names`, text labels
-/// in sorted order. Files are sorted within each class.
-fn group(images: Labelled, names: Option<&[String]>) -> Vec<ClassFiles> {
-    let mut by_label: BTreeMap<Label, Vec<PathBuf>> = BTreeMap::new();
-    for (label, path) in images {
-        by_label.entry(label).or_default().push(path);
+/// A `ClassLabel` feature, or the `ClassLabel` of a `Sequence`/`List` feature (multi-label).
+fn class_label(feature: &serde_json::Value) -> Option<&serde_json::Value> {
+    match feature["_type"].as_str()? {
+        "ClassLabel" => Some(feature),
+        "Sequence" | "List" | "LargeList" => {
+            let inner = &feature["feature"];
+            (inner["_type"] == "ClassLabel").then_some(inner)
+        }
+        _ => None,
     }
+}
+
+/// Groups labelled images by class: `ClassLabel` indices in the order of `names`, text labels
+/// in sorted order; an image with a list of labels is under each, and with an empty list among
+/// the images with none (returned second). Files are sorted within each class.
+fn group(images: Labelled, names: Option<&[String]>) -> (Vec<ClassFiles>, Vec<PathBuf>) {
+    let mut by_label: BTreeMap<Label, Vec<PathBuf>> = BTreeMap::new();
+    let mut untagged = Vec::new();
+    for (label, path) in images {
+        match label {
+            Label::Many(list) if list.is_empty() => untagged.push(path),
+            Label::Many(list) => {
+                for l in list {
+                    by_label.entry(l).or_default().push(path.clone());
+                }
+            }
+            one => by_label.entry(one).or_default().push(path),
+        }
+    }
+    untagged.sort();
     let name_of = |label: &Label| match label {
         Label::Index(i) => names
             .and_then(|n| n.get(*i as usize).cloned())
             .unwrap_or_else(|| i.to_string()),
         Label::Text(t) => t.clone(),
+        Label::Many(_) => unreachable!("lists are spread over their labels"),
     };
     let mut classes: Vec<ClassFiles> = by_label
         .into_iter()
@@ -418,7 +465,7 @@ fn group(images: Labelled, names: Option<&[String]>) -> Vec<ClassFiles> {
                 .unwrap_or(usize::MAX)
         });
     }
-    classes
+    (classes, untagged)
 }
 
 /// The YAML front matter of a dataset card.
@@ -440,7 +487,10 @@ fn card_class_names(card: Option<&serde_yaml_ng::Value>, column: &str) -> Option
         let feature = features
             .iter()
             .find(|f| f.get("name").and_then(|n| n.as_str()) == Some(column))?;
-        let names = feature.get("dtype")?.get("class_label")?.get("names")?;
+        // `dtype: class_label:` for a ClassLabel, `list:`/`sequence: class_label:` for a list.
+        let names = ["dtype", "list", "sequence"]
+            .iter()
+            .find_map(|key| feature.get(*key)?.get("class_label")?.get("names"))?;
         match names {
             serde_yaml_ng::Value::Mapping(m) => {
                 let mut pairs: Vec<(i64, String)> = m

@@ -23,7 +23,7 @@ use crate::config::DuplicateMode;
 use fingerprint::Fingerprint;
 use groups::{Components, DuplicateGroup, Leakage, LeakedPair};
 use serde::Serialize;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 pub use discovery::{CandidateReport, ClassFiles, Discovery, DiscoveryError};
@@ -58,7 +58,34 @@ pub struct Skipped {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {
     pub path: PathBuf,
-    pub label: usize,
+    /// Indices into the class names: exactly one for a single-label dataset; any number,
+    /// sorted, for a multi-label one (none for an image that shows no label).
+    pub labels: Vec<usize>,
+}
+
+impl Sample {
+    /// An image of one class.
+    pub fn new(path: PathBuf, class: usize) -> Self {
+        Self {
+            path,
+            labels: vec![class],
+        }
+    }
+
+    /// The class of a single-label sample.
+    pub fn class(&self) -> usize {
+        debug_assert_eq!(self.labels.len(), 1, "a single-label sample");
+        self.labels[0]
+    }
+}
+
+/// Whether each image has one class or any number of labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Task {
+    #[default]
+    SingleLabel,
+    MultiLabel,
 }
 
 /// Image counts of one class per split.
@@ -67,6 +94,13 @@ pub struct ClassCount {
     pub name: String,
     pub train: usize,
     pub val: usize,
+}
+
+/// Multi-label: how often two labels tag one image.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LabelPair {
+    pub labels: [String; 2],
+    pub images: usize,
 }
 
 /// How a dataset is split (`data.val_fraction`, `data.seed`, `data.duplicates`).
@@ -101,7 +135,25 @@ pub struct DataReport {
     /// The label corrections applied ([`corrections`]), in the order they were decided.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub corrections: Vec<corrections::Correction>,
+    /// Multi-label: images with no label and the labels that most often go together.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub multi_label: Option<MultiLabelReport>,
 }
+
+/// What a multi-label dataset's report adds to the per-label counts.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct MultiLabelReport {
+    /// Training and validation images that carry no label.
+    pub untagged_train: usize,
+    pub untagged_val: usize,
+    /// Images with two labels or more.
+    pub images_with_several: usize,
+    /// The label pairs that tag the most images together, most first.
+    pub frequent_pairs: Vec<LabelPair>,
+}
+
+/// Label pairs a report lists.
+const REPORTED_PAIRS: usize = 5;
 
 /// A dataset split into labelled training and validation samples.
 #[derive(Debug, Clone)]
@@ -111,6 +163,8 @@ pub struct Dataset {
     pub class_root: PathBuf,
     /// The rule that labelled the images (see [`Discovery::rule`]).
     pub rule: String,
+    /// One class per image, or any number of labels.
+    pub task: Task,
     pub class_names: Vec<String>,
     pub train: Vec<Sample>,
     pub val: Vec<Sample>,
@@ -161,25 +215,21 @@ impl Dataset {
         bad: Vec<Skipped>,
         options: &SplitOptions,
     ) -> Result<Self, DiscoveryError> {
-        let labelled: Vec<(&Path, usize)> = found
-            .classes
-            .iter()
-            .chain(found.given_val.iter().flatten())
-            .enumerate()
-            .flat_map(|(i, c)| {
-                let label = i % found.classes.len();
-                c.files.iter().map(move |f| (f.as_path(), label))
-            })
-            .collect();
+        let task = if found.tagging.is_some() {
+            Task::MultiLabel
+        } else {
+            Task::SingleLabel
+        };
+        let (items, val_from) = labelled_items(&found);
         // With `duplicates = "off"` nothing is compared, even where fingerprints exist (the
         // engine's image store always computes them).
         let checked = options.duplicates != DuplicateMode::Off;
-        let fingerprinted: Vec<usize> = (0..labelled.len())
-            .filter(|&i| checked && fingerprints.contains_key(labelled[i].0))
+        let fingerprinted: Vec<usize> = (0..items.len())
+            .filter(|&i| checked && fingerprints.contains_key(&items[i].0))
             .collect();
         let prints: Vec<Fingerprint> = fingerprinted
             .iter()
-            .map(|&i| fingerprints[labelled[i].0])
+            .map(|&i| fingerprints[&items[i].0])
             .collect();
         let twins: Vec<groups::Twin> = groups::twins(&prints)
             .into_iter()
@@ -189,20 +239,18 @@ impl Dataset {
                 ..t
             })
             .collect();
-        let paths: Vec<&Path> = labelled.iter().map(|(p, _)| *p).collect();
+        let paths: Vec<&Path> = items.iter().map(|(p, _)| p.as_path()).collect();
         let duplicates = groups::duplicate_groups(&paths, &twins);
 
-        let mut sets = Components::new(labelled.len());
+        let mut sets = Components::new(items.len());
         if options.duplicates == DuplicateMode::Group {
-            let mut first = 0;
-            for c in found.classes.iter().chain(found.given_val.iter().flatten()) {
-                let stems = groups::source_stems(&c.files);
-                let mut by_stem: HashMap<&str, usize> = HashMap::new();
-                for (k, stem) in stems.iter().enumerate() {
-                    let at = *by_stem.entry(stem).or_insert(first + k);
-                    sets.join(at, first + k);
+            for members in stem_lists(&items, val_from, task == Task::MultiLabel) {
+                let files: Vec<PathBuf> = members.iter().map(|&i| items[i].0.clone()).collect();
+                let mut by_stem: HashMap<String, usize> = HashMap::new();
+                for (k, stem) in groups::source_stems(&files).into_iter().enumerate() {
+                    let at = *by_stem.entry(stem).or_insert(members[k]);
+                    sets.join(at, members[k]);
                 }
-                first += c.files.len();
             }
             for t in &twins {
                 sets.join(t.a, t.b);
@@ -218,27 +266,63 @@ impl Dataset {
             .zip(&ids)
             .map(|(p, id)| (p.to_path_buf(), *id))
             .collect();
+        let group_of = |p: &Path| groups.get(p).copied().filter(|id| sizes[id] > 1);
 
-        let files: Vec<Vec<PathBuf>> = found.classes.iter().map(|c| c.files.clone()).collect();
-        let (train, val) = match &found.given_val {
-            Some(val) => (files, val.iter().map(|c| c.files.clone()).collect()),
-            None => {
-                split::stratified_split(&files, options.val_fraction, options.seed, |p: &Path| {
-                    groups.get(p).copied().filter(|id| sizes[id] > 1)
-                })
+        let sample = |i: usize| Sample {
+            path: items[i].0.clone(),
+            labels: items[i].1.clone(),
+        };
+        let (train, val): (Vec<Sample>, Vec<Sample>) = match (task, val_from) {
+            (_, Some(from)) => (
+                (0..from).map(sample).collect(),
+                (from..items.len()).map(sample).collect(),
+            ),
+            (Task::SingleLabel, None) => {
+                let files: Vec<Vec<PathBuf>> =
+                    found.classes.iter().map(|c| c.files.clone()).collect();
+                let (train, val) =
+                    split::stratified_split(&files, options.val_fraction, options.seed, group_of);
+                let label = |lists: Vec<Vec<PathBuf>>| -> Vec<Sample> {
+                    lists
+                        .into_iter()
+                        .enumerate()
+                        .flat_map(|(c, files)| files.into_iter().map(move |p| Sample::new(p, c)))
+                        .collect()
+                };
+                (label(train), label(val))
+            }
+            (Task::MultiLabel, None) => {
+                let tagged: Vec<(&Path, &[usize])> = items
+                    .iter()
+                    .map(|(p, l)| (p.as_path(), l.as_slice()))
+                    .collect();
+                let to_val = split::iterative_split(
+                    &tagged,
+                    found.classes.len(),
+                    options.val_fraction,
+                    options.seed,
+                    group_of,
+                );
+                let (mut train, mut val) = (Vec::new(), Vec::new());
+                for (i, v) in to_val.into_iter().enumerate() {
+                    if v { &mut val } else { &mut train }.push(sample(i));
+                }
+                (train, val)
             }
         };
-        let label = |lists: Vec<Vec<PathBuf>>| -> Vec<Sample> {
-            lists
-                .into_iter()
-                .enumerate()
-                .flat_map(|(label, files)| {
-                    files.into_iter().map(move |path| Sample { path, label })
-                })
-                .collect()
-        };
         let class_names: Vec<String> = found.classes.iter().map(|c| c.name.clone()).collect();
-        let labels: HashMap<&Path, usize> = labelled.iter().copied().collect();
+        let labels: HashMap<&Path, &[usize]> = items
+            .iter()
+            .map(|(p, l)| (p.as_path(), l.as_slice()))
+            .collect();
+        let named = |l: &[usize]| -> String {
+            let names: Vec<&str> = l.iter().map(|&i| class_names[i].as_str()).collect();
+            if names.is_empty() {
+                "no label".into()
+            } else {
+                names.join(", ")
+            }
+        };
         let mut warnings: Vec<String> = duplicates
             .iter()
             .filter_map(|g| {
@@ -250,23 +334,23 @@ impl Dataset {
                         let places: Vec<String> = g
                             .files
                             .iter()
-                            .map(|f| {
-                                format!("{} ({})", f.display(), class_names[labels[f.as_path()]])
-                            })
+                            .map(|f| format!("{} ({})", f.display(), named(labels[f.as_path()])))
                             .collect();
-                        format!(
-                            "the same image is in more than one class: {}",
-                            places.join(", ")
-                        )
+                        let what = match task {
+                            Task::SingleLabel => "is in more than one class",
+                            Task::MultiLabel => "carries different labels",
+                        };
+                        format!("the same image {what}: {}", places.join(", "))
                     })
             })
             .collect();
         let mut ds = Self {
             class_root: found.class_root,
             rule: found.rule,
+            task,
             class_names,
-            train: label(train),
-            val: label(val),
+            train,
+            val,
             skipped: found.skipped,
             ignored: found.ignored,
             given_split: found.given_val.is_some(),
@@ -276,6 +360,7 @@ impl Dataset {
                 duplicates,
                 leakage: Leakage::default(),
                 corrections: found.corrections,
+                multi_label: None,
             },
             warnings: Vec::new(),
         };
@@ -291,6 +376,20 @@ impl Dataset {
             }
         }
         ds.warnings = warnings;
+        if task == Task::MultiLabel {
+            let (untagged_train, untagged_val) = ds.untagged_counts();
+            ds.report.multi_label = Some(MultiLabelReport {
+                untagged_train,
+                untagged_val,
+                images_with_several: ds
+                    .train
+                    .iter()
+                    .chain(&ds.val)
+                    .filter(|s| s.labels.len() >= 2)
+                    .count(),
+                frequent_pairs: ds.frequent_pairs(REPORTED_PAIRS),
+            });
+        }
         Ok(ds)
     }
 
@@ -334,7 +433,7 @@ impl Dataset {
             .collect()
     }
 
-    /// Training and validation counts per class.
+    /// Training and validation counts per class (per label: the images it tags).
     pub fn class_counts(&self) -> Vec<ClassCount> {
         let mut counts: Vec<ClassCount> = self
             .class_names
@@ -346,12 +445,54 @@ impl Dataset {
             })
             .collect();
         for s in &self.train {
-            counts[s.label].train += 1;
+            for &l in &s.labels {
+                counts[l].train += 1;
+            }
         }
         for s in &self.val {
-            counts[s.label].val += 1;
+            for &l in &s.labels {
+                counts[l].val += 1;
+            }
         }
         counts
+    }
+
+    /// The names of `sample`'s labels, joined by a space (empty for an image with none).
+    pub fn label_names(&self, sample: &Sample) -> String {
+        let names: Vec<&str> = sample
+            .labels
+            .iter()
+            .map(|&l| self.class_names[l].as_str())
+            .collect();
+        names.join(" ")
+    }
+
+    /// Multi-label: the images with no label, in training and in validation.
+    pub fn untagged_counts(&self) -> (usize, usize) {
+        let none = |v: &[Sample]| v.iter().filter(|s| s.labels.is_empty()).count();
+        (none(&self.train), none(&self.val))
+    }
+
+    /// Multi-label: the `n` label pairs that tag the most images together, most first.
+    pub fn frequent_pairs(&self, n: usize) -> Vec<LabelPair> {
+        let mut counts: HashMap<(usize, usize), usize> = HashMap::new();
+        for s in self.train.iter().chain(&self.val) {
+            for (k, &a) in s.labels.iter().enumerate() {
+                for &b in &s.labels[k + 1..] {
+                    *counts.entry((a, b)).or_default() += 1;
+                }
+            }
+        }
+        let mut pairs: Vec<((usize, usize), usize)> = counts.into_iter().collect();
+        pairs.sort_by(|x, y| y.1.cmp(&x.1).then(x.0.cmp(&y.0)));
+        pairs
+            .into_iter()
+            .take(n)
+            .map(|((a, b), images)| LabelPair {
+                labels: [self.class_names[a].clone(), self.class_names[b].clone()],
+                images,
+            })
+            .collect()
     }
 
     /// Removes the samples at `bad` (paths found unusable while decoding) and records why, then
@@ -364,17 +505,26 @@ impl Dataset {
         self.skipped.extend(bad);
         let counts = self.class_counts();
         let keep: Vec<usize> = (0..counts.len()).filter(|&i| counts[i].train > 0).collect();
+        let what = match self.task {
+            Task::SingleLabel => "class",
+            Task::MultiLabel => "label",
+        };
         let warnings = counts
             .iter()
             .filter(|c| c.train == 0)
             .map(|c| {
                 format!(
-                    "class {:?} has no usable training images and was left out",
+                    "{what} {:?} has no usable training images and was left out",
                     c.name
                 )
             })
             .collect();
-        if keep.len() < 2 {
+        // A multi-label head learns each label against the images without it: one will do.
+        let least = match self.task {
+            Task::SingleLabel => 2,
+            Task::MultiLabel => 1,
+        };
+        if keep.len() < least {
             return match keep.first() {
                 Some(&i) => Err(DiscoveryError::OneClass {
                     path: self.class_root.clone(),
@@ -384,10 +534,17 @@ impl Dataset {
             };
         }
         if keep.len() < counts.len() {
+            let single = self.task == Task::SingleLabel;
             let relabel = |v: &mut Vec<Sample>| {
-                v.retain(|s| keep.contains(&s.label));
+                if single {
+                    v.retain(|s| keep.contains(&s.class()));
+                }
                 for s in v.iter_mut() {
-                    s.label = keep.iter().position(|&k| k == s.label).unwrap();
+                    s.labels = s
+                        .labels
+                        .iter()
+                        .filter_map(|l| keep.iter().position(|k| k == l))
+                        .collect();
                 }
             };
             relabel(&mut self.train);
@@ -396,6 +553,76 @@ impl Dataset {
         }
         Ok(warnings)
     }
+}
+
+/// Every file `found` once, with its sorted labels, training files first; and where the
+/// validation files start when the dataset has its own split.
+fn labelled_items(found: &Discovery) -> (Vec<(PathBuf, Vec<usize>)>, Option<usize>) {
+    let multi = found.tagging.is_some();
+    let mut items: Vec<(PathBuf, Vec<usize>)> = Vec::new();
+    let add = |items: &mut Vec<(PathBuf, Vec<usize>)>,
+               classes: &[discovery::ClassFiles],
+               untagged: &[PathBuf]| {
+        let mut at: HashMap<PathBuf, usize> = HashMap::new();
+        let first = items.len();
+        for (c, class) in classes.iter().enumerate() {
+            for f in &class.files {
+                match at.get(f) {
+                    Some(&i) => items[i].1.push(c),
+                    None => {
+                        at.insert(f.clone(), items.len());
+                        items.push((f.clone(), vec![c]));
+                    }
+                }
+            }
+        }
+        for f in untagged {
+            if !at.contains_key(f) {
+                at.insert(f.clone(), items.len());
+                items.push((f.clone(), Vec::new()));
+            }
+        }
+        for item in &mut items[first..] {
+            item.1.sort_unstable();
+            item.1.dedup();
+            if !multi {
+                // One class an image: the first it is filed under.
+                item.1.truncate(1);
+            }
+        }
+    };
+    let tagging = found.tagging.as_ref();
+    add(
+        &mut items,
+        &found.classes,
+        tagging.map_or(&[][..], |t| &t.untagged),
+    );
+    let val_from = found.given_val.as_ref().map(|val| {
+        let from = items.len();
+        add(
+            &mut items,
+            val,
+            tagging.map_or(&[][..], |t| &t.untagged_val),
+        );
+        from
+    });
+    (items, val_from)
+}
+
+/// The item indices whose derived names are compared: each class folder's files (for
+/// multi-label, each split's files), in order.
+fn stem_lists(
+    items: &[(PathBuf, Vec<usize>)],
+    val_from: Option<usize>,
+    multi: bool,
+) -> Vec<Vec<usize>> {
+    let from = val_from.unwrap_or(items.len());
+    let mut lists: BTreeMap<(bool, usize), Vec<usize>> = BTreeMap::new();
+    for (i, (_, labels)) in items.iter().enumerate() {
+        let class = if multi { 0 } else { labels[0] };
+        lists.entry((i >= from, class)).or_default().push(i);
+    }
+    lists.into_values().collect()
 }
 
 /// Decodes every file in parallel (and drops the pixels): the fingerprints of the usable ones
@@ -445,6 +672,54 @@ mod tests {
     }
 
     #[test]
+    fn a_tag_list_file_gives_a_multi_label_dataset_split_on_both_sides() {
+        let t = tempfile::tempdir().unwrap();
+        let mut csv = String::from("file_name,tags\n");
+        for i in 0..40u32 {
+            decode::tests::gradient(8 + i, 8)
+                .save(t.path().join(format!("{i}.png")))
+                .unwrap();
+            let tags = match i % 4 {
+                0 => "cat",
+                1 => "dog",
+                2 => "cat dog",
+                _ => "",
+            };
+            csv.push_str(&format!("{i}.png,{tags}\n"));
+        }
+        std::fs::write(t.path().join("labels.csv"), csv).unwrap();
+        let options = SplitOptions {
+            val_fraction: 0.25,
+            seed: 0,
+            duplicates: DuplicateMode::Off,
+        };
+        let d = Dataset::open(t.path(), &SourceOptions::folders(), &options, u64::MAX).unwrap();
+        assert_eq!(d.task, Task::MultiLabel);
+        assert_eq!(d.class_names, vec!["cat", "dog"]);
+        let counts = d.class_counts();
+        assert_eq!(
+            (
+                counts[0].train + counts[0].val,
+                counts[1].train + counts[1].val
+            ),
+            (20, 20)
+        );
+        assert!(
+            counts.iter().all(|c| (4..=6).contains(&c.val)),
+            "{counts:?}"
+        );
+        let report = d.report.multi_label.as_ref().unwrap();
+        assert_eq!(report.untagged_train + report.untagged_val, 10);
+        assert_eq!(report.images_with_several, 10);
+        assert_eq!(
+            report.frequent_pairs[0].labels,
+            ["cat".to_string(), "dog".to_string()]
+        );
+        assert_eq!(report.frequent_pairs[0].images, 10);
+        assert_eq!(d.train.len() + d.val.len(), 40);
+    }
+
+    #[test]
     fn unusable_files_and_empty_classes_drop_out() {
         let t = tempfile::tempdir().unwrap();
         for (class, n) in [("a", 3), ("b", 3)] {
@@ -472,6 +747,6 @@ mod tests {
         );
         assert_eq!(d.class_names, vec!["a", "b"]);
         assert_eq!(d.skipped.len(), 1);
-        assert!(d.train.iter().all(|s| s.label < 2));
+        assert!(d.train.iter().all(|s| s.class() < 2));
     }
 }

@@ -58,6 +58,8 @@ pub struct Row {
 pub enum Label {
     Index(i64),
     Text(String),
+    /// A list column's labels (`Sequence(ClassLabel)`, a list of strings), possibly none.
+    Many(Vec<Label>),
 }
 
 /// The columns of a parquet dataset file and the Hugging Face features in its footer.
@@ -124,11 +126,13 @@ pub fn rows(
     for group in 0..reader.num_row_groups() {
         let rg = reader.get_row_group(group).map_err(bad)?;
         let n = rg.metadata().num_rows().max(0) as usize;
-        let labels = read_labels(
-            rg.get_column_reader(label_at).map_err(bad)?,
-            n,
-            descr.column(label_at).max_def_level(),
-        )
+        let column = descr.column(label_at);
+        let reader = rg.get_column_reader(label_at).map_err(bad)?;
+        let labels = if column.max_rep_level() > 0 {
+            read_label_lists(reader, n, column.max_def_level())
+        } else {
+            read_labels(reader, n, column.max_def_level())
+        }
         .map_err(bad)?;
         let names = match name_at {
             Some(c) => read_bytes(
@@ -220,6 +224,74 @@ fn read_labels(
             .collect()),
         _ => Err(parquet::errors::ParquetError::General(
             "the label column is neither an integer nor a string".into(),
+        )),
+    }
+}
+
+/// The labels of one row group of a list column (rows start where the repetition level is 0;
+/// a level below `max_def` is a null or empty list, or a null element: no label).
+fn read_label_lists(
+    reader: ColumnReader,
+    rows: usize,
+    max_def: i16,
+) -> parquet::errors::Result<Vec<Option<Label>>> {
+    /// Definition levels, repetition levels and values.
+    type Levels<V> = (Vec<i16>, Vec<i16>, Vec<V>);
+    fn levels<T: DataType>(
+        reader: ColumnReader,
+        rows: usize,
+    ) -> parquet::errors::Result<Levels<T::T>> {
+        let mut reader = get_typed_column_reader::<T>(reader);
+        let (mut defs, mut reps, mut values) = (Vec::new(), Vec::new(), Vec::new());
+        let mut read = 0;
+        while read < rows {
+            let (records, _, _) =
+                reader.read_records(rows - read, Some(&mut defs), Some(&mut reps), &mut values)?;
+            if records == 0 {
+                break;
+            }
+            read += records;
+        }
+        Ok((defs, reps, values))
+    }
+    let lists = |defs: Vec<i16>, reps: Vec<i16>, values: Vec<Label>| {
+        let mut values = values.into_iter();
+        let mut out: Vec<Option<Label>> = Vec::with_capacity(rows);
+        for (d, r) in defs.into_iter().zip(reps) {
+            if r == 0 {
+                out.push(Some(Label::Many(Vec::new())));
+            }
+            if d == max_def {
+                if let (Some(Some(Label::Many(list))), Some(v)) = (out.last_mut(), values.next()) {
+                    list.push(v);
+                }
+            }
+        }
+        out
+    };
+    match reader {
+        r @ ColumnReader::Int64ColumnReader(_) => {
+            let (d, r, v) = levels::<Int64Type>(r, rows)?;
+            Ok(lists(d, r, v.into_iter().map(Label::Index).collect()))
+        }
+        r @ ColumnReader::Int32ColumnReader(_) => {
+            let (d, r, v) = levels::<Int32Type>(r, rows)?;
+            Ok(lists(
+                d,
+                r,
+                v.into_iter().map(|i| Label::Index(i.into())).collect(),
+            ))
+        }
+        r @ ColumnReader::ByteArrayColumnReader(_) => {
+            let (d, r, v) = levels::<ByteArrayType>(r, rows)?;
+            let texts = v
+                .into_iter()
+                .map(|b| Label::Text(String::from_utf8_lossy(b.data()).into_owned()))
+                .collect();
+            Ok(lists(d, r, texts))
+        }
+        _ => Err(parquet::errors::ParquetError::General(
+            "the label list holds neither integers nor strings".into(),
         )),
     }
 }

@@ -12,7 +12,7 @@
 
 use super::corrections::{self, Correction, CorrectionsChoice, CorrectionsFile, Decision};
 use super::discover::{self, DiscoverOptions};
-use super::discovery::{self, CandidateReport, ClassFiles, Discovery, DiscoveryError};
+use super::discovery::{self, CandidateReport, ClassFiles, Discovery, DiscoveryError, Tagging};
 use super::hub_dataset::{self, HubDatasetOptions};
 use super::label_file::{self, ColumnChoice};
 use super::names::LabelPattern;
@@ -40,6 +40,11 @@ pub struct SourceArgs {
     /// The label file's (or Hub dataset's) label column.
     #[arg(long, value_name = "COLUMN")]
     pub label_column: Option<String>,
+    /// Each image may carry any number of labels: a label column is read as tag lists, and
+    /// the model gets one sigmoid output per label. Tag lists, 0/1 columns and Hub
+    /// `Sequence(ClassLabel)` features are read so without it.
+    #[arg(long)]
+    pub multi_label: bool,
     /// Hub dataset: the config to read (default `default`, else the first).
     #[arg(long, value_name = "NAME")]
     pub dataset_config: Option<String>,
@@ -65,6 +70,7 @@ impl SourceArgs {
             columns: ColumnChoice {
                 path: self.path_column.clone(),
                 label: self.label_column.clone(),
+                multi_label: self.multi_label,
             },
             hub_dataset: HubDatasetOptions {
                 config: self.dataset_config.clone(),
@@ -142,6 +148,10 @@ pub fn discover_source(
     progress: Arc<dyn Fn(DownloadProgress) + Send + Sync>,
 ) -> Result<(Discovery, Vec<String>), DiscoveryError> {
     let (mut found, mut warnings) = find(dataset, options, progress)?;
+    if options.columns.multi_label && found.tagging.is_none() {
+        found.tagging = Some(Tagging::default());
+        found.rule.push_str(", read as multi-label");
+    }
     warnings.extend(apply_corrections(&mut found, dataset, &options.corrections));
     let (found, more) = found.settled()?;
     warnings.extend(more);
@@ -249,6 +259,12 @@ fn apply_corrections(
     if corrections.is_empty() {
         return Vec::new();
     }
+    if found.tagging.is_some() {
+        return vec![format!(
+            "{} label correction(s) saved for this dataset not applied: they were decided for one class an image, and this dataset is read as multi-label",
+            corrections.len()
+        )];
+    }
     let done = apply(found, dataset, &corrections);
     let mut lines = vec![format!(
         "applied {} label correction(s) from {from}: {} relabelled, {} left out{}",
@@ -333,7 +349,7 @@ fn from_label_file(
     labelled: label_file::LabelledFiles,
     reason: &str,
 ) -> Result<(Discovery, Vec<String>), DiscoveryError> {
-    let images = labelled.classes.iter().map(|c| c.files.len()).sum();
+    let images = labelled.images();
     let candidates = vec![CandidateReport {
         path: discovery::relative_to(root, file),
         images,
@@ -349,6 +365,10 @@ fn from_label_file(
         ignored: 0,
         candidates,
         corrections: Vec::new(),
+        tagging: labelled.untagged.map(|untagged| Tagging {
+            untagged,
+            untagged_val: Vec::new(),
+        }),
     }
     .checked(dataset)?;
     Ok((discovery, labelled.conflicts))
@@ -373,6 +393,7 @@ mod tests {
             ignored: 0,
             candidates: Vec::new(),
             corrections: Vec::new(),
+            tagging: None,
         }
     }
 

@@ -1,7 +1,8 @@
-//! Stratified, seeded train/validation split, drawn exactly as Python's `random` module draws it.
+//! Stratified, seeded train/validation splits: per class for single-label data, drawn exactly as
+//! Python's `random` module draws it; by iterative stratification for multi-label data.
 
 use rand_mt::Mt;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 /// Number of validation images taken from a class of `n`: `round(n * fraction)` (halves to
@@ -103,9 +104,251 @@ pub fn stratified_split(
         .unzip()
 }
 
+/// One image, or a group of images that go to one side together, in a multi-label split.
+struct Unit {
+    members: Vec<usize>,
+    /// How many of the members each label tags.
+    labels: BTreeMap<usize, isize>,
+}
+
+/// What each side of a multi-label split still wants.
+struct Wanted {
+    /// Per label: images still wanted in `[train, val]`.
+    labels: Vec<[isize; 2]>,
+    /// Images still wanted in `[train, val]`.
+    images: [isize; 2],
+    /// Per label: images not yet placed.
+    left: Vec<isize>,
+}
+
+impl Wanted {
+    /// Counts `unit` against `side` (0 train, 1 validation).
+    fn place(&mut self, unit: &Unit, side: usize) {
+        for (&l, &n) in &unit.labels {
+            self.labels[l][side] -= n;
+            self.left[l] -= n;
+        }
+        self.images[side] -= unit.members.len() as isize;
+    }
+
+    /// The side that wants more images (training on a tie).
+    fn roomier(&self) -> usize {
+        usize::from(self.images[1] > self.images[0])
+    }
+}
+
+/// Multi-label split by iterative stratification (Sechidis, Tsoumakas and Vlahavas, 2011, as
+/// scikit-multilearn does it): returns, for each of `items` (a path and its labels, indices
+/// below `labels`), whether it goes to validation.
+///
+/// Each label wants [`val_count`] of its images in validation (so a label of two or more
+/// images is on both sides) and the rest in training. The images are sorted by path and
+/// shuffled with `seed`; then, while any remain, the label with the fewest images left is taken,
+/// and each of its images goes to the side that still wants that label most (ties: the side
+/// that wants more images), which counts it against every label the image carries. Images with
+/// no label fill the side that wants more images. Files `group_of` puts in one group move as
+/// one. Last, a label that two or more images carry but one side lacks gets an image moved
+/// there, where that leaves no other label missing from the side it leaves.
+pub fn iterative_split(
+    items: &[(&Path, &[usize])],
+    labels: usize,
+    fraction: f64,
+    seed: u64,
+    group_of: impl Fn(&Path) -> Option<usize>,
+) -> Vec<bool> {
+    let mut order: Vec<usize> = (0..items.len()).collect();
+    order.sort_by(|&a, &b| items[a].0.as_os_str().cmp(items[b].0.as_os_str()));
+    python_shuffle(&mut order, &mut python_random(seed));
+    let mut units: Vec<Unit> = Vec::new();
+    let mut unit_of_group: HashMap<usize, usize> = HashMap::new();
+    for &i in &order {
+        let at = match group_of(items[i].0) {
+            Some(g) => *unit_of_group.entry(g).or_insert_with(|| {
+                units.push(Unit {
+                    members: Vec::new(),
+                    labels: BTreeMap::new(),
+                });
+                units.len() - 1
+            }),
+            None => {
+                units.push(Unit {
+                    members: Vec::new(),
+                    labels: BTreeMap::new(),
+                });
+                units.len() - 1
+            }
+        };
+        units[at].members.push(i);
+        for &l in items[i].1 {
+            *units[at].labels.entry(l).or_default() += 1;
+        }
+    }
+    let mut totals = vec![0usize; labels];
+    for (_, ls) in items {
+        for &l in *ls {
+            totals[l] += 1;
+        }
+    }
+    let val_images = val_count(items.len(), fraction) as isize;
+    let mut want = Wanted {
+        labels: totals
+            .iter()
+            .map(|&n| {
+                let v = val_count(n, fraction) as isize;
+                [n as isize - v, v]
+            })
+            .collect(),
+        images: [items.len() as isize - val_images, val_images],
+        left: totals.iter().map(|&n| n as isize).collect(),
+    };
+    let mut side_of: Vec<Option<usize>> = vec![None; units.len()];
+    while let Some(label) = (0..labels)
+        .filter(|&l| want.left[l] > 0)
+        .min_by_key(|&l| (want.left[l], l))
+    {
+        for (u, unit) in units.iter().enumerate() {
+            if side_of[u].is_some() || !unit.labels.contains_key(&label) {
+                continue;
+            }
+            let [t, v] = want.labels[label];
+            let side = if v != t {
+                usize::from(v > t)
+            } else {
+                want.roomier()
+            };
+            want.place(unit, side);
+            side_of[u] = Some(side);
+        }
+    }
+    for (u, unit) in units.iter().enumerate() {
+        if side_of[u].is_none() {
+            let side = want.roomier();
+            want.place(unit, side);
+            side_of[u] = Some(side);
+        }
+    }
+    let mut side_of: Vec<usize> = side_of.into_iter().map(|s| s.expect("placed")).collect();
+    // Images of each label on each side.
+    let mut held = vec![[0isize; 2]; labels];
+    for (u, unit) in units.iter().enumerate() {
+        for (&l, &n) in &unit.labels {
+            held[l][side_of[u]] += n;
+        }
+    }
+    for l in (0..labels).filter(|&l| totals[l] >= 2) {
+        for side in 0..2 {
+            if held[l][side] > 0 {
+                continue;
+            }
+            let movable = (0..units.len())
+                .filter(|&u| side_of[u] != side && units[u].labels.contains_key(&l))
+                .filter(|&u| units[u].labels.iter().all(|(&k, &n)| held[k][1 - side] > n))
+                .min_by_key(|&u| units[u].members.len());
+            if let Some(u) = movable {
+                side_of[u] = side;
+                for (&k, &n) in &units[u].labels {
+                    held[k][1 - side] -= n;
+                    held[k][side] += n;
+                }
+            }
+        }
+    }
+    let mut to_val = vec![false; items.len()];
+    for (u, unit) in units.iter().enumerate() {
+        for &i in &unit.members {
+            to_val[i] = side_of[u] == 1;
+        }
+    }
+    to_val
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `n` images with labels drawn from `labels` (label `l` on about one image in `l + 2`),
+    /// every tenth with none.
+    fn tagged(n: usize, labels: usize) -> Vec<(PathBuf, Vec<usize>)> {
+        (0..n)
+            .map(|i| {
+                let tags = if i % 10 == 9 {
+                    Vec::new()
+                } else {
+                    (0..labels).filter(|l| (i + l) % (l + 2) == 0).collect()
+                };
+                (PathBuf::from(format!("img/{i:04}.jpg")), tags)
+            })
+            .collect()
+    }
+
+    fn split_of(items: &[(PathBuf, Vec<usize>)], labels: usize, seed: u64) -> Vec<bool> {
+        let refs: Vec<(&Path, &[usize])> = items
+            .iter()
+            .map(|(p, l)| (p.as_path(), l.as_slice()))
+            .collect();
+        iterative_split(&refs, labels, 0.2, seed, |_| None)
+    }
+
+    #[test]
+    fn each_label_is_split_near_the_fraction_and_on_both_sides() {
+        let mut items = tagged(500, 6);
+        // A label on two images only, and one on three.
+        items[3].1.push(6);
+        items[4].1.push(6);
+        for i in [5, 6, 7] {
+            items[i].1.push(7);
+        }
+        for (_, l) in &mut items {
+            l.sort();
+        }
+        let to_val = split_of(&items, 8, 0);
+        for l in 0..8 {
+            let with: Vec<usize> = (0..items.len())
+                .filter(|&i| items[i].1.contains(&l))
+                .collect();
+            let val = with.iter().filter(|&&i| to_val[i]).count();
+            assert!(
+                val > 0 && val < with.len(),
+                "label {l}: {val} of {}",
+                with.len()
+            );
+            if with.len() >= 50 {
+                let share = val as f64 / with.len() as f64;
+                assert!((share - 0.2).abs() < 0.03, "label {l}: share {share}");
+            }
+        }
+        let val = to_val.iter().filter(|&&v| v).count();
+        assert!(
+            (val as f64 / 500.0 - 0.2).abs() < 0.02,
+            "{val} of 500 in validation"
+        );
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_split_whatever_the_order() {
+        let items = tagged(200, 4);
+        let mut reversed = items.clone();
+        reversed.reverse();
+        let one = split_of(&items, 4, 3);
+        let mut two = split_of(&reversed, 4, 3);
+        two.reverse();
+        assert_eq!(one, two);
+        assert_ne!(one, split_of(&items, 4, 4));
+    }
+
+    #[test]
+    fn a_group_goes_to_one_side() {
+        let items = tagged(100, 3);
+        let refs: Vec<(&Path, &[usize])> = items
+            .iter()
+            .map(|(p, l)| (p.as_path(), l.as_slice()))
+            .collect();
+        let pair = [items[0].0.clone(), items[1].0.clone()];
+        let to_val = iterative_split(&refs, 3, 0.3, 1, |p: &Path| {
+            pair.iter().any(|q| q == p).then_some(0)
+        });
+        assert_eq!(to_val[0], to_val[1]);
+    }
 
     fn class(prefix: &str, n: usize) -> Vec<PathBuf> {
         (0..n)

@@ -169,13 +169,13 @@ impl ImageStore {
         Ok((original, variants))
     }
 
-    /// `[N, 3, size, size]` f32 input and `[N]` u32 labels for `samples`.
+    /// The `[N, 3, size, size]` f32 input of `samples`.
     pub fn batch(
         &self,
         samples: &[&Sample],
         mode: BatchMode,
         device: &Device,
-    ) -> anyhow::Result<(Tensor, Tensor)> {
+    ) -> anyhow::Result<Tensor> {
         let len = self.prep.input_len();
         let mut data = vec![0f32; samples.len() * len];
         data.par_chunks_mut(len)
@@ -185,10 +185,11 @@ impl ImageStore {
                     .map_err(|e| anyhow::anyhow!("{}: {e}", s.path.display()))
             })?;
         let size = self.prep.size as usize;
-        let x = Tensor::from_vec(data, (samples.len(), 3, size, size), device)?;
-        let labels: Vec<u32> = samples.iter().map(|s| s.label as u32).collect();
-        let y = Tensor::from_vec(labels, samples.len(), device)?;
-        Ok((x, y))
+        Ok(Tensor::from_vec(
+            data,
+            (samples.len(), 3, size, size),
+            device,
+        )?)
     }
 }
 
@@ -243,27 +244,20 @@ mod tests {
         .unwrap();
         assert_eq!(skipped.len(), 1);
         assert_eq!(store.cached(), 2);
-        let samples: Vec<Sample> = paths
-            .iter()
-            .map(|p| Sample {
-                path: p.clone(),
-                label: 1,
-            })
-            .collect();
+        let samples: Vec<Sample> = paths.iter().map(|p| Sample::new(p.clone(), 1)).collect();
         let refs: Vec<&Sample> = samples.iter().collect();
-        let (x, y) = store.batch(&refs, BatchMode::Eval, &Device::Cpu).unwrap();
+        let x = store.batch(&refs, BatchMode::Eval, &Device::Cpu).unwrap();
         assert_eq!(x.dims(), &[4, 3, 16, 16]);
-        assert_eq!(y.to_vec1::<u32>().unwrap(), vec![1; 4]);
         // In-memory and streamed images give the same eval input.
         let rows = x.flatten_from(1).unwrap().to_vec2::<f32>().unwrap();
         assert!(rows.windows(2).all(|w| w[0] == w[1]));
-        let (a, _) = store
+        let a = store
             .batch(&refs, BatchMode::Augment { epoch: 1 }, &Device::Cpu)
             .unwrap();
-        let (b, _) = store
+        let b = store
             .batch(&refs, BatchMode::Augment { epoch: 1 }, &Device::Cpu)
             .unwrap();
-        let (c, _) = store
+        let c = store
             .batch(&refs, BatchMode::Augment { epoch: 2 }, &Device::Cpu)
             .unwrap();
         let diff = |p: &Tensor, q: &Tensor| {

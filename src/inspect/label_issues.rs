@@ -32,6 +32,10 @@ pub fn find(args: &InspectArgs, config: &Config) -> anyhow::Result<(Dataset, Lab
         &args.data.source.options(config),
         std::sync::Arc::new(crate::hub::report_on_stderr),
     )?;
+    anyhow::ensure!(
+        found.tagging.is_none(),
+        crate::train::label_issues::MULTI_LABEL_FINDER
+    );
     let progress = |done: usize, total: usize| {
         progress_line("decoding", done, total);
         true
@@ -112,7 +116,7 @@ pub fn write_labels(
         .iter()
         .chain(&ds.val)
         .filter_map(|s| {
-            let given = ds.class_names[s.label].as_str();
+            let given = ds.class_names[s.class()].as_str();
             let label = match (suggested.get(s.path.as_path()), fix) {
                 (Some(_), FixMode::Exclude) => return None,
                 (Some(better), FixMode::Relabel) => *better,

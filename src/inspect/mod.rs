@@ -18,6 +18,8 @@ pub struct Report {
     pub class_root: PathBuf,
     /// The rule that labelled the images (`class folders`, `labels from file names: …`, …).
     pub source: String,
+    /// One class an image, or any number of labels.
+    pub task: crate::data::Task,
     pub given_split: bool,
     pub classes: Vec<ClassCount>,
     pub skipped: Vec<Skipped>,
@@ -39,6 +41,7 @@ pub struct Report {
 pub struct FileEntry {
     #[serde(serialize_with = "crate::data::lossy_path")]
     pub path: PathBuf,
+    /// Its class (multi-label: its labels, separated by spaces).
     pub class: String,
     /// `train` or `val`.
     pub split: &'static str,
@@ -81,7 +84,7 @@ pub fn report(args: &InspectArgs) -> anyhow::Result<Report> {
                 .iter()
                 .map(|s| FileEntry {
                     path: s.path.clone(),
-                    class: ds.class_names[s.label].clone(),
+                    class: ds.label_names(s),
                     split,
                     group: ds.groups.get(&s.path).copied().unwrap_or_default(),
                 })
@@ -96,6 +99,7 @@ pub fn report(args: &InspectArgs) -> anyhow::Result<Report> {
         dataset: args.dataset.clone(),
         class_root: relative_to(&args.dataset, &ds.class_root),
         source: ds.rule.clone(),
+        task: ds.task,
         given_split: ds.given_split,
         classes: ds.class_counts(),
         skipped: ds.skipped,
@@ -134,9 +138,13 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
             c.reason
         );
     }
+    let multi = r.task == crate::data::Task::MultiLabel;
     println!(
         "\n{:<24} {:>8} {:>8} {:>8}",
-        "class", "train", "val", "total"
+        if multi { "label" } else { "class" },
+        "train",
+        "val",
+        "total"
     );
     for c in &r.classes {
         println!(
@@ -151,7 +159,20 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
         .classes
         .iter()
         .fold((0, 0), |(t, v), c| (t + c.train, v + c.val));
-    println!("{:<24} {:>8} {:>8} {:>8}", "all", t, v, t + v);
+    match &r.data.multi_label {
+        Some(m) => {
+            let (t, v) = (m.untagged_train, m.untagged_val);
+            println!("{:<24} {:>8} {:>8} {:>8}", "(no label)", t, v, t + v);
+            println!(
+                "multi-label: {} image(s) carry two labels or more",
+                m.images_with_several
+            );
+            for p in &m.frequent_pairs {
+                println!("  {} + {}: {} images", p.labels[0], p.labels[1], p.images);
+            }
+        }
+        None => println!("{:<24} {:>8} {:>8} {:>8}", "all", t, v, t + v),
+    }
     println!("\nignored (hidden or not images): {}", r.ignored);
     println!("skipped (unusable): {}", r.skipped.len());
     for s in &r.skipped {

@@ -33,7 +33,8 @@ pub const FILE_NAME: &str = "model.onnx";
 /// What the exported graph adds around the classifier.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Options {
-    /// A second output, `probabilities`: the softmax of `logits`.
+    /// A second output, `probabilities`: the softmax of `logits` (multi-label: the sigmoid of
+    /// each).
     pub softmax: bool,
     /// The input is `pixels`, uint8 RGB `[N, H, W, 3]` already resized and cropped to the input
     /// size; scaling, normalisation and the channel reordering run in the graph.
@@ -90,7 +91,12 @@ pub struct Info {
     pub backbone: Option<String>,
     /// The Hub commit the backbone's weights came from, when known.
     pub revision: Option<String>,
+    /// Multi-label: each label's threshold (the outputs are then independent sigmoids).
+    pub thresholds: Option<Vec<f32>>,
 }
+
+/// `problem_type` of a multi-label model (Hugging Face transformers' name).
+pub const MULTI_LABEL_PROBLEM: &str = "multi_label_classification";
 
 impl Info {
     /// The `metadata_props` entries: timm's `pretrained_cfg` keys (JSON values where timm's
@@ -134,6 +140,10 @@ impl Info {
         }
         if let Some(r) = &self.revision {
             out.push(("hf_hub_revision", r.clone()));
+        }
+        if let Some(t) = &self.thresholds {
+            out.push(("problem_type", MULTI_LABEL_PROBLEM.to_string()));
+            out.push(("label_thresholds", json(serde_json::json!(t))));
         }
         out.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
     }
@@ -202,12 +212,15 @@ pub fn model_bytes(
     );
     let mut outputs = vec![ValueInfoProto::tensor(&logits, FLOAT, &[None, Some(k)])];
     if options.softmax {
-        let p = g.op(
-            "Softmax",
-            "probabilities",
-            &[&logits],
-            vec![("axis", Attr::Int(1))],
-        );
+        let p = match info.thresholds {
+            Some(_) => g.op("Sigmoid", "probabilities", &[&logits], vec![]),
+            None => g.op(
+                "Softmax",
+                "probabilities",
+                &[&logits],
+                vec![("axis", Attr::Int(1))],
+            ),
+        };
         outputs.push(ValueInfoProto::tensor(&p, FLOAT, &[None, Some(k)]));
     }
     let model = ModelProto {
@@ -254,7 +267,8 @@ pub fn checkpoint_bytes(
     .with_source(
         Some(meta.backbone.clone()),
         meta.recipe.as_ref().and_then(|r| r.revision.clone()),
-    );
+    )
+    .with_thresholds(meta.thresholds());
     model_bytes(backbone.as_ref(), &ckpt.head(0.0)?, &info, options)
 }
 
@@ -277,7 +291,14 @@ impl Info {
             preprocess: preprocess.clone(),
             backbone: None,
             revision: None,
+            thresholds: None,
         }
+    }
+
+    /// This metadata of a multi-label model with these thresholds (`None`: single-label).
+    pub fn with_thresholds(mut self, thresholds: Option<Vec<f32>>) -> Self {
+        self.thresholds = thresholds;
+        self
     }
 
     /// This metadata naming the backbone's Hub id (or local path) and Hub commit.

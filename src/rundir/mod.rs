@@ -57,8 +57,9 @@ pub const PICTURES: [&str; 3] = [HISTORY_PNG, CONFUSION_PNG, TOP_LOSSES_PNG];
 /// asked for outside a phase) and its epoch, the optimisation steps so far, the learning rate
 /// of the last batch, the mean training loss and accuracy of the epoch's batches, the
 /// validation's loss, accuracy and `accuracy_clean` (empty when no validation image has a copy
-/// in training), and the seconds since the run started.
-pub const METRICS_HEADER: [&str; 10] = [
+/// in training), the seconds since the run started, and for a multi-label run the validation's
+/// mAP and micro and macro F1 (else empty).
+pub const METRICS_HEADER: [&str; 13] = [
     "phase",
     "epoch",
     "step",
@@ -69,6 +70,9 @@ pub const METRICS_HEADER: [&str; 10] = [
     "val_accuracy",
     "val_accuracy_clean",
     "seconds",
+    "val_map",
+    "val_f1_micro",
+    "val_f1_macro",
 ];
 /// The columns of [`BATCHES_CSV`]: the optimisation step (counted across phases), the phase,
 /// the batch's loss, accuracy and learning rate, and the phase's epoch.
@@ -88,6 +92,10 @@ pub struct EpochRow {
     pub val_accuracy: f32,
     pub val_accuracy_clean: Option<f32>,
     pub seconds: f64,
+    /// Multi-label: mAP, micro and macro F1.
+    pub val_map: Option<f32>,
+    pub val_f1_micro: Option<f32>,
+    pub val_f1_macro: Option<f32>,
 }
 
 /// A phase as the CSV files and the JSON events name it.
@@ -105,7 +113,7 @@ fn opt(v: Option<f32>) -> String {
 }
 
 impl EpochRow {
-    fn fields(&self) -> [String; 10] {
+    fn fields(&self) -> [String; 13] {
         [
             phase_name(self.phase).into(),
             self.epoch.to_string(),
@@ -117,6 +125,9 @@ impl EpochRow {
             self.val_accuracy.to_string(),
             opt(self.val_accuracy_clean),
             format!("{:.3}", self.seconds),
+            opt(self.val_map),
+            opt(self.val_f1_micro),
+            opt(self.val_f1_macro),
         ]
     }
 
@@ -130,6 +141,9 @@ impl EpochRow {
         s.extend(self.train_loss.map(|v| ("train/loss", v)));
         s.extend(self.train_accuracy.map(|v| ("train/accuracy", v)));
         s.extend(self.val_accuracy_clean.map(|v| ("val/accuracy_clean", v)));
+        s.extend(self.val_map.map(|v| ("val/map", v)));
+        s.extend(self.val_f1_micro.map(|v| ("val/f1_micro", v)));
+        s.extend(self.val_f1_macro.map(|v| ("val/f1_macro", v)));
         s
     }
 }
@@ -261,6 +275,7 @@ impl RunLog {
                 accuracy_clean,
                 confusion,
                 top_losses,
+                multi_label,
                 ..
             } => {
                 let (sum_loss, sum_acc, n) = self.sums;
@@ -276,6 +291,9 @@ impl RunLog {
                     val_accuracy: *accuracy,
                     val_accuracy_clean: *accuracy_clean,
                     seconds: self.started.elapsed().as_secs_f64(),
+                    val_map: multi_label.as_ref().map(|m| m.map),
+                    val_f1_micro: multi_label.as_ref().map(|m| m.f1_micro),
+                    val_f1_macro: multi_label.as_ref().map(|m| m.f1_macro),
                 };
                 self.confusion = Some(confusion.clone());
                 self.top_losses = top_losses.clone();
@@ -431,6 +449,7 @@ mod tests {
 
     fn ready() -> Event {
         Event::DatasetReady {
+            task: crate::data::Task::SingleLabel,
             class_root: "data".into(),
             classes: ["cat", "dog"]
                 .iter()
@@ -463,6 +482,7 @@ mod tests {
 
     fn validation(phase: Option<Phase>, epoch: usize, images: &Path) -> Event {
         Event::Validation {
+            multi_label: None,
             phase,
             epoch,
             loss: 0.25,

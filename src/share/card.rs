@@ -223,10 +223,34 @@ fn validation(out: &mut String, meta: &CheckpointMeta) {
         }
         return;
     };
+    let when = crate::train::validation_label(v.phase, v.epoch);
+    if let Some(m) = &v.multi_label {
+        let _ = writeln!(
+            out,
+            "Multi-label: a sigmoid per label, each predicted from its threshold (chosen on \
+             validation for the best F1). mAP **{:.4}**, F1 micro {:.4} and macro {:.4}, exact \
+             match {:.4} (after {when}; loss {:.4}).\n",
+            m.map, m.f1_micro, m.f1_macro, m.exact_match, v.loss
+        );
+        out.push_str("| label | AP | F1 | precision | recall | threshold |\n| --- | ---: | ---: | ---: | ---: | ---: |\n");
+        for l in &m.per_label {
+            let ap = l.ap.map_or("–".into(), |a| format!("{a:.4}"));
+            let _ = writeln!(
+                out,
+                "| {} | {ap} | {:.4} | {:.4} | {:.4} | {:.3} |",
+                cell(&l.name),
+                l.f1,
+                l.precision,
+                l.recall,
+                l.threshold
+            );
+        }
+        out.push('\n');
+        return;
+    }
     let confusion = Confusion {
         matrix: v.confusion.clone(),
     };
-    let when = crate::train::validation_label(v.phase, v.epoch);
     let _ = writeln!(
         out,
         "Accuracy **{:.4}** on {} validation images (after {when}; loss {:.4}).\n",
@@ -454,6 +478,7 @@ mod tests {
             std: [0.5; 3],
         };
         CheckpointMeta {
+            task: crate::data::Task::SingleLabel,
             format: FORMAT,
             classes: vec!["cat".into(), "dog".into()],
             backbone: "timm/tf_efficientnet_lite0.in1k".into(),
@@ -490,6 +515,7 @@ mod tests {
                     },
                 ],
                 validation: Some(ValidationRecord {
+                    multi_label: None,
                     phase: Some(Phase::Finetune),
                     epoch: 1,
                     loss: 0.25,

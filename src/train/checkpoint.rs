@@ -25,6 +25,10 @@ pub const FORMAT: u32 = 1;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckpointMeta {
     pub format: u32,
+    /// One class an image, or a sigmoid per label (absent in single-label checkpoints of
+    /// older versions).
+    #[serde(default)]
+    pub task: crate::data::Task,
     pub classes: Vec<String>,
     /// The backbone's Hub id (or local weights path) and the architecture built from it.
     pub backbone: String,
@@ -116,9 +120,25 @@ pub struct ValidationRecord {
     /// Accuracy on the validation images without a copy in training, when some have one.
     #[serde(default)]
     pub accuracy_clean: Option<f32>,
+    /// Multi-label: the scores and each label's threshold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multi_label: Option<crate::train::multi_label::MultiLabelScores>,
 }
 
 impl CheckpointMeta {
+    /// Multi-label: each label's threshold, as the last validation chose them (0.5 without
+    /// one); `None` for a single-label model.
+    pub fn thresholds(&self) -> Option<Vec<f32>> {
+        (self.task == crate::data::Task::MultiLabel).then(|| {
+            self.record
+                .validation
+                .as_ref()
+                .and_then(|v| v.multi_label.as_ref())
+                .map(|m| m.thresholds())
+                .unwrap_or_else(|| vec![0.5; self.classes.len()])
+        })
+    }
+
     /// The metadata of the checkpoint at `path`, without building its tensors.
     pub fn read(path: &Path) -> anyhow::Result<Self> {
         Self::from_bytes(path, &read(path)?)

@@ -5,13 +5,15 @@ use super::checkpoint::{
     self, Checkpoint, CheckpointMeta, CopiesRecord, PhaseRecord, RunRecord, ValidationRecord,
 };
 use super::features;
-use super::metrics::{balanced_weights, cross_entropy, predictions, top_losses, Confusion};
+use super::metrics::{balanced_weights, predictions, top_losses, Confusion};
+use super::multi_label;
+use super::objective::{self, Objective};
 use super::optim::{cosine_with_ramp, AdamW, Plateau, Verdict};
 use super::recipe::{self, Action, Due, Recipe, Replay};
 use super::{Command, Event, Pass, Phase, Picture, Summary};
 use crate::config::{AugmentConfig, ClassWeights, Config, Epochs};
 use crate::data::store::BatchMode;
-use crate::data::{Dataset, ImageStore, Preprocess, Sample, SourceOptions};
+use crate::data::{Dataset, ImageStore, Preprocess, Sample, SourceOptions, Task};
 use crate::hub::{self, HubOptions, RepoId};
 use crate::model::{build_backbone, Backbone, Head, ModelConfig, Params, TrainingPass};
 use anyhow::Context;
@@ -179,7 +181,9 @@ struct Trainer {
     model_config: ModelConfig,
     backbone_name: String,
     weights_path: PathBuf,
-    class_weights: Option<Tensor>,
+    objective: Objective,
+    /// The best validation score so far (accuracy, or mAP): the `best` checkpoint's.
+    best_score: Option<f32>,
     checkpoint_dir: PathBuf,
     feature_cache_dir: Option<PathBuf>,
     /// Features of the current backbone; dropped when fine-tuning changes it.
@@ -302,7 +306,7 @@ impl Trainer {
         let event = match self.store.preview(sample, 1..=PREVIEW_VARIANTS) {
             Ok((original, variants)) => Event::AugmentationPreview {
                 path: sample.path.clone(),
-                class: self.dataset.class_names[sample.label].clone(),
+                class: self.dataset.label_names(sample),
                 original: Picture(original),
                 variants: variants.into_iter().map(Picture).collect(),
             },
@@ -355,6 +359,7 @@ impl Trainer {
         let path = self.checkpoint_dir.join(format!("{name}.safetensors"));
         let meta = CheckpointMeta {
             format: checkpoint::FORMAT,
+            task: self.dataset.task,
             classes: self.dataset.class_names.clone(),
             backbone: self.backbone_name.clone(),
             architecture: self.model_config.architecture.clone(),

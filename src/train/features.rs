@@ -73,7 +73,7 @@ pub fn compute(
     let mut parts = Vec::new();
     let mut done = 0;
     for chunk in samples.chunks(batch_size) {
-        let (x, _) = store.batch(chunk, BatchMode::Eval, device)?;
+        let x = store.batch(chunk, BatchMode::Eval, device)?;
         parts.push(backbone.forward(&x, false)?);
         done += chunk.len();
         between(done)?;

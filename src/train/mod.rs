@@ -7,6 +7,8 @@ pub mod features;
 pub mod label_issues;
 pub mod lr_find;
 pub mod metrics;
+pub mod multi_label;
+pub mod objective;
 pub mod optim;
 pub mod recipe;
 pub mod setup;
@@ -159,6 +161,8 @@ impl std::fmt::Display for Pass {
 pub enum Event {
     /// Discovery and decoding finished.
     DatasetReady {
+        /// One class an image, or any number of labels.
+        task: crate::data::Task,
         #[serde(serialize_with = "crate::data::lossy_path")]
         class_root: PathBuf,
         classes: Vec<ClassCount>,
@@ -245,6 +249,10 @@ pub enum Event {
         confusion: Vec<Vec<usize>>,
         /// The highest-loss validation images, worst first.
         top_losses: Vec<metrics::TopLoss>,
+        /// Multi-label: mAP, F1 and each label's scores and threshold (`accuracy` is then
+        /// exact match, and `per_class_accuracy` each label's recall).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        multi_label: Option<multi_label::MultiLabelScores>,
         seconds: f64,
     },
     /// A training image as the network sees it: the eval input and, for each of the first
@@ -287,6 +295,9 @@ pub struct Summary {
     pub warmup_val_accuracy: Option<f32>,
     pub finetune_val_accuracy: Option<f32>,
     pub best_val_accuracy: Option<f32>,
+    /// Multi-label: the best validation mAP (the best checkpoint's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub best_val_map: Option<f32>,
     /// Validation images with an exact or near copy in training.
     pub leaked_val_images: usize,
     pub checkpoint: Option<PathBuf>,

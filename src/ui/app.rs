@@ -246,6 +246,11 @@ pub struct App {
     pub trainable_params: usize,
     /// The last validation's confusion counts, `[true][predicted]`.
     pub confusion: Option<Vec<Vec<usize>>>,
+    /// One class an image, or any number of labels (then the charts' validation points are
+    /// mAP, and the confusion view is the per-label table).
+    pub task: crate::data::Task,
+    /// Multi-label: the last validation's scores per label.
+    pub label_scores: Option<crate::train::multi_label::MultiLabelScores>,
     /// The last validation's highest-loss images, worst first.
     pub top_losses: Vec<TopLoss>,
     /// Index of the top-loss entry whose picture is shown.
@@ -313,6 +318,8 @@ impl App {
             groups: Vec::new(),
             trainable_params: 0,
             confusion: None,
+            task: crate::data::Task::SingleLabel,
+            label_scores: None,
             top_losses: Vec::new(),
             selected_loss: 0,
             preview: None,

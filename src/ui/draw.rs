@@ -53,7 +53,11 @@ pub fn draw(f: &mut Frame, app: &mut App) {
                 Layout::vertical([Constraint::Percentage(50), Constraint::Percentage(50)])
                     .areas(charts);
             panels::metric(f, app, loss, "Loss", false);
-            panels::metric(f, app, acc, "Accuracy", true);
+            let name = match app.task {
+                crate::data::Task::SingleLabel => "Accuracy",
+                crate::data::Task::MultiLabel => "Exact match (validation: mAP)",
+            };
+            panels::metric(f, app, acc, name, true);
         }
     }
     panels::log(f, app, log);

@@ -112,7 +112,10 @@ fn seeded_draws(seed: u64, n: usize) -> Vec<f64> {
 /// A tensor of `shape` with uniform values in [0, 1), the same for the same `seed`.
 pub fn seeded_uniform(seed: u64, shape: &[usize]) -> Tensor {
     let n = shape.iter().product();
-    let values: Vec<f32> = seeded_draws(seed, n).into_iter().map(|u| u as f32).collect();
+    let values: Vec<f32> = seeded_draws(seed, n)
+        .into_iter()
+        .map(|u| u as f32)
+        .collect();
     Tensor::from_vec(values, shape, &Device::Cpu).unwrap()
 }
 
@@ -137,7 +140,15 @@ pub fn seeded_normal(seed: u64, shape: &[usize]) -> Tensor {
 /// rounds to the other side of a kink moves one position's share of a gradient, a wrong
 /// backward moves all of it.
 pub fn norm_relative_error(want: &Tensor, got: &Tensor) -> f32 {
-    let norm = |t: &Tensor| t.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap().sqrt();
+    let norm = |t: &Tensor| {
+        t.sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+            .sqrt()
+    };
     norm(&(want - got).unwrap()) / norm(want).max(1e-12)
 }
 
@@ -254,15 +265,25 @@ pub fn relative_error(want: &Tensor, got: &Tensor) -> f32 {
 /// A Python that imports onnx, onnxruntime, numpy and PIL (`TLTUI_ONNX_PYTHON`, the CI venv,
 /// `python3`), or `None` (reason printed) outside CI.
 pub fn onnx_python() -> Option<PathBuf> {
+    python_with(
+        "TLTUI_ONNX_PYTHON",
+        &["onnx", "onnxruntime", "numpy", "PIL"],
+    )
+}
+
+/// A Python that imports `modules` (the one `variable` names, the CI venv, `python3`), or
+/// `None` (reason printed) outside CI; in CI its absence fails the test.
+pub fn python_with(variable: &str, modules: &[&str]) -> Option<PathBuf> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let candidates: Vec<PathBuf> = std::env::var_os("TLTUI_ONNX_PYTHON")
+    let candidates: Vec<PathBuf> = std::env::var_os(variable)
         .map(PathBuf::from)
         .into_iter()
         .chain([root.join("target/ci-venv/bin/python"), "python3".into()])
         .collect();
+    let import = format!("import {}", modules.join(", "));
     for py in &candidates {
         let ok = std::process::Command::new(py)
-            .args(["-c", "import onnx, onnxruntime, numpy, PIL"])
+            .args(["-c", &import])
             .output()
             .is_ok_and(|o| o.status.success());
         if ok {
@@ -270,8 +291,8 @@ pub fn onnx_python() -> Option<PathBuf> {
         }
     }
     let why = format!(
-        "no Python with onnx, onnxruntime, numpy and pillow among {candidates:?} (.ci/run \
-         installs them; or set TLTUI_ONNX_PYTHON)"
+        "no Python with {} among {candidates:?} (.ci/run installs them; or set {variable})",
+        modules.join(", ")
     );
     if std::env::var_os("CI").is_some() {
         panic!("{why}");

@@ -123,6 +123,7 @@ pub fn discover(dataset: &Path, options: &DiscoverOptions) -> Result<Discovery, 
             ignored: scan.ignored,
             candidates,
             corrections: Vec::new(),
+            tagging: None,
         }
         .checked(dataset);
     }
@@ -198,6 +199,7 @@ pub fn discover(dataset: &Path, options: &DiscoverOptions) -> Result<Discovery, 
         ignored: scan.ignored,
         candidates,
         corrections: Vec::new(),
+        tagging: None,
     }
     .checked(dataset)
 }

@@ -36,8 +36,8 @@ impl Run {
 /// The state of an `auto` warm-up.
 pub(super) struct AutoStop {
     pub(super) plateau: Plateau,
-    /// Epoch, validation loss and accuracy, weight and bias of the best head so far.
-    pub(super) best: Option<(usize, f32, f32, Tensor, Tensor)>,
+    /// Epoch, validation scores, weight and bias of the best head so far.
+    pub(super) best: Option<(usize, Scores, Tensor, Tensor)>,
 }
 
 /// Validation loss and accuracy.
@@ -45,6 +45,8 @@ pub(super) struct AutoStop {
 pub(super) struct Scores {
     loss: f32,
     accuracy: f32,
+    /// What the best checkpoint is chosen by: accuracy, or (multi-label) mAP.
+    score: f32,
 }
 
 /// Whether `phase` trains on augmented images.
@@ -211,14 +213,11 @@ impl Trainer {
         lr: f64,
     ) -> anyhow::Result<(f32, usize)> {
         let run = self.run.as_mut().expect("training runs only in a phase");
-        let labels: Vec<u32> = idx
-            .iter()
-            .map(|&i| self.dataset.train[i].label as u32)
-            .collect();
-        let y = Tensor::new(labels.as_slice(), &self.device)?;
+        let samples: Vec<&Sample> = idx.iter().map(|&i| &self.dataset.train[i]).collect();
+        let classes = self.dataset.class_names.len();
+        let y = self.objective.targets(&samples, classes, &self.device)?;
         let mut pass = None;
         let features = if run.through_backbone {
-            let samples: Vec<&Sample> = idx.iter().map(|&i| &self.dataset.train[i]).collect();
             let mode = if augments(&self.config.augment, run.phase) {
                 BatchMode::Augment {
                     epoch: (self.epochs_done + epoch) as u64,
@@ -226,7 +225,7 @@ impl Trainer {
             } else {
                 BatchMode::Eval
             };
-            let (x, _) = self.store.batch(&samples, mode, &self.device)?;
+            let x = self.store.batch(&samples, mode, &self.device)?;
             let training =
                 TrainingPass::run(self.backbone.as_ref(), &x, run.phase == Phase::Finetune)?;
             let features = training.features.clone();
@@ -242,17 +241,13 @@ impl Trainer {
             cached.index_select(&Tensor::new(rows.as_slice(), &self.device)?, 0)?
         };
         let logits = self.head.forward(&features, Some(&mut self.rng))?;
-        let loss = cross_entropy(&logits, &y, self.class_weights.as_ref())?;
+        let loss = self.objective.loss(&logits, &y)?;
         let mut grads = loss.backward()?;
         if let Some(pass) = pass {
             pass.backward(self.backbone.as_ref(), &mut grads)?;
         }
         run.optimizer.step(&grads, lr)?;
-        let correct = predictions(&logits)?
-            .iter()
-            .zip(&labels)
-            .filter(|(p, t)| p == t)
-            .count();
+        let correct = self.objective.correct(&logits, &samples)?;
         if run.phase == Phase::Finetune {
             self.features = None;
             self.backbone_changed = true;
@@ -261,8 +256,7 @@ impl Trainer {
     }
 
     pub(super) fn end_epoch(&mut self) -> anyhow::Result<()> {
-        let scores = self.validate()?;
-        let mut accuracy = scores.map(|s| s.accuracy);
+        let mut scores = self.validate()?;
         let run = self.run.as_mut().expect("an epoch ends inside a phase");
         let phase = run.phase;
         run.epoch += 1;
@@ -279,7 +273,7 @@ impl Trainer {
             match auto.plateau.observe(s.loss) {
                 Verdict::Improved => {
                     let (w, b) = (self.head.weight.as_tensor(), self.head.bias.as_tensor());
-                    auto.best = Some((epoch, s.loss, s.accuracy, w.copy()?, b.copy()?));
+                    auto.best = Some((epoch, s, w.copy()?, b.copy()?));
                 }
                 Verdict::Stale => run.base_lr *= 0.5,
                 Verdict::Stop => {
@@ -291,24 +285,30 @@ impl Trainer {
             }
         }
         if let (Some(why), Some(auto)) = (reason.as_mut(), run.auto.as_ref()) {
-            if let Some((best, loss, acc, w, b)) = &auto.best {
+            if let Some((best, kept, w, b)) = &auto.best {
                 if *best != epoch {
                     self.head.weight.set(w)?;
                     self.head.bias.set(b)?;
                 }
-                accuracy = Some(*acc);
+                scores = Some(*kept);
+                let (loss, acc) = (kept.loss, kept.accuracy);
                 why.push_str(&format!(
                     "; kept the head of epoch {best} (val loss {loss:.4}, accuracy {acc:.4})"
                 ));
             }
         }
+        let accuracy = scores.map(|s| s.accuracy);
         match phase {
             Phase::Warmup => self.summary.warmup_val_accuracy = accuracy,
             Phase::Finetune => self.summary.finetune_val_accuracy = accuracy,
         }
-        if let Some(acc) = accuracy {
-            if self.summary.best_val_accuracy.is_none_or(|b| acc > b) {
-                self.summary.best_val_accuracy = Some(acc);
+        if let Some(s) = scores {
+            if self.best_score.is_none_or(|b| s.score > b) {
+                self.best_score = Some(s.score);
+                self.summary.best_val_accuracy = Some(s.accuracy);
+                if self.objective.task() == Task::MultiLabel {
+                    self.summary.best_val_map = Some(s.score);
+                }
                 self.save("best");
             }
         }
@@ -348,7 +348,7 @@ impl Trainer {
                 let meter = Meter::new(Pass::Validation, samples.len());
                 let mut done = 0;
                 for chunk in samples.chunks(self.config.data.batch_size.min(PASS_CHUNK)) {
-                    let (x, _) = self.store.batch(chunk, BatchMode::Eval, &self.device)?;
+                    let x = self.store.batch(chunk, BatchMode::Eval, &self.device)?;
                     let f = self.backbone.forward(&x, false)?;
                     parts.push(self.head.forward(&f, None::<&mut ChaCha8Rng>)?);
                     done += chunk.len();
@@ -357,9 +357,12 @@ impl Trainer {
                 Tensor::cat(&parts, 0)?
             }
         };
-        let labels: Vec<u32> = self.dataset.val.iter().map(|s| s.label as u32).collect();
+        if self.objective.task() == Task::MultiLabel {
+            return self.validate_multi_label(&logits, t).map(Some);
+        }
+        let labels: Vec<u32> = self.dataset.val.iter().map(|s| s.class() as u32).collect();
         let y = Tensor::new(labels.as_slice(), &self.device)?;
-        let loss = cross_entropy(&logits, &y, None)?.to_scalar::<f32>()?;
+        let loss = self.objective.plain_loss(&logits, &y)?.to_scalar::<f32>()?;
         let predicted = predictions(&logits)?;
         let mut confusion = Confusion::new(self.dataset.class_names.len());
         confusion.add(&labels, &predicted);
@@ -368,7 +371,7 @@ impl Trainer {
         let probabilities = candle_nn::ops::softmax(&logits, D::Minus1)?.to_vec2::<f32>()?;
         let samples = self.dataset.val.iter().zip(&probabilities);
         let top_losses = top_losses(
-            samples.map(|(s, p)| (s.path.as_path(), p.as_slice(), s.label)),
+            samples.map(|(s, p)| (s.path.as_path(), p.as_slice(), s.class())),
             TOP_LOSSES,
         );
         let run = self.run.as_ref();
@@ -380,6 +383,7 @@ impl Trainer {
             accuracy,
             confusion: confusion.matrix.clone(),
             accuracy_clean,
+            multi_label: None,
         });
         self.emit(Event::Validation {
             phase,
@@ -390,9 +394,61 @@ impl Trainer {
             per_class_accuracy: confusion.per_class_accuracy(),
             confusion: confusion.matrix,
             top_losses,
+            multi_label: None,
             seconds: t.elapsed().as_secs_f64(),
         });
-        Ok(Some(Scores { loss, accuracy }))
+        Ok(Some(Scores {
+            loss,
+            accuracy,
+            score: accuracy,
+        }))
+    }
+
+    /// A multi-label validation of the validation images' `logits` (begun at `started`): the
+    /// scores, each label's threshold (kept in the record, so checkpoints carry it), exact
+    /// match as the accuracy.
+    fn validate_multi_label(
+        &mut self,
+        logits: &Tensor,
+        started: Instant,
+    ) -> anyhow::Result<Scores> {
+        let samples: Vec<&Sample> = self.dataset.val.iter().collect();
+        let classes = self.dataset.class_names.len();
+        let y = objective::multi_hot(&samples, classes, &self.device)?;
+        let loss = self.objective.plain_loss(logits, &y)?.to_scalar::<f32>()?;
+        let probabilities = candle_nn::ops::sigmoid(logits)?.to_vec2::<f32>()?;
+        let labels: Vec<Vec<usize>> = samples.iter().map(|s| s.labels.clone()).collect();
+        let scores = multi_label::scores(&probabilities, &labels, &self.dataset.class_names, None);
+        let run = self.run.as_ref();
+        let (phase, epoch) = (run.map(|r| r.phase), run.map(|r| r.epoch + 1).unwrap_or(0));
+        let accuracy = scores.exact_match;
+        self.record.validation = Some(ValidationRecord {
+            phase,
+            epoch,
+            loss,
+            accuracy,
+            confusion: Vec::new(),
+            accuracy_clean: None,
+            multi_label: Some(scores.clone()),
+        });
+        let map = scores.map;
+        self.emit(Event::Validation {
+            phase,
+            epoch,
+            loss,
+            accuracy,
+            accuracy_clean: None,
+            per_class_accuracy: scores.per_label.iter().map(|l| l.recall).collect(),
+            confusion: Vec::new(),
+            top_losses: Vec::new(),
+            multi_label: Some(scores),
+            seconds: started.elapsed().as_secs_f64(),
+        });
+        Ok(Scores {
+            loss,
+            accuracy,
+            score: map,
+        })
     }
 
     /// Accuracy over the validation images without a twin in training, when some have one.

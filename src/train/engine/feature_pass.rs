@@ -57,6 +57,12 @@ impl Trainer {
     /// Runs the label-issue finder on the features of every image, training and validation
     /// alike, and reports it ([`Event::LabelIssues`]) and records its counts for checkpoints.
     pub(super) fn find_label_issues(&mut self, folds: usize) -> anyhow::Result<()> {
+        if self.dataset.task == Task::MultiLabel {
+            self.emit(Event::Warning {
+                message: label_issues::MULTI_LABEL_FINDER.into(),
+            });
+            return Ok(());
+        }
         self.ensure_features()?;
         let features = self.features.as_ref().expect("features were prepared");
         let all = Tensor::cat(&[&features.train, &features.val], 0)?;

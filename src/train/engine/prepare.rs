@@ -6,6 +6,17 @@ use crate::data::corrections::Decision;
 use crate::data::{discover_source, SplitOptions};
 use crate::train::checkpoint::LabelsRecord;
 
+/// The largest weight a rare label's positives get.
+const MAX_POSITIVE_WEIGHT: f32 = 10.0;
+
+/// How a model of `task` is trained, in words.
+fn task_words(task: Task) -> &'static str {
+    match task {
+        Task::SingleLabel => "with one class an image",
+        Task::MultiLabel => "multi-label (a sigmoid per label)",
+    }
+}
+
 impl Trainer {
     /// Opens the dataset, fetches and builds the backbone, decodes the images.
     pub(super) fn prepare(
@@ -70,6 +81,7 @@ impl Trainer {
             });
         }
         emit(Event::DatasetReady {
+            task: dataset.task,
             class_root: dataset.class_root.clone(),
             classes: dataset.class_counts(),
             skipped: dataset.skipped.clone(),
@@ -98,6 +110,14 @@ impl Trainer {
 
         let mut phases_before = Vec::new();
         if let Some(ckpt) = checkpoint {
+            if ckpt.meta.task != dataset.task {
+                anyhow::bail!(
+                    "cannot resume from {}: it was trained {}, but this dataset is read {}",
+                    weights_path.display(),
+                    task_words(ckpt.meta.task),
+                    task_words(dataset.task)
+                );
+            }
             if ckpt.meta.classes != dataset.class_names {
                 anyhow::bail!(
                     "cannot resume from {}: it was trained on classes {:?}, but this dataset has {:?}",
@@ -111,16 +131,41 @@ impl Trainer {
         }
 
         let counts: Vec<usize> = dataset.class_counts().iter().map(|c| c.train).collect();
-        let class_weights = match (config.train.class_weights, balanced_weights(&counts)) {
-            (ClassWeights::Auto, Some(w)) => {
-                emit(Event::Warning {
-                    message: format!(
-                        "classes are imbalanced (train counts {counts:?}); the loss is weighted by inverse class frequency {w:.2?}"
-                    ),
-                });
-                Some(Tensor::new(w.as_slice(), &device)?)
-            }
-            _ => None,
+        let auto = config.train.class_weights == ClassWeights::Auto;
+        let objective = match dataset.task {
+            Task::SingleLabel => Objective::SingleLabel {
+                class_weights: match balanced_weights(&counts).filter(|_| auto) {
+                    Some(w) => {
+                        emit(Event::Warning {
+                            message: format!(
+                                "classes are imbalanced (train counts {counts:?}); the loss is weighted by inverse class frequency {w:.2?}"
+                            ),
+                        });
+                        Some(Tensor::new(w.as_slice(), &device)?)
+                    }
+                    None => None,
+                },
+            },
+            Task::MultiLabel => Objective::MultiLabel {
+                pos_weights: match multi_label::positive_weights(
+                    &counts,
+                    dataset.train.len(),
+                    MAX_POSITIVE_WEIGHT,
+                )
+                .filter(|_| auto)
+                {
+                    Some(w) => {
+                        emit(Event::Warning {
+                            message: format!(
+                                "some labels tag few images (train counts {counts:?} of {}); their positives weigh negatives/positives {w:.2?} (at most {MAX_POSITIVE_WEIGHT})",
+                                dataset.train.len()
+                            ),
+                        });
+                        Some(Tensor::new(w.as_slice(), &device)?)
+                    }
+                    None => None,
+                },
+            },
         };
 
         let count = |d: Decision| {
@@ -183,7 +228,8 @@ impl Trainer {
             model_config,
             backbone_name,
             weights_path,
-            class_weights,
+            objective,
+            best_score: None,
             checkpoint_dir: setup.checkpoint_dir,
             feature_cache_dir: setup.feature_cache_dir,
             features: None,

@@ -17,6 +17,9 @@ use std::path::{Path, PathBuf};
 
 /// Folds when none are asked for.
 pub const DEFAULT_FOLDS: usize = 5;
+
+/// Why the finder does not run on a multi-label dataset.
+pub const MULTI_LABEL_FINDER: &str = "the label-issue finder works on datasets with one class an image; this one is read as multi-label";
 /// Heads trained per fold when the warm-up's epochs are `auto` (its plateau needs a validation
 /// split that the folds do not have).
 const AUTO_FOLD_EPOCHS: usize = 10;
@@ -119,7 +122,7 @@ pub fn find(
     folds: usize,
 ) -> anyhow::Result<LabelIssues> {
     let started = std::time::Instant::now();
-    let labels: Vec<usize> = samples.iter().map(|s| s.label).collect();
+    let labels: Vec<usize> = samples.iter().map(|s| s.class()).collect();
     let groups: Vec<usize> = samples
         .iter()
         .enumerate()

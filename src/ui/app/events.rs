@@ -9,6 +9,7 @@ impl App {
         match event {
             Event::Decoding { done, total } => self.decoding = Some((done, total)),
             Event::DatasetReady {
+                task,
                 class_root,
                 classes,
                 skipped,
@@ -17,6 +18,7 @@ impl App {
                 source,
                 ..
             } => {
+                self.task = task;
                 self.class_root = Some(format!("{} — {source}", class_root.display()));
                 let (train, val) = classes
                     .iter()
@@ -196,10 +198,13 @@ impl App {
                 seconds,
                 confusion,
                 top_losses,
+                multi_label,
                 ..
             } => {
                 self.last_validation_secs = seconds;
                 self.confusion = Some(confusion);
+                // Multi-label runs chart mAP where single-label ones chart accuracy.
+                let charted = multi_label.as_ref().map_or(accuracy, |m| m.map);
                 self.top_losses = top_losses;
                 self.selected_loss = 0;
                 self.pictures.forget(TOP_LOSS_PICTURES);
@@ -208,7 +213,7 @@ impl App {
                     phase,
                     epoch,
                     loss,
-                    accuracy,
+                    accuracy: charted,
                 });
                 let (sum_loss, sum_acc, n) = self.epoch_sums;
                 if let (Some(phase), true) = (phase, n > 0) {
@@ -218,17 +223,25 @@ impl App {
                         train_loss: (sum_loss / n as f64) as f32,
                         train_accuracy: (sum_acc / n as f64) as f32,
                         val_loss: loss,
-                        val_accuracy: accuracy,
+                        val_accuracy: charted,
                     });
                 }
                 let label = crate::train::validation_label(phase, epoch);
                 let clean = accuracy_clean
                     .map(|a| format!(" ({a:.4} without leaked images)"))
                     .unwrap_or_default();
+                let scores = match &multi_label {
+                    Some(m) => format!(
+                        "mAP {:.4}, F1 micro {:.4} macro {:.4}, exact match {accuracy:.4}",
+                        m.map, m.f1_micro, m.f1_macro
+                    ),
+                    None => format!("accuracy {accuracy:.4}{clean}"),
+                };
                 self.log(
                     Level::Info,
-                    format!("{label}: val loss {loss:.4}, accuracy {accuracy:.4}{clean}"),
+                    format!("{label}: val loss {loss:.4}, {scores}"),
                 );
+                self.label_scores = multi_label;
             }
             Event::AugmentationPreview {
                 path,
@@ -387,6 +400,7 @@ pub(crate) mod tests {
             val,
         };
         Event::DatasetReady {
+            task: crate::data::Task::SingleLabel,
             class_root: "Data/Train_Data".into(),
             classes: vec![class("cat", 525, 175), class("dog", 524, 175)],
             skipped: vec![Skipped {
@@ -396,6 +410,7 @@ pub(crate) mod tests {
             ignored: 2,
             cached_images: 1399,
             report: DataReport {
+                multi_label: None,
                 candidates: vec![
                     CandidateReport {
                         path: "Data/Train_Data".into(),

@@ -1,4 +1,4 @@
-//! The dataset panel: class counts and the data checks.
+//! The dataset panel: class (or label) counts and the data checks.
 
 use super::{block, fg};
 use crate::data::DataReport;
@@ -54,6 +54,21 @@ fn data_checks(app: &App, report: &DataReport) -> Vec<Line<'static>> {
         "copies: {} group(s)",
         report.duplicates.len()
     )));
+    if let Some(m) = &report.multi_label {
+        lines.push(Line::from(format!(
+            "multi-label: {} with no label (train/val {}/{}), {} with two or more",
+            m.untagged_train + m.untagged_val,
+            m.untagged_train,
+            m.untagged_val,
+            m.images_with_several
+        )));
+        for p in &m.frequent_pairs {
+            lines.push(Line::from(format!(
+                "  {} + {}: {}",
+                p.labels[0], p.labels[1], p.images
+            )));
+        }
+    }
     for c in &report.candidates {
         let text = if c.chosen {
             format!("root {}: {}", c.path.display(), c.reason)

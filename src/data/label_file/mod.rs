@@ -11,11 +11,24 @@
 //! `--path-column` and `--label-column` (a header name or a 0-based index) say it instead.
 //! Rows naming missing files are listed, never fatal; an image listed under two labels keeps its
 //! first and is reported.
+//!
+//! Multi-label files are read as such unasked (see [`tag_delimiter`] and [`one_hot`]): a label
+//! column of tag lists (`cat dog`, `"desert,mountains"`, `a;b`, `a|b`), or two or more 0/1
+//! columns under a header that names the labels. There an image may carry no label (an empty
+//! list, all zeros) and an image listed twice carries both rows' labels. `--multi-label` reads
+//! any label column as tag lists.
+
+mod resolve;
+mod table;
+mod tags;
 
 use super::discovery::ClassFiles;
-use super::{is_image_name, Skipped, IMAGE_EXTENSIONS};
+use super::{is_image_name, Skipped};
+use resolve::{Resolved, Resolver};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use table::{parse, Table};
+use tags::{one_hot, read_one_hot, split_tags, tag_delimiter};
 
 /// Extensions of files read as label files.
 pub const LABEL_FILE_EXTENSIONS: &[&str] = &["csv", "tsv", "txt", "jsonl", "ndjson"];
@@ -29,11 +42,13 @@ const DISTINCT_MIN_ROWS: usize = 10;
 /// Share of distinct values above which a column holds ids rather than labels.
 const DISTINCT_SHARE: f64 = 0.5;
 
-/// Which columns to read, when the user says it.
+/// Which columns to read, and whether labels are tag lists, when the user says it.
 #[derive(Debug, Clone, Default)]
 pub struct ColumnChoice {
     pub path: Option<String>,
     pub label: Option<String>,
+    /// `--multi-label`: every image may carry any number of labels.
+    pub multi_label: bool,
 }
 
 /// A label file read against the images it names.
@@ -48,6 +63,17 @@ pub struct LabelledFiles {
     pub rule: String,
     /// Rows read (header excluded).
     pub rows: usize,
+    /// Multi-label: the images listed with no label (`None` for a single-label file).
+    pub untagged: Option<Vec<PathBuf>>,
+}
+
+impl LabelledFiles {
+    /// The images listed, each once.
+    pub fn images(&self) -> usize {
+        let mut all: HashSet<&PathBuf> = self.classes.iter().flat_map(|c| &c.files).collect();
+        all.extend(self.untagged.iter().flatten());
+        all.len()
+    }
 }
 
 /// Reads `file` and resolves its paths against its own folder and `dataset`.
@@ -87,13 +113,29 @@ pub fn read(file: &Path, dataset: &Path, columns: &ColumnChoice) -> Result<Label
             .count();
         hits as f64 / sample.len().max(1) as f64
     };
+    // On a tie (0/1 columns beside images named `0.jpg`, `1.jpg`), the column whose values
+    // carry an image extension, then the first.
+    let named_share = |col: usize| {
+        let named = sample
+            .iter()
+            .filter(|r| {
+                r.get(col)
+                    .is_some_and(|v| is_image_name(Path::new(v.trim())))
+            })
+            .count();
+        named as f64 / sample.len().max(1) as f64
+    };
     let path_col = match given_path {
         Some(c) => c,
         None => (0..width)
-            .map(|c| (c, resolved_share(c)))
-            .filter(|(_, s)| *s > 0.0)
-            .max_by(|a, b| a.1.total_cmp(&b.1))
-            .map(|(c, _)| c)
+            .map(|c| (c, resolved_share(c), named_share(c)))
+            .filter(|(_, s, _)| *s > 0.0)
+            .max_by(|a, b| {
+                (a.1.total_cmp(&b.1))
+                    .then(a.2.total_cmp(&b.2))
+                    .then(b.0.cmp(&a.0))
+            })
+            .map(|(c, _, _)| c)
             .ok_or_else(|| {
                 format!(
                     "no column of {} names image files under {} or {} (say which with --path-column)",
@@ -118,6 +160,36 @@ pub fn read(file: &Path, dataset: &Path, columns: &ColumnChoice) -> Result<Label
             .len()
     };
     let id_like = |d: usize| rows >= DISTINCT_MIN_ROWS && d as f64 > DISTINCT_SHARE * rows as f64;
+    let values_of = |col: usize| -> Vec<&str> {
+        table
+            .rows
+            .iter()
+            .filter_map(|r| r.get(col).map(|v| v.trim()).filter(|v| !v.is_empty()))
+            .collect()
+    };
+    // A column of tag lists is judged by its tags, not by their combinations.
+    let tags_of = |col: usize| tag_delimiter(&values_of(col), columns.multi_label);
+    let distinct = |col: usize| match tags_of(col) {
+        Some(d) => values_of(col)
+            .iter()
+            .flat_map(|v| split_tags(v, d))
+            .collect::<HashSet<_>>()
+            .len(),
+        None => distinct(col),
+    };
+    if given_label.is_none() {
+        // 0/1 columns, unless another column holds labels (two flags beside a label column).
+        let hot = one_hot(&table, path_col).filter(|hot| {
+            !(0..width)
+                .filter(|c| *c != path_col && !hot.contains(c))
+                .any(|c| distinct(c) >= 2 && !id_like(distinct(c)))
+        });
+        if let Some(hot) = hot {
+            return Ok(read_one_hot(
+                file, &table, &resolver, path_col, &hot, &name_of,
+            ));
+        }
+    }
     let label_col = match given_label {
         Some(c) => {
             let d = distinct(c);
@@ -145,8 +217,10 @@ pub fn read(file: &Path, dataset: &Path, columns: &ColumnChoice) -> Result<Label
                 )
             })?,
     };
+    let tags = tags_of(label_col);
     let mut by_label: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
     let mut first_label: HashMap<PathBuf, String> = HashMap::new();
+    let mut tagged: BTreeMap<PathBuf, Vec<String>> = BTreeMap::new();
     let mut skipped = Vec::new();
     let mut conflicts = Vec::new();
     let line_of = |i: usize| i + 1 + usize::from(table.header.is_some());
@@ -159,7 +233,7 @@ pub fn read(file: &Path, dataset: &Path, columns: &ColumnChoice) -> Result<Label
             continue;
         };
         let label = label.trim();
-        if label.is_empty() {
+        if label.is_empty() && tags.is_none() {
             skipped.push(Skipped {
                 path: PathBuf::from(value),
                 reason: format!(
@@ -197,6 +271,13 @@ pub fn read(file: &Path, dataset: &Path, columns: &ColumnChoice) -> Result<Label
                 continue;
             }
         };
+        if let Some(delimiter) = tags {
+            tagged
+                .entry(path)
+                .or_default()
+                .extend(split_tags(label, delimiter));
+            continue;
+        }
         match first_label.get(&path) {
             Some(first) if first == label => {}
             Some(first) => {
@@ -213,28 +294,56 @@ pub fn read(file: &Path, dataset: &Path, columns: &ColumnChoice) -> Result<Label
             }
         }
     }
-    let classes = by_label
-        .into_iter()
-        .map(|(name, mut files)| {
-            files.sort();
-            ClassFiles { name, files }
-        })
-        .collect();
-    let file_name = file
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let untagged = tags.map(|_| {
+        let mut none = Vec::new();
+        for (path, labels) in tagged {
+            for l in &labels {
+                by_label.entry(l.clone()).or_default().push(path.clone());
+            }
+            if labels.is_empty() {
+                none.push(path);
+            }
+        }
+        none
+    });
+    let how = match tags {
+        None => String::new(),
+        Some(Some(' ')) => "; tag lists split by spaces".into(),
+        Some(Some(d)) => format!("; tag lists split by {d:?}"),
+        Some(None) => "; one tag each, read as multi-label".into(),
+    };
     Ok(LabelledFiles {
-        classes,
+        classes: classes_of(by_label),
         skipped,
         conflicts,
         rule: format!(
-            "labels from {file_name} (columns {}, {})",
+            "labels from {} (columns {}, {}{how})",
+            short_name(file),
             name_of(path_col),
             name_of(label_col)
         ),
         rows: table.rows.len(),
+        untagged,
     })
+}
+
+/// The classes of `by_label`, each with its files sorted (and listed once).
+pub(super) fn classes_of(by_label: BTreeMap<String, Vec<PathBuf>>) -> Vec<ClassFiles> {
+    by_label
+        .into_iter()
+        .map(|(name, mut files)| {
+            files.sort();
+            files.dedup();
+            ClassFiles { name, files }
+        })
+        .collect()
+}
+
+/// The file name of `file`.
+pub(super) fn short_name(file: &Path) -> String {
+    file.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// Makes the first row the header when, in some column, it names no image while at least half
@@ -280,210 +389,16 @@ pub fn find_in(dataset: &Path, columns: &ColumnChoice) -> Option<(PathBuf, Label
         })
         .filter_map(|p| read(&p, dataset, columns).ok().map(|l| (p, l)))
         .filter(|(_, l)| {
-            let used: usize = l.classes.iter().map(|c| c.files.len()).sum();
-            l.classes.len() >= 2 && used as f64 >= RESOLVE_SHARE * l.rows as f64
+            let used = l.images();
+            let least = if l.untagged.is_some() { 1 } else { 2 };
+            l.classes.len() >= least && used as f64 >= RESOLVE_SHARE * l.rows as f64
         })
         .collect();
     (found.len() == 1).then(|| found.remove(0))
 }
 
-/// Rows of a label file, with its header when it has one.
-struct Table {
-    header: Option<Vec<String>>,
-    rows: Vec<Vec<String>>,
-}
-
-fn parse(file: &Path, text: &str) -> Result<Table, String> {
-    let ext = file
-        .extension()
-        .map(|e| e.to_string_lossy().to_lowercase())
-        .unwrap_or_default();
-    let mut table = if ext == "jsonl" || ext == "ndjson" {
-        parse_json_lines(file, text)?
-    } else {
-        parse_delimited(text).map_err(|e| format!("{}: {e}", file.display()))?
-    };
-    if table.rows.is_empty() {
-        return Err(format!("{} lists no rows", file.display()));
-    }
-    if table.header.is_none() && looks_like_header(&table.rows) {
-        table.header = Some(table.rows.remove(0));
-    }
-    Ok(table)
-}
-
-/// A first row none of whose fields looks like a file name while later rows have one.
-fn looks_like_header(rows: &[Vec<String>]) -> bool {
-    let has_file = |r: &Vec<String>| {
-        r.iter()
-            .any(|v| is_image_name(Path::new(v)) || v.contains('/') || v.contains('\\'))
-    };
-    let numeric = |r: &Vec<String>| r.iter().any(|v| v.trim().parse::<f64>().is_ok());
-    match rows {
-        [first, rest @ ..] if !rest.is_empty() => {
-            let later_files = rest.iter().take(20).any(has_file);
-            let later_numbers = rest.iter().take(20).any(numeric);
-            (later_files && !has_file(first)) || (later_numbers && !numeric(first))
-        }
-        _ => false,
-    }
-}
-
-/// Delimited text (RFC 4180 quoting: a quoted field may hold the delimiter): the delimiter is
-/// the one of comma, tab, semicolon and bar that splits the first lines into the same number
-/// of fields, the most fields if several do.
-fn parse_delimited(text: &str) -> Result<Table, String> {
-    let reader = |delimiter: u8| {
-        csv::ReaderBuilder::new()
-            .delimiter(delimiter)
-            .has_headers(false)
-            .flexible(true)
-            .from_reader(text.as_bytes())
-    };
-    let delimiter = [b',', b'\t', b';', b'|']
-        .into_iter()
-        .rev() // the first of equals wins
-        .filter_map(|d| {
-            let widths: Vec<usize> = reader(d)
-                .records()
-                .filter_map(Result::ok)
-                .filter(|r| r.iter().any(|f| !f.trim().is_empty()))
-                .take(20)
-                .map(|r| r.len())
-                .collect();
-            let first = *widths.first()?;
-            (first > 1 && widths.iter().all(|&w| w == first)).then_some((d, first))
-        })
-        .max_by_key(|&(_, width)| width)
-        .map(|(d, _)| d)
-        .ok_or("its lines are not split consistently by a comma, tab, semicolon or bar")?;
-    let rows = reader(delimiter)
-        .records()
-        .filter_map(Result::ok)
-        .map(|r| r.iter().map(|f| f.trim().to_string()).collect::<Vec<_>>())
-        .filter(|r| r.iter().any(|f| !f.is_empty()))
-        .collect();
-    Ok(Table { header: None, rows })
-}
-
-fn parse_json_lines(file: &Path, text: &str) -> Result<Table, String> {
-    let mut keys: Vec<String> = Vec::new();
-    let mut objects = Vec::new();
-    for (i, line) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
-        let value: serde_json::Value = serde_json::from_str(line)
-            .map_err(|e| format!("{} line {}: {e}", file.display(), i + 1))?;
-        let serde_json::Value::Object(map) = value else {
-            return Err(format!(
-                "{} line {}: not a JSON object",
-                file.display(),
-                i + 1
-            ));
-        };
-        for k in map.keys() {
-            if !keys.contains(k) {
-                keys.push(k.clone());
-            }
-        }
-        objects.push(map);
-    }
-    let text_of = |v: Option<&serde_json::Value>| match v {
-        Some(serde_json::Value::String(s)) => s.clone(),
-        Some(serde_json::Value::Null) | None => String::new(),
-        Some(other) => other.to_string(),
-    };
-    let rows = objects
-        .iter()
-        .map(|o| keys.iter().map(|k| text_of(o.get(k))).collect())
-        .collect();
-    Ok(Table {
-        header: Some(keys),
-        rows,
-    })
-}
-
-/// Finds the image a label file's value names: relative to the label file's folder or the
-/// dataset folder, else to one image folder below the label file (Kaggle's `train.csv` beside
-/// `train/`, a CSV beside `images/`).
-struct Resolver {
-    bases: Vec<PathBuf>,
-    /// The folders directly below the label file's.
-    below: Vec<PathBuf>,
-}
-
-/// What a label file's value names.
-#[derive(Debug, PartialEq)]
-enum Resolved {
-    One(PathBuf),
-    /// Two files, found under two of the folders below the label file.
-    Two(PathBuf, PathBuf),
-    None,
-}
-
-impl Resolver {
-    fn new(file: &Path, dataset: &Path) -> Self {
-        let folder = file.parent().unwrap_or(Path::new(".")).to_path_buf();
-        let mut below: Vec<PathBuf> = std::fs::read_dir(&folder)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.is_dir())
-            .filter(|p| {
-                !p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-            })
-            .collect();
-        below.sort();
-        let mut bases = vec![folder];
-        if bases[0].canonicalize().ok() != dataset.canonicalize().ok() {
-            bases.push(dataset.to_path_buf());
-        }
-        Self { bases, below }
-    }
-
-    /// The image `value` names, if exactly one does.
-    fn resolve(&self, value: &str) -> Option<PathBuf> {
-        match self.lookup(value) {
-            Resolved::One(path) => Some(path),
-            _ => None,
-        }
-    }
-
-    fn lookup(&self, value: &str) -> Resolved {
-        let rel = value.trim().replace('\\', "/");
-        let rel = rel.trim_start_matches("./");
-        if rel.is_empty() {
-            return Resolved::None;
-        }
-        let has_ext = is_image_name(Path::new(rel));
-        let at = |base: &Path| {
-            let p = base.join(rel);
-            if has_ext {
-                return p.is_file().then_some(p);
-            }
-            IMAGE_EXTENSIONS
-                .iter()
-                .map(|e| base.join(format!("{rel}.{e}")))
-                .find(|p| p.is_file())
-        };
-        if let Some(p) = self.bases.iter().find_map(|b| at(b)) {
-            return Resolved::One(p);
-        }
-        let mut found = self.below.iter().filter_map(|b| at(b));
-        match (found.next(), found.next()) {
-            (Some(a), Some(b)) => Resolved::Two(a, b),
-            (Some(a), None) => Resolved::One(a),
-            _ => Resolved::None,
-        }
-    }
-}
-
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     fn dataset() -> tempfile::TempDir {
@@ -495,7 +410,7 @@ mod tests {
         t
     }
 
-    fn counts(l: &LabelledFiles) -> Vec<(String, usize)> {
+    pub(super) fn counts(l: &LabelledFiles) -> Vec<(String, usize)> {
         l.classes
             .iter()
             .map(|c| (c.name.clone(), c.files.len()))
@@ -555,6 +470,7 @@ mod tests {
         let chosen = ColumnChoice {
             path: Some("file_name".into()),
             label: Some("n".into()),
+            ..ColumnChoice::default()
         };
         assert_eq!(read(&f, t.path(), &chosen).unwrap().classes.len(), 1);
         let wrong = ColumnChoice {
@@ -570,7 +486,7 @@ mod tests {
         );
     }
 
-    fn touch_all(root: &Path, names: &[String]) {
+    pub(super) fn touch_all(root: &Path, names: &[String]) {
         for n in names {
             let p = root.join(n);
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
