@@ -432,15 +432,15 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
     );
     let mut confusion = Confusion::new(ds.class_names.len());
     for r in &ranked {
-        confusion.add(&[r.truth as u32], &[r.predicted as u32]);
+        confusion.add(&[r.truth[0] as u32], &[r.predicted[0] as u32]);
     }
     let mistakes: Vec<Mistake> = ranked
         .iter()
         .filter(|r| r.predicted != r.truth)
         .map(|r| Mistake {
             path: r.path.clone(),
-            truth: ds.class_names[r.truth].clone(),
-            predicted: ds.class_names[r.predicted].clone(),
+            truth: ds.class_names[r.truth[0]].clone(),
+            predicted: ds.class_names[r.predicted[0]].clone(),
             probability: r.probability,
         })
         .collect();

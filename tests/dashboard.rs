@@ -288,22 +288,22 @@ fn top_losses_panel_lists_the_worst_images_with_their_picture() {
         top_losses: vec![
             TopLoss {
                 path: red.clone(),
-                truth: 1,
-                predicted: 0,
+                truth: vec![1],
+                predicted: vec![0],
                 probability: 0.904,
                 loss: 2.34,
             },
             TopLoss {
                 path: blue.clone(),
-                truth: 0,
-                predicted: 1,
+                truth: vec![0],
+                predicted: vec![1],
                 probability: 0.89,
                 loss: 2.21,
             },
             TopLoss {
                 path: missing,
-                truth: 0,
-                predicted: 0,
+                truth: vec![0],
+                predicted: vec![0],
                 probability: 0.6,
                 loss: 0.51,
             },

@@ -374,7 +374,7 @@ fn validation_ranks_top_losses_and_previews_show_training_images() {
         "worst first"
     );
     for t in &top {
-        assert!(t.path.starts_with(&f.dataset) && t.truth < 2 && t.predicted < 2);
+        assert!(t.path.starts_with(&f.dataset) && t.truth[0] < 2 && t.predicted[0] < 2);
         assert!(
             (t.loss
                 - (-(if t.truth == t.predicted {

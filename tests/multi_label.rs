@@ -172,6 +172,21 @@ fn a_tag_list_file_trains_a_multi_label_model_that_predicts_evaluates_and_export
         5,
         "4 warm-up epochs and 1 fine-tune epoch"
     );
+    let top = validations.last().unwrap()["top_losses"]
+        .as_array()
+        .unwrap();
+    assert!(
+        !top.is_empty(),
+        "the worst validation images, with their wrong tags"
+    );
+    for t in top {
+        assert!(t["truth"].is_array() && t["predicted"].is_array(), "{t}");
+    }
+    let losses: Vec<f64> = top.iter().map(|t| t["loss"].as_f64().unwrap()).collect();
+    assert!(
+        losses.windows(2).all(|w| w[0] >= w[1]),
+        "worst first: {losses:?}"
+    );
     let last = &validations.last().unwrap()["multi_label"];
     let map = last["map"].as_f64().unwrap();
     assert!(map > 0.8, "validation mAP {map}: {last}");
@@ -250,6 +265,41 @@ fn a_tag_list_file_trains_a_multi_label_model_that_predicts_evaluates_and_export
         predictions,
         "the export predicts as the checkpoint"
     );
+
+    // push: the stand-in receives export's files and a card that says multi-label.
+    let stub = common::hub_stub::HubStub::start("none/none", vec![]);
+    let token = "hf_stubTokenOfMultiLabel0123456789";
+    stub.add_user(token, "alice", &[]);
+    let out = Command::new(env!("CARGO_BIN_EXE_tltui"))
+        .args([
+            os("push"),
+            ckpt.clone().into_os_string(),
+            os("alice/pets-ml"),
+        ])
+        .env("XDG_CACHE_HOME", &cache)
+        .env("HF_HOME", t.path().join("hf"))
+        .env("HF_ENDPOINT", &stub.endpoint)
+        .env("HF_TOKEN", token)
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .env_remove("HF_HUB_OFFLINE")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (files, _) = stub.repo("alice/pets-ml").expect("the pushed repository");
+    assert_eq!(
+        files["config.json"],
+        std::fs::read(exported.join("config.json")).unwrap()
+    );
+    let card = String::from_utf8(files["README.md"].clone()).unwrap();
+    assert!(
+        card.contains("Multi-label") && card.contains("| cat |"),
+        "{card}"
+    );
+    stub.stop();
 
     let onnx = t.path().join("onnx");
     run(

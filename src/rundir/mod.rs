@@ -493,15 +493,15 @@ mod tests {
             top_losses: vec![
                 TopLoss {
                     path: images.join("cat.1.png"),
-                    truth: 0,
-                    predicted: 1,
+                    truth: vec![0],
+                    predicted: vec![1],
                     probability: 0.8,
                     loss: 1.6,
                 },
                 TopLoss {
                     path: images.join("missing.png"),
-                    truth: 1,
-                    predicted: 1,
+                    truth: vec![1],
+                    predicted: vec![1],
                     probability: 0.6,
                     loss: 0.5,
                 },

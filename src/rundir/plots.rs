@@ -336,13 +336,7 @@ pub fn top_losses(path: &Path, classes: &[String], losses: &[TopLoss]) -> anyhow
         image::imageops::overlay(&mut canvas, &picture, x.into(), y.into());
         readable.push(ok);
     }
-    let name = |i: usize| {
-        classes
-            .get(i)
-            .map(String::as_str)
-            .unwrap_or("?")
-            .to_string()
-    };
+    let name = |labels: &[usize]| crate::train::metrics::label_names(classes, labels);
     picture(path, (width, height), Some(canvas), |root| {
         let left = Pos::new(HPos::Left, VPos::Top);
         root.draw_text(
@@ -359,8 +353,8 @@ pub fn top_losses(path: &Path, classes: &[String], losses: &[TopLoss]) -> anyhow
             let wrong = loss.truth != loss.predicted;
             let line = format!(
                 "{} / {} {:.2}",
-                shorten(&name(loss.truth), 12),
-                shorten(&name(loss.predicted), 12),
+                shorten(&name(&loss.truth), 12),
+                shorten(&name(&loss.predicted), 12),
                 loss.probability
             );
             let ink: &'static RGBColor = if wrong {

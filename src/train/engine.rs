@@ -5,7 +5,9 @@ use super::checkpoint::{
     self, Checkpoint, CheckpointMeta, CopiesRecord, PhaseRecord, RunRecord, ValidationRecord,
 };
 use super::features;
-use super::metrics::{balanced_weights, predictions, top_losses, Confusion};
+use super::metrics::{
+    balanced_weights, multi_label_top_losses, predictions, top_losses, Confusion,
+};
 use super::multi_label;
 use super::objective::{self, Objective};
 use super::optim::{cosine_with_ramp, AdamW, Plateau, Verdict};

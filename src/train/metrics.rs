@@ -118,18 +118,66 @@ impl Confusion {
     }
 }
 
-/// One image the model got wrong, or nearly: its cross-entropy loss and what it predicted.
+/// One image the model got wrong, or nearly: its loss and what it predicted.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TopLoss {
     #[serde(serialize_with = "crate::data::lossy_path")]
     pub path: PathBuf,
-    /// True class index.
-    pub truth: usize,
-    /// Predicted class index.
-    pub predicted: usize,
-    /// Probability of the predicted class.
+    /// True class index (multi-label: the indices of the image's labels, maybe none).
+    pub truth: Vec<usize>,
+    /// Predicted class index (multi-label: the labels at or above their thresholds).
+    pub predicted: Vec<usize>,
+    /// Probability of the predicted class (multi-label: of the label it gets most wrong).
     pub probability: f32,
+    /// Cross-entropy (multi-label: the image's mean binary cross-entropy).
     pub loss: f32,
+}
+
+/// `labels` by name (`?` for an index beyond `classes`), joined by `+`; `none` for no label.
+pub fn label_names(classes: &[String], labels: &[usize]) -> String {
+    if labels.is_empty() {
+        return "none".into();
+    }
+    let names: Vec<&str> = labels
+        .iter()
+        .map(|&i| classes.get(i).map_or("?", String::as_str))
+        .collect();
+    names.join("+")
+}
+
+/// The `k` multi-label samples with the highest loss, worst first, from each sample's path,
+/// label probabilities and labels, predicted at `thresholds`.
+pub fn multi_label_top_losses<'a>(
+    samples: impl IntoIterator<Item = (&'a Path, &'a [f32], &'a [usize])>,
+    thresholds: &[f32],
+    k: usize,
+) -> Vec<TopLoss> {
+    let mut ranked: Vec<TopLoss> = samples
+        .into_iter()
+        .map(|(path, probs, labels)| {
+            let truth = |l: usize| labels.contains(&l);
+            let error = |l: usize| (f32::from(u8::from(truth(l))) - probs[l]).abs();
+            let worst = (0..probs.len())
+                .max_by(|&a, &b| error(a).total_cmp(&error(b)))
+                .unwrap_or(0);
+            let loss = (0..probs.len())
+                .map(|l| -(1.0 - error(l)).max(f32::MIN_POSITIVE).ln())
+                .sum::<f32>()
+                / probs.len().max(1) as f32;
+            TopLoss {
+                path: path.to_path_buf(),
+                truth: labels.to_vec(),
+                predicted: (0..probs.len())
+                    .filter(|&l| probs[l] >= thresholds[l])
+                    .collect(),
+                probability: probs[worst],
+                loss,
+            }
+        })
+        .collect();
+    ranked.sort_by(|a, b| b.loss.total_cmp(&a.loss));
+    ranked.truncate(k);
+    ranked
 }
 
 /// The `k` samples with the highest loss, worst first, from each sample's path, class
@@ -146,8 +194,8 @@ pub fn top_losses<'a>(
                 .unwrap_or(0);
             TopLoss {
                 path: path.to_path_buf(),
-                truth,
-                predicted,
+                truth: vec![truth],
+                predicted: vec![predicted],
                 probability: probs[predicted],
                 loss: -probs[truth].max(f32::MIN_POSITIVE).ln(),
             }
@@ -206,11 +254,36 @@ mod tests {
         let top = top_losses(samples, 2);
         assert_eq!(top.len(), 2);
         assert_eq!(
-            (top[0].path.as_path(), top[0].predicted),
-            (Path::new("b"), 1)
+            (top[0].path.as_path(), top[0].predicted.as_slice()),
+            (Path::new("b"), &[1][..])
         );
         assert!((top[0].loss + 0.2f32.ln()).abs() < 1e-6);
         assert!((top[0].probability - 0.8).abs() < 1e-6);
-        assert_eq!((top[1].path.as_path(), top[1].truth), (Path::new("c"), 1));
+        assert_eq!(
+            (top[1].path.as_path(), top[1].truth.as_slice()),
+            (Path::new("c"), &[1][..])
+        );
+    }
+
+    #[test]
+    fn multi_label_top_losses_name_the_wrong_tags() {
+        let paths = [Path::new("a"), Path::new("b")];
+        let probs = [[0.9f32, 0.8], [0.9, 0.1]];
+        let labels: [&[usize]; 2] = [&[0], &[0]];
+        let samples = (0..2).map(|i| (paths[i], probs[i].as_slice(), labels[i]));
+        let top = multi_label_top_losses(samples, &[0.5, 0.5], 2);
+        assert_eq!(top[0].path, Path::new("a"), "a's extra tag costs the most");
+        assert_eq!(
+            (top[0].truth.clone(), top[0].predicted.clone()),
+            (vec![0], vec![0, 1])
+        );
+        assert!((top[0].probability - 0.8).abs() < 1e-6);
+        let want = -(0.9f32.ln() + 0.2f32.ln()) / 2.0;
+        assert!(
+            (top[0].loss - want).abs() < 1e-6,
+            "{} vs {want}",
+            top[0].loss
+        );
+        assert_eq!(top[1].predicted, vec![0]);
     }
 }

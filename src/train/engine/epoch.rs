@@ -432,6 +432,14 @@ impl Trainer {
             multi_label: Some(scores.clone()),
         });
         let map = scores.map;
+        let top_losses = multi_label_top_losses(
+            samples
+                .iter()
+                .zip(&probabilities)
+                .map(|(s, p)| (s.path.as_path(), p.as_slice(), s.labels.as_slice())),
+            &scores.thresholds(),
+            TOP_LOSSES,
+        );
         self.emit(Event::Validation {
             phase,
             epoch,
@@ -440,7 +448,7 @@ impl Trainer {
             accuracy_clean: None,
             per_class_accuracy: scores.per_label.iter().map(|l| l.recall).collect(),
             confusion: Vec::new(),
-            top_losses: Vec::new(),
+            top_losses,
             multi_label: Some(scores),
             seconds: started.elapsed().as_secs_f64(),
         });

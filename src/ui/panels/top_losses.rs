@@ -1,6 +1,7 @@
 //! The top-losses panel: the worst validation images.
 
-use super::{block, class_name, fg};
+use super::{block, fg};
+use crate::train::metrics::label_names;
 use crate::ui::app::{App, TOP_LOSS_PICTURES};
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
@@ -20,6 +21,8 @@ pub fn top_losses(f: &mut Frame, app: &mut App, area: Rect) {
     }
     let [list_area, picture_area] =
         Layout::horizontal([Constraint::Percentage(60), Constraint::Percentage(40)]).areas(inner);
+    let classes: Vec<String> = app.classes.iter().map(|c| c.name.clone()).collect();
+    let name = |labels: &[usize]| label_names(&classes, labels);
     let lines: Vec<Line> = app
         .top_losses
         .iter()
@@ -32,8 +35,8 @@ pub fn top_losses(f: &mut Frame, app: &mut App, area: Rect) {
             let text = format!(
                 "{:>2} {} -> {} {:.3}  {file}",
                 i + 1,
-                class_name(app, t.truth),
-                class_name(app, t.predicted),
+                name(&t.truth),
+                name(&t.predicted),
                 t.probability,
             );
             let style = if t.truth == t.predicted {
