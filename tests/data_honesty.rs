@@ -103,18 +103,6 @@ fn inspect(dataset: &Path, extra: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-fn counts(report: &Value) -> Vec<(String, u64)> {
-    report["classes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| {
-            let n = c["train"].as_u64().unwrap() + c["val"].as_u64().unwrap();
-            (c["name"].as_str().unwrap().to_string(), n)
-        })
-        .collect()
-}
-
 fn file_name(v: &Value) -> String {
     Path::new(v.as_str().unwrap())
         .file_name()
@@ -185,7 +173,10 @@ fn split_layout_wins_over_a_folder_of_augmented_copies() {
             .contains("derived copy"),
         "{augmented}"
     );
-    assert_eq!(counts(&r), [("cat".into(), 14), ("dog".into(), 14)]);
+    assert_eq!(
+        common::class_totals(&r),
+        [("cat".into(), 14), ("dog".into(), 14)]
+    );
 
     // Chosen explicitly, the augmented folder is still split by source photo.
     let forced = inspect(
@@ -389,7 +380,10 @@ fn a_symlink_to_the_dataset_root_is_not_followed() {
     std::os::unix::fs::symlink("../cat/0.jpg", t.path().join("dog/again.jpg")).unwrap();
     let r = inspect(t.path(), &[]);
     assert_eq!(r["class_root"], ".");
-    assert_eq!(counts(&r), [("cat".into(), 5), ("dog".into(), 5)]);
+    assert_eq!(
+        common::class_totals(&r),
+        [("cat".into(), 5), ("dog".into(), 5)]
+    );
     let skipped: Vec<String> = r["skipped"]
         .as_array()
         .unwrap()

@@ -259,17 +259,12 @@ fn a_hub_dataset_of_label_lists_is_multi_label() {
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path().join("hub-multilabel");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/make_hub_multilabel.py");
-    let out = std::process::Command::new(&python)
-        .arg(&script)
-        .arg(&repo)
-        .arg("--src")
-        .arg(shared.join("datasets/Dog-Cat-Classifier/Data/Train_Data"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    common::succeeded(
+        std::process::Command::new(&python)
+            .arg(&script)
+            .arg(&repo)
+            .arg("--src")
+            .arg(shared.join("datasets/Dog-Cat-Classifier/Data/Train_Data")),
     );
     let stub = HubStub::start("none/none", vec![]);
     stub.serve_dataset_dir("tltui-test/multi", &repo);

@@ -144,15 +144,7 @@ fn flipped_labels_are_found_fixed_and_read_back() {
         "{}",
         again["source"]
     );
-    let counts: BTreeMap<String, u64> = again["classes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| {
-            let n = c["train"].as_u64().unwrap() + c["val"].as_u64().unwrap();
-            (c["name"].as_str().unwrap().to_string(), n)
-        })
-        .collect();
+    let counts: BTreeMap<String, u64> = common::class_totals(&again).into_iter().collect();
     let mut want: BTreeMap<String, u64> = BTreeMap::new();
     for label in rows.values() {
         *want.entry(label.to_string()).or_default() += 1;

@@ -83,19 +83,14 @@ fn build(train_data: &Path, dir: &Path) {
     std::fs::write(dir.join("labels.csv"), csv).unwrap();
 }
 
+/// Runs the binary offline with `cache` as tltui's cache; fails the test unless it succeeds.
 fn run(cache: &Path, args: &[&std::ffi::OsStr]) -> std::process::Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_tltui"))
-        .args(args)
-        .env("XDG_CACHE_HOME", cache)
-        .env("HF_HUB_OFFLINE", "1")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "tltui {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    common::succeeded(
+        Command::new(env!("CARGO_BIN_EXE_tltui"))
+            .args(args)
+            .env("XDG_CACHE_HOME", cache)
+            .env("HF_HUB_OFFLINE", "1"),
+    )
 }
 
 fn json_lines(out: &std::process::Output) -> Vec<Value> {
@@ -144,15 +139,7 @@ fn a_tag_list_file_trains_a_multi_label_model_that_predicts_evaluates_and_export
         .find(|e| e["event"] == "dataset_ready")
         .expect("dataset_ready");
     assert_eq!(ready["task"], "multi_label");
-    let counts: Vec<(String, u64)> = ready["classes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| {
-            let n = c["train"].as_u64().unwrap() + c["val"].as_u64().unwrap();
-            (c["name"].as_str().unwrap().to_string(), n)
-        })
-        .collect();
+    let counts = common::class_totals(ready);
     let per_label = (SINGLES + COLLAGES) as u64;
     assert_eq!(
         counts,
@@ -270,24 +257,19 @@ fn a_tag_list_file_trains_a_multi_label_model_that_predicts_evaluates_and_export
     let stub = common::hub_stub::HubStub::start("none/none", vec![]);
     let token = "hf_stubTokenOfMultiLabel0123456789";
     stub.add_user(token, "alice", &[]);
-    let out = Command::new(env!("CARGO_BIN_EXE_tltui"))
-        .args([
-            os("push"),
-            ckpt.clone().into_os_string(),
-            os("alice/pets-ml"),
-        ])
-        .env("XDG_CACHE_HOME", &cache)
-        .env("HF_HOME", t.path().join("hf"))
-        .env("HF_ENDPOINT", &stub.endpoint)
-        .env("HF_TOKEN", token)
-        .env("NO_PROXY", "127.0.0.1,localhost")
-        .env_remove("HF_HUB_OFFLINE")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    common::succeeded(
+        Command::new(env!("CARGO_BIN_EXE_tltui"))
+            .args([
+                os("push"),
+                ckpt.clone().into_os_string(),
+                os("alice/pets-ml"),
+            ])
+            .env("XDG_CACHE_HOME", &cache)
+            .env("HF_HOME", t.path().join("hf"))
+            .env("HF_ENDPOINT", &stub.endpoint)
+            .env("HF_TOKEN", token)
+            .env("NO_PROXY", "127.0.0.1,localhost")
+            .env_remove("HF_HUB_OFFLINE"),
     );
     let (files, _) = stub.repo("alice/pets-ml").expect("the pushed repository");
     assert_eq!(
@@ -318,17 +300,12 @@ fn a_tag_list_file_trains_a_multi_label_model_that_predicts_evaluates_and_export
         return;
     };
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/check_onnx.py");
-    let out = Command::new(py)
-        .arg(script)
-        .arg(onnx.join("model.onnx"))
-        .arg("--images")
-        .args(&images)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = common::succeeded(
+        Command::new(py)
+            .arg(script)
+            .arg(onnx.join("model.onnx"))
+            .arg("--images")
+            .args(&images),
     );
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(

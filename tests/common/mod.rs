@@ -262,6 +262,31 @@ pub fn relative_error(want: &Tensor, got: &Tensor) -> f32 {
     max(&(want - got).unwrap()) / max(want).max(1e-6)
 }
 
+/// Each class's (or label's) images, train and validation together, from a dataset report's
+/// `classes` (`inspect --json`, the `dataset_ready` event), in report order.
+pub fn class_totals(report: &serde_json::Value) -> Vec<(String, u64)> {
+    report["classes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let n = c["train"].as_u64().unwrap() + c["val"].as_u64().unwrap();
+            (c["name"].as_str().unwrap().to_string(), n)
+        })
+        .collect()
+}
+
+/// Runs `command`, failing the test with its stderr unless it succeeds; its output.
+pub fn succeeded(command: &mut std::process::Command) -> std::process::Output {
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{command:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// A Python that imports onnx, onnxruntime, numpy and PIL (`TLTUI_ONNX_PYTHON`, the CI venv,
 /// `python3`), or `None` (reason printed) outside CI.
 pub fn onnx_python() -> Option<PathBuf> {
