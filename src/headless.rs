@@ -186,6 +186,22 @@ impl Printer {
                     skipped.len(),
                     ignored
                 ));
+                if let Some(m) = &report.multi_label {
+                    let pairs: Vec<String> = m
+                        .frequent_pairs
+                        .iter()
+                        .map(|p| format!("{}+{} {}", p.labels[0], p.labels[1], p.images))
+                        .collect();
+                    self.line(&format!(
+                        "multi-label: {} images ({} train, {} val), {} with no label, {} with two or more; pairs: {}",
+                        m.train_images + m.val_images,
+                        m.train_images,
+                        m.val_images,
+                        m.untagged_train + m.untagged_val,
+                        m.images_with_several,
+                        pairs.join(", ")
+                    ));
+                }
                 for s in skipped {
                     self.line(&format!("  skipped {}: {}", s.path.display(), s.reason));
                 }

@@ -147,6 +147,11 @@ fn a_tag_list_file_trains_a_multi_label_model_that_predicts_evaluates_and_export
     );
     let untagged = &ready["report"]["multi_label"];
     assert_eq!(
+        untagged["train_images"].as_u64().unwrap() + untagged["val_images"].as_u64().unwrap(),
+        (2 * SINGLES + COLLAGES + BLANKS) as u64,
+        "each image once"
+    );
+    assert_eq!(
         untagged["untagged_train"].as_u64().unwrap() + untagged["untagged_val"].as_u64().unwrap(),
         BLANKS as u64
     );

@@ -143,6 +143,9 @@ pub struct DataReport {
 /// What a multi-label dataset's report adds to the per-label counts.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct MultiLabelReport {
+    /// Training and validation images (each once, whatever its labels).
+    pub train_images: usize,
+    pub val_images: usize,
     /// Training and validation images that carry no label.
     pub untagged_train: usize,
     pub untagged_val: usize,
@@ -379,6 +382,8 @@ impl Dataset {
         if task == Task::MultiLabel {
             let (untagged_train, untagged_val) = ds.untagged_counts();
             ds.report.multi_label = Some(MultiLabelReport {
+                train_images: ds.train.len(),
+                val_images: ds.val.len(),
                 untagged_train,
                 untagged_val,
                 images_with_several: ds

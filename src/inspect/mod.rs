@@ -164,7 +164,10 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
             let (t, v) = (m.untagged_train, m.untagged_val);
             println!("{:<24} {:>8} {:>8} {:>8}", "(no label)", t, v, t + v);
             println!(
-                "multi-label: {} image(s) carry two labels or more",
+                "multi-label: {} images ({} train, {} val), {} carry two labels or more",
+                m.train_images + m.val_images,
+                m.train_images,
+                m.val_images,
                 m.images_with_several
             );
             for p in &m.frequent_pairs {

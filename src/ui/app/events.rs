@@ -20,13 +20,20 @@ impl App {
             } => {
                 self.task = task;
                 self.class_root = Some(format!("{} — {source}", class_root.display()));
-                let (train, val) = classes
-                    .iter()
-                    .fold((0, 0), |(t, v), c| (t + c.train, v + c.val));
+                // A multi-label image counts under each of its labels: its report counts images.
+                let (train, val, what) = match &report.multi_label {
+                    Some(m) => (m.train_images, m.val_images, "labels (multi-label)"),
+                    None => {
+                        let (t, v) = classes
+                            .iter()
+                            .fold((0, 0), |(t, v), c| (t + c.train, v + c.val));
+                        (t, v, "classes")
+                    }
+                };
                 self.log(
                     Level::Info,
                     format!(
-                        "dataset: {} classes by {source}, root {}",
+                        "dataset: {} {what} by {source}, root {}",
                         classes.len(),
                         class_root.display()
                     ),
