@@ -83,8 +83,9 @@ fn tick(row: &EpochRow) -> String {
 /// Picks an epoch's training value (absent before any batch) and validation value.
 type Pick = fn(&EpochRow) -> (Option<f32>, f32);
 
-/// `history.png`: training and validation loss (left) and accuracy (right) per epoch, a grey
-/// line where a phase starts, the epochs named `w1…` (warm-up) and `f1…` (fine-tune).
+/// `history.png`: training and validation loss (left) and accuracy (right; multi-label: exact
+/// match, and mAP for validation, as the dashboard charts them) per epoch, a grey line where a
+/// phase starts, the epochs named `w1…` (warm-up) and `f1…` (fine-tune).
 pub fn history(path: &Path, rows: &[EpochRow]) -> anyhow::Result<()> {
     let n = rows.len();
     let boundaries: Vec<f64> = rows
@@ -95,9 +96,16 @@ pub fn history(path: &Path, rows: &[EpochRow]) -> anyhow::Result<()> {
         .collect();
     picture(path, (1200, 480), None, |root| {
         let halves = root.split_evenly((1, 2));
+        let accuracy = if rows.iter().any(|r| r.val_map.is_some()) {
+            "Exact match (validation: mAP)"
+        } else {
+            "Accuracy"
+        };
         let metrics: [(&str, Pick); 2] = [
             ("Loss", |r| (r.train_loss, r.val_loss)),
-            ("Accuracy", |r| (r.train_accuracy, r.val_accuracy)),
+            (accuracy, |r| {
+                (r.train_accuracy, r.val_map.unwrap_or(r.val_accuracy))
+            }),
         ];
         for (area, (name, pick)) in halves.iter().zip(metrics) {
             let train: Vec<(f64, f64)> = rows
