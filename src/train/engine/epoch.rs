@@ -291,9 +291,13 @@ impl Trainer {
                     self.head.bias.set(b)?;
                 }
                 scores = Some(*kept);
-                let (loss, acc) = (kept.loss, kept.accuracy);
+                let score = match self.objective.task() {
+                    Task::SingleLabel => format!("accuracy {:.4}", kept.accuracy),
+                    Task::MultiLabel => format!("mAP {:.4}", kept.score),
+                };
                 why.push_str(&format!(
-                    "; kept the head of epoch {best} (val loss {loss:.4}, accuracy {acc:.4})"
+                    "; kept the head of epoch {best} (val loss {:.4}, {score})",
+                    kept.loss
                 ));
             }
         }
