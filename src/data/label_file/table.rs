@@ -106,11 +106,18 @@ fn parse_json_lines(file: &Path, text: &str) -> Result<Table, String> {
         }
         objects.push(map);
     }
-    let text_of = |v: Option<&serde_json::Value>| match v {
-        Some(serde_json::Value::String(s)) => s.clone(),
-        Some(serde_json::Value::Null) | None => String::new(),
-        Some(other) => other.to_string(),
-    };
+    fn text_of(v: Option<&serde_json::Value>) -> String {
+        match v {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(serde_json::Value::Null) | None => String::new(),
+            // A list of labels (`"tags": ["cat", "dog"]`) reads as a comma-separated tag list.
+            Some(serde_json::Value::Array(items)) => {
+                let texts: Vec<String> = items.iter().map(|i| text_of(Some(i))).collect();
+                texts.join(",")
+            }
+            Some(other) => other.to_string(),
+        }
+    }
     let rows = objects
         .iter()
         .map(|o| keys.iter().map(|k| text_of(o.get(k))).collect())

@@ -228,6 +228,22 @@ mod tests {
     }
 
     #[test]
+    fn json_lists_are_tag_lists() {
+        let t = tempfile::tempdir().unwrap();
+        let names: Vec<String> = (0..4).map(|i| format!("img_{i}.jpg")).collect();
+        touch_all(t.path(), &names);
+        let f = t.path().join("metadata.jsonl");
+        std::fs::write(
+            &f,
+            "{\"file_name\": \"img_0.jpg\", \"tags\": [\"cat\"]}\n{\"file_name\": \"img_1.jpg\", \"tags\": [\"dog\"]}\n{\"file_name\": \"img_2.jpg\", \"tags\": [\"dog\", \"cat\"]}\n{\"file_name\": \"img_3.jpg\", \"tags\": []}\n",
+        )
+        .unwrap();
+        let l = read(&f, t.path(), &ColumnChoice::default()).unwrap();
+        assert_eq!(counts(&l), vec![("cat".into(), 2), ("dog".into(), 2)]);
+        assert_eq!(l.untagged, Some(vec![t.path().join("img_3.jpg")]));
+    }
+
+    #[test]
     fn zero_one_columns_are_labels_or_one_hot_classes() {
         let t = tempfile::tempdir().unwrap();
         let names: Vec<String> = (0..4).map(|i| format!("{i}.jpg")).collect();
