@@ -187,18 +187,11 @@ impl Printer {
                     ignored
                 ));
                 if let Some(m) = &report.multi_label {
-                    let pairs: Vec<String> = m
-                        .frequent_pairs
-                        .iter()
-                        .map(|p| format!("{}+{} {}", p.labels[0], p.labels[1], p.images))
-                        .collect();
+                    let pairs: Vec<String> =
+                        m.frequent_pairs.iter().map(|p| p.to_string()).collect();
                     self.line(&format!(
-                        "multi-label: {} images ({} train, {} val), {} with no label, {} with two or more; pairs: {}",
-                        m.train_images + m.val_images,
-                        m.train_images,
-                        m.val_images,
-                        m.untagged_train + m.untagged_val,
-                        m.images_with_several,
+                        "multi-label: {}; pairs: {}",
+                        m.summary(),
                         pairs.join(", ")
                     ));
                 }

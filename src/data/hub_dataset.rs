@@ -8,8 +8,9 @@
 //! checks and offline fallback. The image column is the `Image` feature of the footer's
 //! `huggingface` metadata (else the first `*.bytes` column); the label column is its first
 //! `ClassLabel` or `Sequence(ClassLabel)` (multi-label; names from the footer, else the README's
-//! `dataset_info`), else a string column named like a label; `--label-column` says it. Splits: `--train-split` (default `train`) and
-//! `--val-split` (default `validation`, `valid` or `val`, else `test`); without a validation
+//! `dataset_info`), else a string column named like a label; `--label-column` says it.
+//! Splits: `--train-split` (default `train`) and `--val-split` (default `validation`,
+//! `valid` or `val`, else `test`); without a validation
 //! split tltui splits the training one. Images are read from the parquet files themselves
 //! ([`super::parquet`]), each named by the `path` stored with it (`cat.0.jpg`), else
 //! `FILE#ROW`, so a class's images sort as the same files in a folder do.

@@ -41,6 +41,18 @@ pub fn is_image_name(path: &Path) -> bool {
         .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.as_str()))
 }
 
+/// `labels` by name (`?` for an index beyond `classes`), joined by `+`; `none` for no label.
+pub fn label_names(classes: &[String], labels: &[usize]) -> String {
+    if labels.is_empty() {
+        return "none".into();
+    }
+    let names: Vec<&str> = labels
+        .iter()
+        .map(|&i| classes.get(i).map_or("?", String::as_str))
+        .collect();
+    names.join("+")
+}
+
 /// Serialises a path as text, replacing what is not UTF-8 (a file name need not be).
 pub fn lossy_path<S: serde::Serializer>(path: &Path, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&path.to_string_lossy())
@@ -153,6 +165,32 @@ pub struct MultiLabelReport {
     pub images_with_several: usize,
     /// The label pairs that tag the most images together, most first.
     pub frequent_pairs: Vec<LabelPair>,
+}
+
+impl MultiLabelReport {
+    /// The counts in words: images per side, those with no label, those with several.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} images ({} train, {} val), {} with no label ({} train, {} val), {} with two labels or more",
+            self.train_images + self.val_images,
+            self.train_images,
+            self.val_images,
+            self.untagged_train + self.untagged_val,
+            self.untagged_train,
+            self.untagged_val,
+            self.images_with_several
+        )
+    }
+}
+
+impl std::fmt::Display for LabelPair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} + {}: {}",
+            self.labels[0], self.labels[1], self.images
+        )
+    }
 }
 
 /// Label pairs a report lists.
@@ -318,14 +356,6 @@ impl Dataset {
             .iter()
             .map(|(p, l)| (p.as_path(), l.as_slice()))
             .collect();
-        let named = |l: &[usize]| -> String {
-            let names: Vec<&str> = l.iter().map(|&i| class_names[i].as_str()).collect();
-            if names.is_empty() {
-                "no label".into()
-            } else {
-                names.join(", ")
-            }
-        };
         let mut warnings: Vec<String> = duplicates
             .iter()
             .filter_map(|g| {
@@ -337,7 +367,10 @@ impl Dataset {
                         let places: Vec<String> = g
                             .files
                             .iter()
-                            .map(|f| format!("{} ({})", f.display(), named(labels[f.as_path()])))
+                            .map(|f| {
+                                let names = label_names(&class_names, labels[f.as_path()]);
+                                format!("{} ({names})", f.display())
+                            })
                             .collect();
                         let what = match task {
                             Task::SingleLabel => "is in more than one class",
@@ -462,8 +495,9 @@ impl Dataset {
         counts
     }
 
-    /// The names of `sample`'s labels, joined by a space (empty for an image with none).
-    pub fn label_names(&self, sample: &Sample) -> String {
+    /// `sample`'s labels as a label file's tag list holds them: their names joined by a space
+    /// (empty for an image with none).
+    pub fn tag_list(&self, sample: &Sample) -> String {
         let names: Vec<&str> = sample
             .labels
             .iter()
@@ -473,13 +507,13 @@ impl Dataset {
     }
 
     /// Multi-label: the images with no label, in training and in validation.
-    pub fn untagged_counts(&self) -> (usize, usize) {
+    fn untagged_counts(&self) -> (usize, usize) {
         let none = |v: &[Sample]| v.iter().filter(|s| s.labels.is_empty()).count();
         (none(&self.train), none(&self.val))
     }
 
     /// Multi-label: the `n` label pairs that tag the most images together, most first.
-    pub fn frequent_pairs(&self, n: usize) -> Vec<LabelPair> {
+    fn frequent_pairs(&self, n: usize) -> Vec<LabelPair> {
         let mut counts: HashMap<(usize, usize), usize> = HashMap::new();
         for s in self.train.iter().chain(&self.val) {
             for (k, &a) in s.labels.iter().enumerate() {

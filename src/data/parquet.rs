@@ -162,6 +162,34 @@ pub fn rows(
     Ok(out)
 }
 
+/// Definition levels, repetition levels and non-null values of a column chunk.
+type Levels<V> = (Vec<i16>, Vec<i16>, Vec<V>);
+
+/// The levels and values of `rows` records of one row group's column of type `T` (repetition
+/// levels only when `repeated`); the caller has checked that `reader` is of that type.
+fn read_levels<T: DataType>(
+    reader: ColumnReader,
+    rows: usize,
+    repeated: bool,
+) -> parquet::errors::Result<Levels<T::T>> {
+    let mut reader = get_typed_column_reader::<T>(reader);
+    let (mut defs, mut reps, mut values) = (Vec::new(), Vec::new(), Vec::new());
+    let mut read = 0;
+    while read < rows {
+        let (records, _, _) = reader.read_records(
+            rows - read,
+            Some(&mut defs),
+            repeated.then_some(&mut reps),
+            &mut values,
+        )?;
+        if records == 0 {
+            break;
+        }
+        read += records;
+    }
+    Ok((defs, reps, values))
+}
+
 /// The values of one row group's column of type `T`, `None` where null; the caller has
 /// checked that `reader` is of that type.
 fn read_column<T: DataType>(
@@ -169,17 +197,7 @@ fn read_column<T: DataType>(
     rows: usize,
     max_def: i16,
 ) -> parquet::errors::Result<Vec<Option<T::T>>> {
-    let mut reader = get_typed_column_reader::<T>(reader);
-    let (mut defs, mut values) = (Vec::new(), Vec::new());
-    let mut read = 0;
-    while read < rows {
-        let (records, _, _) =
-            reader.read_records(rows - read, Some(&mut defs), None, &mut values)?;
-        if records == 0 {
-            break;
-        }
-        read += records;
-    }
+    let (defs, _, values) = read_levels::<T>(reader, rows, false)?;
     let mut values = values.into_iter();
     Ok(spread(&defs, max_def, rows, || values.next()))
 }
@@ -235,25 +253,6 @@ fn read_label_lists(
     rows: usize,
     max_def: i16,
 ) -> parquet::errors::Result<Vec<Option<Label>>> {
-    /// Definition levels, repetition levels and values.
-    type Levels<V> = (Vec<i16>, Vec<i16>, Vec<V>);
-    fn levels<T: DataType>(
-        reader: ColumnReader,
-        rows: usize,
-    ) -> parquet::errors::Result<Levels<T::T>> {
-        let mut reader = get_typed_column_reader::<T>(reader);
-        let (mut defs, mut reps, mut values) = (Vec::new(), Vec::new(), Vec::new());
-        let mut read = 0;
-        while read < rows {
-            let (records, _, _) =
-                reader.read_records(rows - read, Some(&mut defs), Some(&mut reps), &mut values)?;
-            if records == 0 {
-                break;
-            }
-            read += records;
-        }
-        Ok((defs, reps, values))
-    }
     let lists = |defs: Vec<i16>, reps: Vec<i16>, values: Vec<Label>| {
         let mut values = values.into_iter();
         let mut out: Vec<Option<Label>> = Vec::with_capacity(rows);
@@ -271,11 +270,11 @@ fn read_label_lists(
     };
     match reader {
         r @ ColumnReader::Int64ColumnReader(_) => {
-            let (d, r, v) = levels::<Int64Type>(r, rows)?;
+            let (d, r, v) = read_levels::<Int64Type>(r, rows, true)?;
             Ok(lists(d, r, v.into_iter().map(Label::Index).collect()))
         }
         r @ ColumnReader::Int32ColumnReader(_) => {
-            let (d, r, v) = levels::<Int32Type>(r, rows)?;
+            let (d, r, v) = read_levels::<Int32Type>(r, rows, true)?;
             Ok(lists(
                 d,
                 r,
@@ -283,7 +282,7 @@ fn read_label_lists(
             ))
         }
         r @ ColumnReader::ByteArrayColumnReader(_) => {
-            let (d, r, v) = levels::<ByteArrayType>(r, rows)?;
+            let (d, r, v) = read_levels::<ByteArrayType>(r, rows, true)?;
             let texts = v
                 .into_iter()
                 .map(|b| Label::Text(String::from_utf8_lossy(b.data()).into_owned()))

@@ -84,7 +84,7 @@ pub fn report(args: &InspectArgs) -> anyhow::Result<Report> {
                 .iter()
                 .map(|s| FileEntry {
                     path: s.path.clone(),
-                    class: ds.label_names(s),
+                    class: ds.tag_list(s),
                     split,
                     group: ds.groups.get(&s.path).copied().unwrap_or_default(),
                 })
@@ -163,15 +163,9 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
         Some(m) => {
             let (t, v) = (m.untagged_train, m.untagged_val);
             println!("{:<24} {:>8} {:>8} {:>8}", "(no label)", t, v, t + v);
-            println!(
-                "multi-label: {} images ({} train, {} val), {} carry two labels or more",
-                m.train_images + m.val_images,
-                m.train_images,
-                m.val_images,
-                m.images_with_several
-            );
+            println!("multi-label: {}", m.summary());
             for p in &m.frequent_pairs {
-                println!("  {} + {}: {} images", p.labels[0], p.labels[1], p.images);
+                println!("  {p} images");
             }
         }
         None => println!("{:<24} {:>8} {:>8} {:>8}", "all", t, v, t + v),

@@ -344,7 +344,7 @@ pub fn top_losses(path: &Path, classes: &[String], losses: &[TopLoss]) -> anyhow
         image::imageops::overlay(&mut canvas, &picture, x.into(), y.into());
         readable.push(ok);
     }
-    let name = |labels: &[usize]| crate::train::metrics::label_names(classes, labels);
+    let name = |labels: &[usize]| crate::data::label_names(classes, labels);
     picture(path, (width, height), Some(canvas), |root| {
         let left = Pos::new(HPos::Left, VPos::Top);
         root.draw_text(

@@ -184,8 +184,6 @@ struct Trainer {
     backbone_name: String,
     weights_path: PathBuf,
     objective: Objective,
-    /// The best validation score so far (accuracy, or mAP): the `best` checkpoint's.
-    best_score: Option<f32>,
     checkpoint_dir: PathBuf,
     feature_cache_dir: Option<PathBuf>,
     /// Features of the current backbone; dropped when fine-tuning changes it.
@@ -308,7 +306,7 @@ impl Trainer {
         let event = match self.store.preview(sample, 1..=PREVIEW_VARIANTS) {
             Ok((original, variants)) => Event::AugmentationPreview {
                 path: sample.path.clone(),
-                class: self.dataset.label_names(sample),
+                class: self.dataset.tag_list(sample),
                 original: Picture(original),
                 variants: variants.into_iter().map(Picture).collect(),
             },

@@ -133,18 +133,6 @@ pub struct TopLoss {
     pub loss: f32,
 }
 
-/// `labels` by name (`?` for an index beyond `classes`), joined by `+`; `none` for no label.
-pub fn label_names(classes: &[String], labels: &[usize]) -> String {
-    if labels.is_empty() {
-        return "none".into();
-    }
-    let names: Vec<&str> = labels
-        .iter()
-        .map(|&i| classes.get(i).map_or("?", String::as_str))
-        .collect();
-    names.join("+")
-}
-
 /// The `k` multi-label samples with the highest loss, worst first, from each sample's path,
 /// label probabilities and labels, predicted at `thresholds`.
 pub fn multi_label_top_losses<'a>(

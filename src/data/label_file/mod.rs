@@ -151,32 +151,34 @@ pub fn read(file: &Path, dataset: &Path, columns: &ColumnChoice) -> Result<Label
             .unwrap_or_else(|| format!("{c}"))
     };
     let rows = table.rows.len();
-    let distinct = |col: usize| {
-        table
-            .rows
-            .iter()
-            .filter_map(|r| r.get(col).filter(|v| !v.is_empty()))
-            .collect::<HashSet<_>>()
-            .len()
-    };
     let id_like = |d: usize| rows >= DISTINCT_MIN_ROWS && d as f64 > DISTINCT_SHARE * rows as f64;
-    let values_of = |col: usize| -> Vec<&str> {
-        table
-            .rows
-            .iter()
-            .filter_map(|r| r.get(col).map(|v| v.trim()).filter(|v| !v.is_empty()))
-            .collect()
-    };
-    // A column of tag lists is judged by its tags, not by their combinations.
-    let tags_of = |col: usize| tag_delimiter(&values_of(col), columns.multi_label);
-    let distinct = |col: usize| match tags_of(col) {
-        Some(d) => values_of(col)
-            .iter()
-            .flat_map(|v| split_tags(v, d))
-            .collect::<HashSet<_>>()
-            .len(),
-        None => distinct(col),
-    };
+    // Each column read once as a label column: as tag lists or classes, and how many distinct
+    // labels it holds (a column of tag lists is judged by its tags, not their combinations).
+    let readings: Vec<(Option<Option<char>>, usize)> = (0..width)
+        .map(|col| {
+            let values: Vec<&str> = table
+                .rows
+                .iter()
+                .filter_map(|r| r.get(col).map(|v| v.trim()).filter(|v| !v.is_empty()))
+                .collect();
+            let tags = tag_delimiter(&values, columns.multi_label);
+            let distinct = match tags {
+                Some(d) => values
+                    .iter()
+                    .flat_map(|v| split_tags(v, d))
+                    .collect::<HashSet<_>>()
+                    .len(),
+                None => table
+                    .rows
+                    .iter()
+                    .filter_map(|r| r.get(col).filter(|v| !v.is_empty()))
+                    .collect::<HashSet<_>>()
+                    .len(),
+            };
+            (tags, distinct)
+        })
+        .collect();
+    let distinct = |col: usize| readings[col].1;
     if given_label.is_none() {
         // 0/1 columns, unless another column holds labels (two flags beside a label column).
         let hot = one_hot(&table, path_col).filter(|hot| {
@@ -217,7 +219,7 @@ pub fn read(file: &Path, dataset: &Path, columns: &ColumnChoice) -> Result<Label
                 )
             })?,
     };
-    let tags = tags_of(label_col);
+    let tags = readings[label_col].0;
     let mut by_label: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
     let mut first_label: HashMap<PathBuf, String> = HashMap::new();
     let mut tagged: BTreeMap<PathBuf, Vec<String>> = BTreeMap::new();
@@ -244,30 +246,10 @@ pub fn read(file: &Path, dataset: &Path, columns: &ColumnChoice) -> Result<Label
             });
             continue;
         }
-        let path = match resolver.lookup(value) {
-            Resolved::One(path) => path,
-            Resolved::Two(a, b) => {
-                skipped.push(Skipped {
-                    path: PathBuf::from(value),
-                    reason: format!(
-                        "listed in {} (row {}), and names two files, {} and {}: not guessed",
-                        file.display(),
-                        line_of(i),
-                        a.display(),
-                        b.display()
-                    ),
-                });
-                continue;
-            }
-            Resolved::None => {
-                skipped.push(Skipped {
-                    path: PathBuf::from(value),
-                    reason: format!(
-                        "listed in {} (row {}) but no such image file",
-                        file.display(),
-                        line_of(i)
-                    ),
-                });
+        let path = match resolve_row(&resolver, file, value, line_of(i)) {
+            Ok(path) => path,
+            Err(skip) => {
+                skipped.push(skip);
                 continue;
             }
         };
@@ -324,6 +306,33 @@ pub fn read(file: &Path, dataset: &Path, columns: &ColumnChoice) -> Result<Label
         ),
         rows: table.rows.len(),
         untagged,
+    })
+}
+
+/// The image that `value`, on line `line` of the label `file`, names; or why the row is
+/// skipped (no such image, or two that it could be: never guessed).
+fn resolve_row(
+    resolver: &Resolver,
+    file: &Path,
+    value: &str,
+    line: usize,
+) -> Result<PathBuf, Skipped> {
+    let reason = match resolver.lookup(value) {
+        Resolved::One(path) => return Ok(path),
+        Resolved::Two(a, b) => format!(
+            "listed in {} (row {line}), and names two files, {} and {}: not guessed",
+            file.display(),
+            a.display(),
+            b.display()
+        ),
+        Resolved::None => format!(
+            "listed in {} (row {line}) but no such image file",
+            file.display()
+        ),
+    };
+    Err(Skipped {
+        path: PathBuf::from(value),
+        reason,
     })
 }
 

@@ -1,9 +1,8 @@
 //! Multi-label label files: a label column of tag lists, or one 0/1 column per label.
 
-use super::resolve::{Resolved, Resolver};
+use super::resolve::Resolver;
 use super::table::Table;
-use super::{classes_of, short_name, LabelledFiles};
-use crate::data::Skipped;
+use super::{classes_of, resolve_row, short_name, LabelledFiles};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
@@ -122,16 +121,12 @@ pub(super) fn read_one_hot(
     let line_of = |i: usize| i + 2;
     for (i, row) in table.rows.iter().enumerate() {
         let value = row.get(path_col).map(String::as_str).unwrap_or("");
-        let Resolved::One(path) = resolver.lookup(value) else {
-            skipped.push(Skipped {
-                path: PathBuf::from(value),
-                reason: format!(
-                    "listed in {} (row {}) but not one image file",
-                    file.display(),
-                    line_of(i)
-                ),
-            });
-            continue;
+        let path = match resolve_row(resolver, file, value, line_of(i)) {
+            Ok(path) => path,
+            Err(skip) => {
+                skipped.push(skip);
+                continue;
+            }
         };
         let labels = ones(row);
         if labels.is_empty() {

@@ -307,10 +307,16 @@ impl Trainer {
             Phase::Finetune => self.summary.finetune_val_accuracy = accuracy,
         }
         if let Some(s) = scores {
-            if self.best_score.is_none_or(|b| s.score > b) {
-                self.best_score = Some(s.score);
+            // The best checkpoint is chosen by the score: accuracy, or (multi-label) mAP.
+            let multi = self.objective.task() == Task::MultiLabel;
+            let best = if multi {
+                self.summary.best_val_map
+            } else {
+                self.summary.best_val_accuracy
+            };
+            if best.is_none_or(|b| s.score > b) {
                 self.summary.best_val_accuracy = Some(s.accuracy);
-                if self.objective.task() == Task::MultiLabel {
+                if multi {
                     self.summary.best_val_map = Some(s.score);
                 }
                 self.save("best");

@@ -131,40 +131,38 @@ impl Trainer {
         }
 
         let counts: Vec<usize> = dataset.class_counts().iter().map(|c| c.train).collect();
-        let auto = config.train.class_weights == ClassWeights::Auto;
+        // Class weights (single-label) or positive weights (multi-label), and the warning
+        // that says so.
+        let weighting = match dataset.task {
+            Task::SingleLabel => balanced_weights(&counts).map(|w| {
+                let message = format!(
+                    "classes are imbalanced (train counts {counts:?}); the loss is weighted by inverse class frequency {w:.2?}"
+                );
+                (w, message)
+            }),
+            Task::MultiLabel => {
+                let images = dataset.train.len();
+                multi_label::positive_weights(&counts, images, MAX_POSITIVE_WEIGHT).map(|w| {
+                    let message = format!(
+                        "some labels tag few images (train counts {counts:?} of {images}); their positives weigh negatives/positives {w:.2?} (at most {MAX_POSITIVE_WEIGHT})"
+                    );
+                    (w, message)
+                })
+            }
+        };
+        let weights = match weighting.filter(|_| config.train.class_weights == ClassWeights::Auto) {
+            Some((w, message)) => {
+                emit(Event::Warning { message });
+                Some(Tensor::new(w.as_slice(), &device)?)
+            }
+            None => None,
+        };
         let objective = match dataset.task {
             Task::SingleLabel => Objective::SingleLabel {
-                class_weights: match balanced_weights(&counts).filter(|_| auto) {
-                    Some(w) => {
-                        emit(Event::Warning {
-                            message: format!(
-                                "classes are imbalanced (train counts {counts:?}); the loss is weighted by inverse class frequency {w:.2?}"
-                            ),
-                        });
-                        Some(Tensor::new(w.as_slice(), &device)?)
-                    }
-                    None => None,
-                },
+                class_weights: weights,
             },
             Task::MultiLabel => Objective::MultiLabel {
-                pos_weights: match multi_label::positive_weights(
-                    &counts,
-                    dataset.train.len(),
-                    MAX_POSITIVE_WEIGHT,
-                )
-                .filter(|_| auto)
-                {
-                    Some(w) => {
-                        emit(Event::Warning {
-                            message: format!(
-                                "some labels tag few images (train counts {counts:?} of {}); their positives weigh negatives/positives {w:.2?} (at most {MAX_POSITIVE_WEIGHT})",
-                                dataset.train.len()
-                            ),
-                        });
-                        Some(Tensor::new(w.as_slice(), &device)?)
-                    }
-                    None => None,
-                },
+                pos_weights: weights,
             },
         };
 
@@ -229,7 +227,6 @@ impl Trainer {
             backbone_name,
             weights_path,
             objective,
-            best_score: None,
             checkpoint_dir: setup.checkpoint_dir,
             feature_cache_dir: setup.feature_cache_dir,
             features: None,

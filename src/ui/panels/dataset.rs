@@ -55,18 +55,9 @@ fn data_checks(app: &App, report: &DataReport) -> Vec<Line<'static>> {
         report.duplicates.len()
     )));
     if let Some(m) = &report.multi_label {
-        lines.push(Line::from(format!(
-            "multi-label: {} with no label (train/val {}/{}), {} with two or more",
-            m.untagged_train + m.untagged_val,
-            m.untagged_train,
-            m.untagged_val,
-            m.images_with_several
-        )));
+        lines.push(Line::from(format!("multi-label: {}", m.summary())));
         for p in &m.frequent_pairs {
-            lines.push(Line::from(format!(
-                "  {} + {}: {}",
-                p.labels[0], p.labels[1], p.images
-            )));
+            lines.push(Line::from(format!("  {p}")));
         }
     }
     for c in &report.candidates {

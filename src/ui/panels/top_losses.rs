@@ -1,7 +1,7 @@
 //! The top-losses panel: the worst validation images.
 
 use super::{block, fg};
-use crate::train::metrics::label_names;
+use crate::data::label_names;
 use crate::ui::app::{App, TOP_LOSS_PICTURES};
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
