@@ -18,6 +18,19 @@ pub struct Cli {
     pub train: TrainArgs,
 }
 
+impl Cli {
+    /// Parses the command line (exits on `--help`, `--version` or a usage error); `--version`
+    /// also names the vector instructions the kernels picked on this CPU.
+    pub fn parse_args() -> Self {
+        use clap::{CommandFactory, FromArgMatches};
+        let long_version = format!("{}\n{}", env!("CARGO_PKG_VERSION"), crate::simd::summary());
+        let matches = Self::command()
+            .long_version(&*Box::leak(long_version.into_boxed_str()))
+            .get_matches();
+        Self::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
+}
+
 /// Subcommands beside the main job.
 #[derive(Debug, Subcommand)]
 pub enum Command {

@@ -3,7 +3,8 @@
 //! The pieces, one concern each: [`config`] (settings), [`data`] (every source of labelled
 //! images to batches), [`hub`] (downloads), [`model`] (backbones and kernels), [`train`] (the
 //! engine and its `Event`/`Command` protocol), and the front ends that drive it: [`ui`] (the
-//! dashboard), [`headless`], [`inspect`], [`infer`], [`share`], [`bench`].
+//! dashboard), [`headless`], [`inspect`], [`infer`], [`share`], [`bench`]; [`simd`] picks the
+//! vector instructions the kernels run with.
 
 pub mod atomic;
 pub mod backbones;
@@ -21,6 +22,7 @@ pub mod model;
 pub mod onnx;
 pub mod rundir;
 pub mod share;
+pub mod simd;
 pub mod train;
 pub mod ui;
 

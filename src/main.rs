@@ -1,4 +1,3 @@
-use clap::Parser;
 use std::process::ExitCode;
 use tltui::cli::{Cli, Command};
 
@@ -23,7 +22,7 @@ fn main() -> ExitCode {
         // Set before any thread starts, so none reads the environment meanwhile.
         std::env::set_var(CANDLE_SPIN_LIMIT_VAR, "200");
     }
-    let cli = Cli::parse();
+    let cli = Cli::parse_args();
     let result = match &cli.command {
         Some(Command::Inspect(args)) => tltui::inspect::run(args).map(|()| ExitCode::SUCCESS),
         Some(Command::Bench(args)) => tltui::bench::run(args).map(|()| ExitCode::SUCCESS),

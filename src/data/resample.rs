@@ -105,62 +105,64 @@ const HALF: i32 = 1 << (PRECISION_BITS - 1);
 /// `img` resized to `w` x `h` with `filter`, bit for bit as Pillow's `Image.resize` with the
 /// same filter and no `box` or `reducing_gap`.
 pub fn resize(img: &RgbImage, w: u32, h: u32, filter: Filter) -> RgbImage {
-    let (in_w, in_h) = (img.width() as usize, img.height() as usize);
-    let (w, h) = (w as usize, h as usize);
-    let src = img.as_raw();
-    let horizontal = (w != in_w).then(|| Taps::new(in_w, w, filter));
-    let vertical = (h != in_h).then(|| Taps::new(in_h, h, filter));
-    // Rows of the input the vertical pass reads; the horizontal pass computes only those.
-    let rows = match &vertical {
-        Some(t) => t.first[0]..t.first[h - 1] + t.weights[h - 1].len(),
-        None => 0..in_h,
-    };
-    let (mid, mid_w) = match &horizontal {
-        Some(taps) => {
-            let mut mid = vec![0u8; rows.len() * w * 3];
-            for (row, out) in rows.clone().zip(mid.chunks_exact_mut(w * 3)) {
-                let line = &src[row * in_w * 3..(row + 1) * in_w * 3];
-                for (x, px) in out.chunks_exact_mut(3).enumerate() {
-                    let mut sum = [HALF; 3];
-                    let start = taps.first[x] * 3;
-                    for (k, p) in taps.weights[x].iter().zip(line[start..].chunks_exact(3)) {
+    crate::vectorized! {
+        let (in_w, in_h) = (img.width() as usize, img.height() as usize);
+        let (w, h) = (w as usize, h as usize);
+        let src = img.as_raw();
+        let horizontal = (w != in_w).then(|| Taps::new(in_w, w, filter));
+        let vertical = (h != in_h).then(|| Taps::new(in_h, h, filter));
+        // Rows of the input the vertical pass reads; the horizontal pass computes only those.
+        let rows = match &vertical {
+            Some(t) => t.first[0]..t.first[h - 1] + t.weights[h - 1].len(),
+            None => 0..in_h,
+        };
+        let (mid, mid_w) = match &horizontal {
+            Some(taps) => {
+                let mut mid = vec![0u8; rows.len() * w * 3];
+                for (row, out) in rows.clone().zip(mid.chunks_exact_mut(w * 3)) {
+                    let line = &src[row * in_w * 3..(row + 1) * in_w * 3];
+                    for (x, px) in out.chunks_exact_mut(3).enumerate() {
+                        let mut sum = [HALF; 3];
+                        let start = taps.first[x] * 3;
+                        for (k, p) in taps.weights[x].iter().zip(line[start..].chunks_exact(3)) {
+                            for c in 0..3 {
+                                sum[c] += p[c] as i32 * k;
+                            }
+                        }
                         for c in 0..3 {
-                            sum[c] += p[c] as i32 * k;
+                            px[c] = clip8(sum[c]);
                         }
                     }
-                    for c in 0..3 {
-                        px[c] = clip8(sum[c]);
-                    }
+                }
+                (Cow::Owned(mid), w)
+            }
+            None => (
+                Cow::Borrowed(&src[rows.start * in_w * 3..rows.end * in_w * 3]),
+                in_w,
+            ),
+        };
+        let Some(taps) = vertical else {
+            return RgbImage::from_raw(mid_w as u32, rows.len() as u32, mid.into_owned())
+                .expect("the horizontal pass fills every row");
+        };
+        let stride = mid_w * 3;
+        let mut out = vec![0u8; h * stride];
+        let mut sums = vec![HALF; stride];
+        for (y, line) in out.chunks_exact_mut(stride).enumerate() {
+            sums.fill(HALF);
+            let top = taps.first[y] - rows.start;
+            for (i, k) in taps.weights[y].iter().enumerate() {
+                let row = &mid[(top + i) * stride..(top + i + 1) * stride];
+                for (s, &p) in sums.iter_mut().zip(row) {
+                    *s += p as i32 * k;
                 }
             }
-            (Cow::Owned(mid), w)
-        }
-        None => (
-            Cow::Borrowed(&src[rows.start * in_w * 3..rows.end * in_w * 3]),
-            in_w,
-        ),
-    };
-    let Some(taps) = vertical else {
-        return RgbImage::from_raw(mid_w as u32, rows.len() as u32, mid.into_owned())
-            .expect("the horizontal pass fills every row");
-    };
-    let stride = mid_w * 3;
-    let mut out = vec![0u8; h * stride];
-    let mut sums = vec![HALF; stride];
-    for (y, line) in out.chunks_exact_mut(stride).enumerate() {
-        sums.fill(HALF);
-        let top = taps.first[y] - rows.start;
-        for (i, k) in taps.weights[y].iter().enumerate() {
-            let row = &mid[(top + i) * stride..(top + i + 1) * stride];
-            for (s, &p) in sums.iter_mut().zip(row) {
-                *s += p as i32 * k;
+            for (o, &s) in line.iter_mut().zip(&sums) {
+                *o = clip8(s);
             }
         }
-        for (o, &s) in line.iter_mut().zip(&sums) {
-            *o = clip8(s);
-        }
+        RgbImage::from_raw(mid_w as u32, h as u32, out).expect("the vertical pass fills every row")
     }
-    RgbImage::from_raw(mid_w as u32, h as u32, out).expect("the vertical pass fills every row")
 }
 
 /// `img` resized to `w` x `h` taking, for each output pixel, the input pixel under its centre.

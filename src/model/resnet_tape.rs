@@ -222,11 +222,13 @@ impl Tape {
         let [n, h, w, c] = self.output.dims;
         let pooled = grad.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
         let mut g = vec![0f32; n * h * w * c];
-        for (image, gp) in g.chunks_exact_mut(h * w * c).zip(pooled.chunks_exact(c)) {
-            for px in image.chunks_exact_mut(c) {
-                px.iter_mut()
-                    .zip(gp)
-                    .for_each(|(g, &v)| *g = v / (h * w) as f32);
+        crate::vectorized! {
+            for (image, gp) in g.chunks_exact_mut(h * w * c).zip(pooled.chunks_exact(c)) {
+                for px in image.chunks_exact_mut(c) {
+                    px.iter_mut()
+                        .zip(gp)
+                        .for_each(|(g, &v)| *g = v / (h * w) as f32);
+                }
             }
         }
         let mut y = self.output;
@@ -257,7 +259,9 @@ impl Tape {
                             .expect("an input gradient was asked for"),
                         None => g,
                     };
-                    gx.iter_mut().zip(&gs).for_each(|(a, s)| *a += s);
+                    crate::vectorized! {
+                        gx.iter_mut().zip(&gs).for_each(|(a, s)| *a += s);
+                    }
                     g = gx;
                 }
                 (false, Some(layer)) => {

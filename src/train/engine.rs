@@ -417,7 +417,11 @@ impl Trainer {
 /// A device as the header shows it.
 pub fn device_name(device: &Device) -> String {
     match device {
-        Device::Cpu => format!("cpu ({} threads)", rayon::current_num_threads()),
+        Device::Cpu => format!(
+            "cpu ({} threads, {} kernels)",
+            rayon::current_num_threads(),
+            crate::simd::level().description()
+        ),
         other => format!("{other:?}").to_lowercase(),
     }
 }

@@ -9,7 +9,7 @@ use crate::model::ops::channel_affine::column_sums;
 use crate::model::ops::depthwise::{self, DwGeometry};
 use crate::model::ops::gelu::gelu_grad;
 use crate::model::ops::layer_norm::backward_rows;
-use crate::model::ops::{matmul_into, sum_in_order, wide, MatRef};
+use crate::model::ops::{matmul_into, sum_in_order, MatRef};
 use crate::model::Params;
 use candle_core::backprop::GradStore;
 use candle_core::{Device, Result, Tensor};
@@ -77,8 +77,10 @@ impl Tape {
                         .par_chunks_mut(h * w * c)
                         .zip(pooled.par_chunks(c))
                         .for_each(|(image, gp)| {
-                            for px in image.chunks_mut(c) {
-                                px.iter_mut().zip(gp).for_each(|(v, g)| *v = g * inv);
+                            crate::vectorized! {
+                                for px in image.chunks_mut(c) {
+                                    px.iter_mut().zip(gp).for_each(|(v, g)| *v = g * inv);
+                                }
                             }
                         });
                     spread
@@ -196,7 +198,7 @@ fn block_backward(
         .par_chunks_mut(hidden_c * ROWS_PER_TASK)
         .zip(hidden.par_chunks(hidden_c * ROWS_PER_TASK))
         .map(|(ga, z)| {
-            wide(|| {
+            crate::vectorized! {
                 let mut sums = vec![0f32; hidden_c];
                 for (ga, z) in ga.chunks_mut(hidden_c).zip(z.chunks(hidden_c)) {
                     let lanes = ga.iter_mut().zip(z).zip(&w.fc1_bias).zip(&mut sums);
@@ -206,7 +208,7 @@ fn block_backward(
                     }
                 }
                 sums
-            })
+            }
         })
         .collect();
     pool.give(hidden);

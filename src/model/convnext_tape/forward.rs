@@ -10,7 +10,7 @@ use crate::model::ops::channel_affine::bias_rows;
 use crate::model::ops::depthwise::{self, DwGeometry};
 use crate::model::ops::gelu::gelu_f32;
 use crate::model::ops::layer_norm::{normalize_row, normalize_rows};
-use crate::model::ops::{matmul_into, wide, MatRef};
+use crate::model::ops::{matmul_into, MatRef};
 use candle_core::{Device, Result, Tensor};
 use rayon::prelude::*;
 
@@ -87,8 +87,10 @@ pub fn forward(net: &ConvNeXt, x: &Tensor, record_from: Option<usize>) -> Result
         .par_chunks(hh * ww * c)
         .flat_map_iter(|image| {
             let mut sums = vec![0f32; c];
-            for px in image.chunks(c) {
-                sums.iter_mut().zip(px).for_each(|(s, v)| *s += v);
+            crate::vectorized! {
+                for px in image.chunks(c) {
+                    sums.iter_mut().zip(px).for_each(|(s, v)| *s += v);
+                }
             }
             let inv = 1.0 / (hh * ww) as f32;
             sums.into_iter().map(move |s| s * inv)
@@ -145,13 +147,13 @@ fn block_forward(
     act.par_chunks_mut(hidden_c * ROWS_PER_TASK)
         .zip(hidden.par_chunks(hidden_c * ROWS_PER_TASK))
         .for_each(|(a, z)| {
-            wide(|| {
+            crate::vectorized! {
                 for (a, z) in a.chunks_mut(hidden_c).zip(z.chunks(hidden_c)) {
                     for ((a, &z), &b) in a.iter_mut().zip(z).zip(&w.fc1_bias) {
                         *a = gelu_f32(z + b);
                     }
                 }
-            })
+            }
         });
     let mut out = pool.take(rows * c);
     bias_rows(&mut out, Some(&x.data), &w.fc2_bias_scaled);
@@ -192,13 +194,15 @@ fn downsample_forward(
         .par_chunks_mut(ow * patch)
         .enumerate()
         .for_each(|(prow, out)| {
-            let (b, oy) = (prow / oh, prow % oh);
-            for y in oy * k..(oy + 1) * k {
-                for xx in 0..ow * k {
-                    let slot = (y % k) * k + xx % k;
-                    let src = &x.data[((b * h + y) * w + xx) * ci..][..ci];
-                    let dst = &mut out[(xx / k) * patch + slot * ci..][..ci];
-                    normalize_row(src, &norm_w, &norm_b, NORM_EPS, dst);
+            crate::vectorized! {
+                let (b, oy) = (prow / oh, prow % oh);
+                for y in oy * k..(oy + 1) * k {
+                    for xx in 0..ow * k {
+                        let slot = (y % k) * k + xx % k;
+                        let src = &x.data[((b * h + y) * w + xx) * ci..][..ci];
+                        let dst = &mut out[(xx / k) * patch + slot * ci..][..ci];
+                        normalize_row(src, &norm_w, &norm_b, NORM_EPS, dst);
+                    }
                 }
             }
         });

@@ -122,9 +122,11 @@ fn for_runs<T: Send>(data: &mut [T], c: usize, inner: usize, f: impl Fn(usize, &
     let cycles_per_block = (16384 / cycle).max(1);
     data.par_chunks_mut(cycle * cycles_per_block)
         .for_each(|block| {
-            for cyc in block.chunks_mut(cycle) {
-                for (ch, run) in cyc.chunks_mut(inner).enumerate() {
-                    f(ch, run);
+            crate::vectorized! {
+                for cyc in block.chunks_mut(cycle) {
+                    for (ch, run) in cyc.chunks_mut(inner).enumerate() {
+                        f(ch, run);
+                    }
                 }
             }
         });
@@ -142,9 +144,11 @@ fn affine_act(
     let mut y = x.to_vec();
     if inner == 1 {
         y.par_chunks_mut(c * 256).for_each(|block| {
-            for px in block.chunks_mut(c) {
-                for ((v, s), b) in px.iter_mut().zip(scale).zip(shift) {
-                    *v = act(*v * s + b);
+            crate::vectorized! {
+                for px in block.chunks_mut(c) {
+                    for ((v, s), b) in px.iter_mut().zip(scale).zip(shift) {
+                        *v = act(*v * s + b);
+                    }
                 }
             }
         });
@@ -286,49 +290,51 @@ fn affine_act_grad(
         .par_chunks_mut(block)
         .enumerate()
         .map(|(bi, out)| {
-            let range = bi * block..bi * block + out.len();
-            let (x, g) = (&x[range.clone()], &g[range]);
-            // Per-channel sums of gz * x, then of gz. Blocks hold whole channel cycles,
-            // so a block's channel pattern starts at channel 0.
-            let mut sums = vec![0f32; 2 * c];
-            let (sx, sb) = sums.split_at_mut(c);
-            let cycles = out
-                .chunks_mut(cycle)
-                .zip(x.chunks(cycle))
-                .zip(g.chunks(cycle));
-            for ((o, x), g) in cycles {
-                if inner == 1 {
-                    // Channels-last: one value per channel; this loop vectorises.
-                    let lanes = o
-                        .iter_mut()
-                        .zip(x)
-                        .zip(g)
-                        .zip(scale.iter().zip(shift))
-                        .zip(sx.iter_mut().zip(sb.iter_mut()));
-                    for ((((o, &xv), &gv), (&s, &b)), (ax, ab)) in lanes {
-                        let gz = gv * derivative(xv * s + b);
-                        *o = gz * s;
-                        *ax += gz * xv;
-                        *ab += gz;
+            crate::vectorized! {
+                let range = bi * block..bi * block + out.len();
+                let (x, g) = (&x[range.clone()], &g[range]);
+                // Per-channel sums of gz * x, then of gz. Blocks hold whole channel cycles,
+                // so a block's channel pattern starts at channel 0.
+                let mut sums = vec![0f32; 2 * c];
+                let (sx, sb) = sums.split_at_mut(c);
+                let cycles = out
+                    .chunks_mut(cycle)
+                    .zip(x.chunks(cycle))
+                    .zip(g.chunks(cycle));
+                for ((o, x), g) in cycles {
+                    if inner == 1 {
+                        // Channels-last: one value per channel; this loop vectorises.
+                        let lanes = o
+                            .iter_mut()
+                            .zip(x)
+                            .zip(g)
+                            .zip(scale.iter().zip(shift))
+                            .zip(sx.iter_mut().zip(sb.iter_mut()));
+                        for ((((o, &xv), &gv), (&s, &b)), (ax, ab)) in lanes {
+                            let gz = gv * derivative(xv * s + b);
+                            *o = gz * s;
+                            *ax += gz * xv;
+                            *ab += gz;
+                        }
+                        continue;
                     }
-                    continue;
-                }
-                for ch in 0..c {
-                    let r = ch * inner..(ch + 1) * inner;
-                    let (s, b) = (scale[ch], shift[ch]);
-                    let (mut ax, mut ab) = (0f32, 0f32);
-                    let run = o[r.clone()].iter_mut().zip(&x[r.clone()]).zip(&g[r]);
-                    for ((o, &xv), &gv) in run {
-                        let gz = gv * derivative(xv * s + b);
-                        *o = gz * s;
-                        ax += gz * xv;
-                        ab += gz;
+                    for ch in 0..c {
+                        let r = ch * inner..(ch + 1) * inner;
+                        let (s, b) = (scale[ch], shift[ch]);
+                        let (mut ax, mut ab) = (0f32, 0f32);
+                        let run = o[r.clone()].iter_mut().zip(&x[r.clone()]).zip(&g[r]);
+                        for ((o, &xv), &gv) in run {
+                            let gz = gv * derivative(xv * s + b);
+                            *o = gz * s;
+                            ax += gz * xv;
+                            ab += gz;
+                        }
+                        sx[ch] += ax;
+                        sb[ch] += ab;
                     }
-                    sx[ch] += ax;
-                    sb[ch] += ab;
                 }
+                sums
             }
-            sums
         })
         .collect();
     let sums = sum_in_order(partials, 2 * c);

@@ -77,10 +77,12 @@ pub(crate) fn bias_rows(out: &mut [f32], x: Option<&[f32]>, bias: &[f32]) {
         .enumerate()
         .for_each(|(t, out)| match x {
             Some(x) => {
-                let x = &x[t * c * ROWS_PER_TASK..][..out.len()];
-                for (o, x) in out.chunks_mut(c).zip(x.chunks(c)) {
-                    for ((o, &x), &b) in o.iter_mut().zip(x).zip(bias) {
-                        *o = x + b;
+                crate::vectorized! {
+                    let x = &x[t * c * ROWS_PER_TASK..][..out.len()];
+                    for (o, x) in out.chunks_mut(c).zip(x.chunks(c)) {
+                        for ((o, &x), &b) in o.iter_mut().zip(x).zip(bias) {
+                            *o = x + b;
+                        }
                     }
                 }
             }
@@ -104,13 +106,15 @@ pub(crate) fn column_sums(
         .par_chunks(c * ROWS_PER_TASK)
         .zip(b.par_chunks(c * ROWS_PER_TASK))
         .map(|(a, b)| {
-            let mut sums = vec![0f32; c];
-            for (a, b) in a.chunks(c).zip(b.chunks(c)) {
-                for ((s, &a), &b) in sums.iter_mut().zip(a).zip(b) {
-                    *s += term(a, b);
+            crate::vectorized! {
+                let mut sums = vec![0f32; c];
+                for (a, b) in a.chunks(c).zip(b.chunks(c)) {
+                    for ((s, &a), &b) in sums.iter_mut().zip(a).zip(b) {
+                        *s += term(a, b);
+                    }
                 }
+                sums
             }
-            sums
         })
         .collect();
     sum_in_order(partials, c)
@@ -248,9 +252,11 @@ impl CustomOp2 for ChannelGate {
             .zip(x.par_chunks(image))
             .zip(gate.par_chunks(c))
             .for_each(|((y, x), gate)| {
-                for (y, x) in y.chunks_mut(c).zip(x.chunks(c)) {
-                    for ((y, &x), &g) in y.iter_mut().zip(x).zip(gate) {
-                        *y = x * g;
+                crate::vectorized! {
+                    for (y, x) in y.chunks_mut(c).zip(x.chunks(c)) {
+                        for ((y, &x), &g) in y.iter_mut().zip(x).zip(gate) {
+                            *y = x * g;
+                        }
                     }
                 }
             });
@@ -299,12 +305,14 @@ impl CustomOp3 for ChannelGateGrad {
             .zip(x.par_chunks(image).zip(g.par_chunks(image)))
             .zip(gate.par_chunks(c))
             .for_each(|(((gx, sums), (x, g)), gate)| {
-                let rows = gx.chunks_mut(c).zip(x.chunks(c)).zip(g.chunks(c));
-                for ((gx, x), g) in rows {
-                    let lanes = gx.iter_mut().zip(x).zip(g).zip(gate).zip(sums.iter_mut());
-                    for ((((gx, &x), &g), &gate), sum) in lanes {
-                        *gx = g * gate;
-                        *sum += g * x;
+                crate::vectorized! {
+                    let rows = gx.chunks_mut(c).zip(x.chunks(c)).zip(g.chunks(c));
+                    for ((gx, x), g) in rows {
+                        let lanes = gx.iter_mut().zip(x).zip(g).zip(gate).zip(sums.iter_mut());
+                        for ((((gx, &x), &g), &gate), sum) in lanes {
+                            *gx = g * gate;
+                            *sum += g * x;
+                        }
                     }
                 }
             });

@@ -96,6 +96,7 @@ fn gather_patches(x: &[f32], geo: &ConvGeometry, rows: Range<usize>, out: &mut [
 
 /// Adds patch gradients `gp` of output pixels `rows` back onto the input positions they were
 /// gathered from, in `gx`, the gradient of the images from `first_image` on.
+#[inline]
 fn scatter_patches(
     gp: &[f32],
     geo: &ConvGeometry,
@@ -161,9 +162,11 @@ impl FoldedConv {
             .par_chunks_mut(ci * co)
             .enumerate()
             .for_each(|(tap, rows)| {
-                for (c, row) in rows.chunks_exact_mut(co).enumerate() {
-                    for (o, (w, &s)) in row.iter_mut().zip(scale).enumerate() {
-                        *w = raw[(o * ci + c) * taps + tap] * s;
+                crate::vectorized! {
+                    for (c, row) in rows.chunks_exact_mut(co).enumerate() {
+                        for (o, (w, &s)) in row.iter_mut().zip(scale).enumerate() {
+                            *w = raw[(o * ci + c) * taps + tap] * s;
+                        }
                     }
                 }
             });
@@ -208,32 +211,34 @@ impl FoldedConv {
         y.par_chunks_mut(block * co)
             .enumerate()
             .for_each_init(Vec::new, |patches, (bi, out)| {
-                let rows = bi * block..bi * block + out.len() / co;
-                for (o, p) in out.chunks_exact_mut(co).zip(rows.clone()) {
-                    o.copy_from_slice(&self.shift);
-                    if let Some(r) = residual {
-                        o.iter_mut()
-                            .zip(&r[p * co..][..co])
-                            .for_each(|(o, r)| *o += r);
+                crate::vectorized! {
+                    let rows = bi * block..bi * block + out.len() / co;
+                    for (o, p) in out.chunks_exact_mut(co).zip(rows.clone()) {
+                        o.copy_from_slice(&self.shift);
+                        if let Some(r) = residual {
+                            o.iter_mut()
+                                .zip(&r[p * co..][..co])
+                                .for_each(|(o, r)| *o += r);
+                        }
                     }
-                }
-                let lhs = if geo.is_pointwise() {
-                    &x[rows.start * kk..rows.end * kk]
-                } else {
-                    patches.resize(rows.len() * kk, 0.0);
-                    gather_patches(x, geo, rows.clone(), patches);
-                    &patches[..]
-                };
-                // `lhs` holds rows.len() x kk, the weight kk x co, `out` rows.len() x co.
-                matmul_into(
-                    out,
-                    MatRef::new(lhs, rows.len(), kk),
-                    MatRef::new(&self.weight, kk, co),
-                    true,
-                    false,
-                );
-                if relu {
-                    out.iter_mut().for_each(|v| *v = v.max(0.0));
+                    let lhs = if geo.is_pointwise() {
+                        &x[rows.start * kk..rows.end * kk]
+                    } else {
+                        patches.resize(rows.len() * kk, 0.0);
+                        gather_patches(x, geo, rows.clone(), patches);
+                        &patches[..]
+                    };
+                    // `lhs` holds rows.len() x kk, the weight kk x co, `out` rows.len() x co.
+                    matmul_into(
+                        out,
+                        MatRef::new(lhs, rows.len(), kk),
+                        MatRef::new(&self.weight, kk, co),
+                        true,
+                        false,
+                    );
+                    if relu {
+                        out.iter_mut().for_each(|v| *v = v.max(0.0));
+                    }
                 }
             });
         y
@@ -270,61 +275,63 @@ impl FoldedConv {
             .into_par_iter()
             .enumerate()
             .map(|(gi, gx)| {
-                let first_image = gi * per_group;
-                let images = first_image..(first_image + per_group).min(geo.n);
-                let rows = images.start * pixels..images.end * pixels;
-                let mut sums = params.then(|| PatchSums {
-                    weight: vec![0f32; kk * co],
-                    shift: vec![0f32; co],
-                });
-                let (mut patches, mut gpatches) = (Vec::new(), Vec::new());
-                for start in rows.clone().step_by(block) {
-                    let r = start..(start + block).min(rows.end);
-                    let g = &gz[r.start * co..r.end * co];
-                    if let Some(s) = sums.as_mut() {
-                        for row in g.chunks_exact(co) {
-                            s.shift.iter_mut().zip(row).for_each(|(a, v)| *a += v);
+                crate::vectorized! {
+                    let first_image = gi * per_group;
+                    let images = first_image..(first_image + per_group).min(geo.n);
+                    let rows = images.start * pixels..images.end * pixels;
+                    let mut sums = params.then(|| PatchSums {
+                        weight: vec![0f32; kk * co],
+                        shift: vec![0f32; co],
+                    });
+                    let (mut patches, mut gpatches) = (Vec::new(), Vec::new());
+                    for start in rows.clone().step_by(block) {
+                        let r = start..(start + block).min(rows.end);
+                        let g = &gz[r.start * co..r.end * co];
+                        if let Some(s) = sums.as_mut() {
+                            for row in g.chunks_exact(co) {
+                                s.shift.iter_mut().zip(row).for_each(|(a, v)| *a += v);
+                            }
+                            let lhs = if geo.is_pointwise() {
+                                &x[r.start * kk..r.end * kk]
+                            } else {
+                                patches.resize(r.len() * kk, 0.0);
+                                gather_patches(x, geo, r.clone(), &mut patches);
+                                &patches[..]
+                            };
+                            // `lhs` read transposed is kk x r.len(), `g` r.len() x co, the sum
+                            // kk x co.
+                            matmul_into(
+                                &mut s.weight,
+                                MatRef::new(lhs, r.len(), kk).t(),
+                                MatRef::new(g, r.len(), co),
+                                true,
+                                false,
+                            );
                         }
-                        let lhs = if geo.is_pointwise() {
-                            &x[r.start * kk..r.end * kk]
-                        } else {
-                            patches.resize(r.len() * kk, 0.0);
-                            gather_patches(x, geo, r.clone(), &mut patches);
-                            &patches[..]
-                        };
-                        // `lhs` read transposed is kk x r.len(), `g` r.len() x co, the sum
-                        // kk x co.
-                        matmul_into(
-                            &mut s.weight,
-                            MatRef::new(lhs, r.len(), kk).t(),
-                            MatRef::new(g, r.len(), co),
-                            true,
-                            false,
-                        );
-                    }
-                    if input {
-                        let local = (r.start - rows.start) * kk..(r.end - rows.start) * kk;
-                        let dst = if geo.is_pointwise() {
-                            &mut gx[local]
-                        } else {
-                            gpatches.resize(r.len() * kk, 0.0);
-                            &mut gpatches[..]
-                        };
-                        // `g` is r.len() x co, the weight read transposed co x kk, `dst`
-                        // r.len() x kk.
-                        matmul_into(
-                            dst,
-                            MatRef::new(g, r.len(), co),
-                            MatRef::new(&self.weight, kk, co).t(),
-                            false,
-                            false,
-                        );
-                        if !geo.is_pointwise() {
-                            scatter_patches(&gpatches, geo, r, first_image, gx);
+                        if input {
+                            let local = (r.start - rows.start) * kk..(r.end - rows.start) * kk;
+                            let dst = if geo.is_pointwise() {
+                                &mut gx[local]
+                            } else {
+                                gpatches.resize(r.len() * kk, 0.0);
+                                &mut gpatches[..]
+                            };
+                            // `g` is r.len() x co, the weight read transposed co x kk, `dst`
+                            // r.len() x kk.
+                            matmul_into(
+                                dst,
+                                MatRef::new(g, r.len(), co),
+                                MatRef::new(&self.weight, kk, co).t(),
+                                false,
+                                false,
+                            );
+                            if !geo.is_pointwise() {
+                                scatter_patches(&gpatches, geo, r, first_image, gx);
+                            }
                         }
                     }
+                    sums
                 }
-                sums
             })
             .collect();
         let sums = params.then(|| {
@@ -369,15 +376,17 @@ impl FoldedConv {
             .zip(gscale.par_chunks_mut(FILTERS_PER_TASK))
             .enumerate()
             .for_each(|(task, (gfilters, gscales))| {
-                let first = task * FILTERS_PER_TASK;
-                let filters = gscales.len();
-                for j in 0..filter_len {
-                    let (c, tap) = (j / taps, j % taps);
-                    let row = &sums.weight[(tap * ci + c) * co + first..][..filters];
-                    for (k, (&s, gs)) in row.iter().zip(gscales.iter_mut()).enumerate() {
-                        let o = first + k;
-                        gfilters[k * filter_len + j] = s * scale[o];
-                        *gs += raw[o * filter_len + j] * s;
+                crate::vectorized! {
+                    let first = task * FILTERS_PER_TASK;
+                    let filters = gscales.len();
+                    for j in 0..filter_len {
+                        let (c, tap) = (j / taps, j % taps);
+                        let row = &sums.weight[(tap * ci + c) * co + first..][..filters];
+                        for (k, (&s, gs)) in row.iter().zip(gscales.iter_mut()).enumerate() {
+                            let o = first + k;
+                            gfilters[k * filter_len + j] = s * scale[o];
+                            *gs += raw[o * filter_len + j] * s;
+                        }
                     }
                 }
             });
@@ -390,9 +399,11 @@ pub fn relu_mask(g: &mut [f32], y: &[f32]) {
     g.par_chunks_mut(1 << 14)
         .zip(y.par_chunks(1 << 14))
         .for_each(|(g, y)| {
-            g.iter_mut()
-                .zip(y)
-                .for_each(|(g, &y)| *g = if y > 0.0 { *g } else { 0.0 });
+            crate::vectorized! {
+                g.iter_mut()
+                    .zip(y)
+                    .for_each(|(g, &y)| *g = if y > 0.0 { *g } else { 0.0 });
+            }
         });
 }
 

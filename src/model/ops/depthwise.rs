@@ -4,7 +4,7 @@
 //! and concatenates full-size tensors; this op loops over output rows with the channel as the
 //! innermost, vectorisable dimension.
 
-use super::{contiguous_f32, sum_in_order, wide};
+use super::{contiguous_f32, sum_in_order};
 use crate::model::layers::same_padding;
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -86,7 +86,7 @@ pub(crate) fn forward_into(
         .par_chunks_mut(g.out_w * c)
         .enumerate()
         .for_each(|(row, out_row)| {
-            wide(|| {
+            crate::vectorized! {
                 let (b, oy) = (row / g.out_h, row % g.out_h);
                 match bias {
                     Some(bias) => out_row.chunks_mut(c).for_each(|o| o.copy_from_slice(bias)),
@@ -111,7 +111,7 @@ pub(crate) fn forward_into(
                         }
                     }
                 }
-            })
+            }
         });
 }
 
@@ -222,7 +222,7 @@ pub(crate) fn grad_input_add(
         .par_chunks_mut(wd * c)
         .enumerate()
         .for_each(|(row, gx_row)| {
-            wide(|| {
+            crate::vectorized! {
                 let (b, iy) = (row / h, row % h);
                 for ky in 0..k {
                     let Some(oy) = g.output_at(iy, ky, g.pad_top, oh) else {
@@ -243,7 +243,7 @@ pub(crate) fn grad_input_add(
                         }
                     }
                 }
-            })
+            }
         });
 }
 
@@ -263,7 +263,7 @@ pub(crate) fn grad_weight_of(
         .collect::<Vec<_>>()
         .par_chunks(rows_per_block)
         .map(|rows| {
-            wide(|| {
+            crate::vectorized! {
                 let mut acc = vec![0f32; k * k * c];
                 for &row in rows {
                     let (b, oy) = (row / oh, row % oh);
@@ -289,7 +289,7 @@ pub(crate) fn grad_weight_of(
                     }
                 }
                 acc
-            })
+            }
         })
         .collect();
     sum_in_order(partials, k * k * c)

@@ -134,16 +134,18 @@ impl candle_core::CustomOp3 for BiasGeluGrad {
             .zip(x.par_chunks(c * ROWS_PER_TASK))
             .zip(g.par_chunks(c * ROWS_PER_TASK))
             .map(|((gx, x), g)| {
-                let mut sb = vec![0f32; c];
-                for ((gx, x), g) in gx.chunks_mut(c).zip(x.chunks(c)).zip(g.chunks(c)) {
-                    for ((((gx, &x), &g), &b), s) in
-                        gx.iter_mut().zip(x).zip(g).zip(b).zip(sb.iter_mut())
-                    {
-                        *gx = g * gelu_grad(x + b);
-                        *s += *gx;
+                crate::vectorized! {
+                    let mut sb = vec![0f32; c];
+                    for ((gx, x), g) in gx.chunks_mut(c).zip(x.chunks(c)).zip(g.chunks(c)) {
+                        for ((((gx, &x), &g), &b), s) in
+                            gx.iter_mut().zip(x).zip(g).zip(b).zip(sb.iter_mut())
+                        {
+                            *gx = g * gelu_grad(x + b);
+                            *s += *gx;
+                        }
                     }
+                    sb
                 }
-                sb
             })
             .collect();
         tail.copy_from_slice(&sum_in_order(partials, c));

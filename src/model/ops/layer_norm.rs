@@ -2,7 +2,7 @@
 //! per row, with one backward pass for input, weight and bias. candle's elementwise operations
 //! run on one thread and a LayerNorm composed of them records a dozen of them per call.
 
-use super::{contiguous_f32, sum_in_order, wide};
+use super::{contiguous_f32, sum_in_order};
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
 
@@ -98,11 +98,11 @@ pub(crate) fn normalize_rows(x: &[f32], w: &[f32], b: &[f32], eps: f32, out: &mu
     out.par_chunks_mut(c * ROWS_PER_TASK)
         .zip(x.par_chunks(c * ROWS_PER_TASK))
         .for_each(|(out, x)| {
-            wide(|| {
+            crate::vectorized! {
                 for (y, x) in out.chunks_mut(c).zip(x.chunks(c)) {
                     normalize_row(x, w, b, eps, y);
                 }
-            })
+            }
         });
 }
 
@@ -125,7 +125,7 @@ pub(crate) fn backward_rows<'g>(
         .par_chunks_mut(c * ROWS_PER_TASK)
         .enumerate()
         .map(|(t, rows)| {
-            wide(|| {
+            crate::vectorized! {
                 let mut sums = vec![0f32; len];
                 let mut scratch = Vec::new();
                 for (i, gx) in rows.chunks_mut(c).enumerate() {
@@ -148,7 +148,7 @@ pub(crate) fn backward_rows<'g>(
                     sx.iter_mut().zip(gx.iter()).for_each(|(s, g)| *s += g);
                 }
                 sums
-            })
+            }
         })
         .collect();
     sum_in_order(partials, len)

@@ -21,6 +21,7 @@ impl PoolGeometry {
 
     /// Calls `f(iy, ix)` for each input cell of output cell (oy, ox)'s window inside the input,
     /// rows first.
+    #[inline]
     fn window(&self, h: usize, w: usize, oy: usize, ox: usize, mut f: impl FnMut(usize, usize)) {
         for ky in 0..self.kernel {
             let Some(iy) = (oy * self.stride + ky)
@@ -59,12 +60,14 @@ pub fn max_pool_nhwc(x: &[f32], dims: [usize; 4], geo: PoolGeometry) -> (Vec<f32
     let (oh, ow) = (geo.out(h), geo.out(w));
     let mut out = vec![f32::NEG_INFINITY; n * oh * ow * c];
     out.par_chunks_mut(ow * c).enumerate().for_each(|(row, o)| {
-        let (b, oy) = (row / oh, row % oh);
-        for (ox, o) in o.chunks_exact_mut(c).enumerate() {
-            geo.window(h, w, oy, ox, |iy, ix| {
-                let cell = &x[((b * h + iy) * w + ix) * c..][..c];
-                o.iter_mut().zip(cell).for_each(|(o, &v)| *o = o.max(v));
-            });
+        crate::vectorized! {
+            let (b, oy) = (row / oh, row % oh);
+            for (ox, o) in o.chunks_exact_mut(c).enumerate() {
+                geo.window(h, w, oy, ox, |iy, ix| {
+                    let cell = &x[((b * h + iy) * w + ix) * c..][..c];
+                    o.iter_mut().zip(cell).for_each(|(o, &v)| *o = o.max(v));
+                });
+            }
         }
     });
     (out, [n, oh, ow, c])
@@ -84,23 +87,25 @@ pub fn max_pool_nhwc_backward(
     gx.par_chunks_mut(h * w * c)
         .enumerate()
         .for_each(|(b, gx)| {
-            let image = &x[b * h * w * c..][..h * w * c];
-            let mut best = vec![(f32::NEG_INFINITY, usize::MAX); c];
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    best.fill((f32::NEG_INFINITY, usize::MAX));
-                    geo.window(h, w, oy, ox, |iy, ix| {
-                        let at = (iy * w + ix) * c;
-                        for (ch, best) in best.iter_mut().enumerate() {
-                            let v = image[at + ch];
-                            if v > best.0 || best.1 == usize::MAX {
-                                *best = (v, at + ch);
+            crate::vectorized! {
+                let image = &x[b * h * w * c..][..h * w * c];
+                let mut best = vec![(f32::NEG_INFINITY, usize::MAX); c];
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        best.fill((f32::NEG_INFINITY, usize::MAX));
+                        geo.window(h, w, oy, ox, |iy, ix| {
+                            let at = (iy * w + ix) * c;
+                            for (ch, best) in best.iter_mut().enumerate() {
+                                let v = image[at + ch];
+                                if v > best.0 || best.1 == usize::MAX {
+                                    *best = (v, at + ch);
+                                }
                             }
+                        });
+                        let go = &g[((b * oh + oy) * ow + ox) * c..][..c];
+                        for (&(_, at), &gv) in best.iter().zip(go) {
+                            gx[at] += gv;
                         }
-                    });
-                    let go = &g[((b * oh + oy) * ow + ox) * c..][..c];
-                    for (&(_, at), &gv) in best.iter().zip(go) {
-                        gx[at] += gv;
                     }
                 }
             }

@@ -34,9 +34,11 @@ fn map_rows(x: &[f32], v: &[f32], op: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f3
     out.par_chunks_mut(c * ROWS_PER_TASK)
         .zip(x.par_chunks(c * ROWS_PER_TASK))
         .for_each(|(out, x)| {
-            for (out, x) in out.chunks_mut(c).zip(x.chunks(c)) {
-                for ((o, &x), &v) in out.iter_mut().zip(x).zip(v) {
-                    *o = op(x, v);
+            crate::vectorized! {
+                for (out, x) in out.chunks_mut(c).zip(x.chunks(c)) {
+                    for ((o, &x), &v) in out.iter_mut().zip(x).zip(v) {
+                        *o = op(x, v);
+                    }
                 }
             }
         });
@@ -70,26 +72,6 @@ pub(crate) fn exp_f32(x: f32) -> f32 {
     let two_n =
         f32::from_bits(((t.to_bits() as i32 - ROUNDER.to_bits() as i32 + 127) << 23) as u32);
     er * two_n
-}
-
-/// Runs `f` compiled for AVX2 and FMA when the CPU has them: the crate targets baseline x86-64,
-/// whose SSE2 vectors are half as wide, and the loops that `f` inlines vectorise with the wider
-/// ones. No operation is reordered, so the results are the same bits either way.
-#[inline(always)]
-pub(crate) fn wide<R>(f: impl FnOnce() -> R) -> R {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
-            f()
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the CPU has the features `avx2` is compiled for.
-            return unsafe { avx2(f) };
-        }
-    }
-    f()
 }
 
 /// `dst = (if accumulate { dst } else { 0 }) + lhs @ rhs` with the gemm crate (candle's kernel),
@@ -205,7 +187,7 @@ pub(crate) fn matmul_into(dst: &mut [f32], a: MatRef, b: MatRef, accumulate: boo
 /// reductions give the same bits on every run).
 pub(crate) fn sum_in_order(partials: Vec<Vec<f32>>, len: usize) -> Vec<f32> {
     partials.into_iter().fold(vec![0f32; len], |mut acc, p| {
-        acc.iter_mut().zip(&p).for_each(|(a, p)| *a += p);
+        crate::vectorized! { acc.iter_mut().zip(&p).for_each(|(a, p)| *a += p) };
         acc
     })
 }

@@ -45,11 +45,13 @@ impl CustomOp1 for Softmax {
         let scale = self.scale;
         let mut y = x.to_vec();
         y.par_chunks_mut(c * ROWS).for_each(|rows| {
-            for row in rows.chunks_mut(c) {
-                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) * scale;
-                row.iter_mut().for_each(|v| *v = exp_f32(*v * scale - max));
-                let inv = 1.0 / row.iter().sum::<f32>();
-                row.iter_mut().for_each(|v| *v *= inv);
+            crate::vectorized! {
+                for row in rows.chunks_mut(c) {
+                    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) * scale;
+                    row.iter_mut().for_each(|v| *v = exp_f32(*v * scale - max));
+                    let inv = 1.0 / row.iter().sum::<f32>();
+                    row.iter_mut().for_each(|v| *v *= inv);
+                }
             }
         });
         Ok((CpuStorage::F32(y), l.shape().clone()))
@@ -85,10 +87,12 @@ impl CustomOp2 for SoftmaxBackward {
         dx.par_chunks_mut(c * ROWS)
             .zip(y.par_chunks(c * ROWS).zip(dy.par_chunks(c * ROWS)))
             .for_each(|(dxs, (ys, dys))| {
-                for ((dxr, yr), dyr) in dxs.chunks_mut(c).zip(ys.chunks(c)).zip(dys.chunks(c)) {
-                    let dot: f32 = yr.iter().zip(dyr).map(|(a, b)| a * b).sum();
-                    for ((d, yv), dyv) in dxr.iter_mut().zip(yr).zip(dyr) {
-                        *d = scale * yv * (dyv - dot);
+                crate::vectorized! {
+                    for ((dxr, yr), dyr) in dxs.chunks_mut(c).zip(ys.chunks(c)).zip(dys.chunks(c)) {
+                        let dot: f32 = yr.iter().zip(dyr).map(|(a, b)| a * b).sum();
+                        for ((d, yv), dyv) in dxr.iter_mut().zip(yr).zip(dyr) {
+                            *d = scale * yv * (dyv - dot);
+                        }
                     }
                 }
             });
