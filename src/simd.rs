@@ -100,7 +100,8 @@ pub fn summary() -> String {
 
 /// Runs `f` compiled for [`level`]. `f` must be marked `#[inline(always)]` (the
 /// [`vectorized!`](crate::vectorized) macro does it), so that its loops are compiled inside each
-/// level's copy rather than once for the baseline.
+/// level's copy rather than once for the baseline; so must the functions and closures its loops
+/// call per element.
 #[inline(always)]
 pub fn run<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]

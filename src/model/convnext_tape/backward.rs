@@ -160,7 +160,13 @@ fn block_backward(
     let name = |n: &str| format!("{prefix}.{n}");
     if trainable {
         // fc2 and the layer scale, through the folded weight `gamma W2` and bias `gamma b2`.
-        let gb_scaled = column_sums(&g, &g, c, |g, _| g);
+        let gb_scaled = column_sums(
+            &g,
+            &g,
+            c,
+            #[inline(always)]
+            |g, _| g,
+        );
         let mut gw_scaled = vec![0f32; c * hidden_c];
         matmul_into(
             &mut gw_scaled,
@@ -280,7 +286,16 @@ fn downsample_backward(
     let patch = k * k * ci;
     let p = format!("{}.downsample", net.stages[stage].prefix);
     if trainable {
-        out.put(&format!("{p}.1.bias"), column_sums(&g, &g, co, |g, _| g))?;
+        out.put(
+            &format!("{p}.1.bias"),
+            column_sums(
+                &g,
+                &g,
+                co,
+                #[inline(always)]
+                |g, _| g,
+            ),
+        )?;
         let mut gw = vec![0f32; co * patch];
         matmul_into(
             &mut gw,

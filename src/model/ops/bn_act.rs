@@ -22,7 +22,7 @@ pub enum Activation {
 
 impl Activation {
     /// The activation of `z`.
-    #[inline]
+    #[inline(always)]
     fn apply(self, z: f32) -> f32 {
         match self {
             Activation::None => z,
@@ -36,7 +36,7 @@ impl Activation {
     }
 
     /// The derivative at `z`, with PyTorch's choice at the kinks.
-    #[inline]
+    #[inline(always)]
     fn derivative(self, z: f32) -> f32 {
         let step = |on: bool, v: f32| if on { v } else { 0.0 };
         match self {
@@ -71,13 +71,13 @@ impl Activation {
 macro_rules! per_activation {
     ($act:expr, $method:ident, $call:ident($($arg:expr),*)) => {
         match $act {
-            Activation::None => $call($($arg,)* |z| Activation::None.$method(z)),
-            Activation::Relu => $call($($arg,)* |z| Activation::Relu.$method(z)),
-            Activation::Relu6 => $call($($arg,)* |z| Activation::Relu6.$method(z)),
-            Activation::Silu => $call($($arg,)* |z| Activation::Silu.$method(z)),
-            Activation::HardSwish => $call($($arg,)* |z| Activation::HardSwish.$method(z)),
-            Activation::Sigmoid => $call($($arg,)* |z| Activation::Sigmoid.$method(z)),
-            Activation::HardSigmoid => $call($($arg,)* |z| Activation::HardSigmoid.$method(z)),
+            Activation::None => $call($($arg,)* #[inline(always)] |z| Activation::None.$method(z)),
+            Activation::Relu => $call($($arg,)* #[inline(always)] |z| Activation::Relu.$method(z)),
+            Activation::Relu6 => $call($($arg,)* #[inline(always)] |z| Activation::Relu6.$method(z)),
+            Activation::Silu => $call($($arg,)* #[inline(always)] |z| Activation::Silu.$method(z)),
+            Activation::HardSwish => $call($($arg,)* #[inline(always)] |z| Activation::HardSwish.$method(z)),
+            Activation::Sigmoid => $call($($arg,)* #[inline(always)] |z| Activation::Sigmoid.$method(z)),
+            Activation::HardSigmoid => $call($($arg,)* #[inline(always)] |z| Activation::HardSigmoid.$method(z)),
         }
     };
 }
@@ -153,10 +153,16 @@ fn affine_act(
             }
         });
     } else {
-        for_runs(&mut y, c, inner, |ch, run| {
-            let (s, b) = (scale[ch], shift[ch]);
-            run.iter_mut().for_each(|v| *v = act(*v * s + b));
-        });
+        for_runs(
+            &mut y,
+            c,
+            inner,
+            #[inline(always)]
+            |ch, run| {
+                let (s, b) = (scale[ch], shift[ch]);
+                run.iter_mut().for_each(|v| *v = act(*v * s + b));
+            },
+        );
     }
     y
 }

@@ -136,7 +136,12 @@ impl CustomOp2 for BiasAdd {
     ) -> Result<(CpuStorage, Shape)> {
         let (x, b) = (contiguous_f32(s1, l1)?, contiguous_f32(s2, l2)?);
         Ok((
-            CpuStorage::F32(map_rows(x, b, |x, b| x + b)),
+            CpuStorage::F32(map_rows(
+                x,
+                b,
+                #[inline(always)]
+                |x, b| x + b,
+            )),
             l1.shape().clone(),
         ))
     }
@@ -164,7 +169,13 @@ impl CustomOp1 for ColumnSums {
         let g = contiguous_f32(s, l)?;
         let c = last_dim(l);
         Ok((
-            CpuStorage::F32(column_sums(g, g, c, |g, _| g)),
+            CpuStorage::F32(column_sums(
+                g,
+                g,
+                c,
+                #[inline(always)]
+                |g, _| g,
+            )),
             Shape::from(c),
         ))
     }
@@ -186,7 +197,12 @@ impl CustomOp2 for ChannelScale {
     ) -> Result<(CpuStorage, Shape)> {
         let (x, g) = (contiguous_f32(s1, l1)?, contiguous_f32(s2, l2)?);
         Ok((
-            CpuStorage::F32(map_rows(x, g, |x, g| x * g)),
+            CpuStorage::F32(map_rows(
+                x,
+                g,
+                #[inline(always)]
+                |x, g| x * g,
+            )),
             l1.shape().clone(),
         ))
     }
@@ -224,7 +240,13 @@ impl CustomOp2 for ColumnDots {
         let (a, b) = (contiguous_f32(s1, l1)?, contiguous_f32(s2, l2)?);
         let c = last_dim(l1);
         Ok((
-            CpuStorage::F32(column_sums(a, b, c, |a, b| a * b)),
+            CpuStorage::F32(column_sums(
+                a,
+                b,
+                c,
+                #[inline(always)]
+                |a, b| a * b,
+            )),
             Shape::from(c),
         ))
     }

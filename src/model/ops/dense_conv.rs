@@ -96,7 +96,7 @@ fn gather_patches(x: &[f32], geo: &ConvGeometry, rows: Range<usize>, out: &mut [
 
 /// Adds patch gradients `gp` of output pixels `rows` back onto the input positions they were
 /// gathered from, in `gx`, the gradient of the images from `first_image` on.
-#[inline]
+#[inline(always)]
 fn scatter_patches(
     gp: &[f32],
     geo: &ConvGeometry,

@@ -35,7 +35,7 @@ pub fn bias_gelu_backward(x: &Tensor, bias: &Tensor, grad: &Tensor) -> Result<(T
 /// erf as a rational function of `x` clamped to [-4, 4] (beyond, erf is ±1 in f32): Eigen's and
 /// XLA's single-precision `erf`, within a few ulp of libm's, free of branches so that loops over
 /// it vectorise (libm's scalar `erff` was 12 % of a ConvNeXt pass).
-#[inline]
+#[inline(always)]
 fn erf_f32(x: f32) -> f32 {
     const ALPHA: [f32; 7] = [
         -2.726_142_3e-10,
@@ -61,13 +61,13 @@ fn erf_f32(x: f32) -> f32 {
 }
 
 /// `gelu(z)`, erf-based.
-#[inline]
+#[inline(always)]
 pub(crate) fn gelu_f32(z: f32) -> f32 {
     0.5 * z * (1.0 + erf_f32(z * FRAC_1_SQRT_2))
 }
 
 /// `d gelu / dz = Phi(z) + z * phi(z)`.
-#[inline]
+#[inline(always)]
 pub(crate) fn gelu_grad(z: f32) -> f32 {
     const INV_SQRT_2PI: f32 = 0.398_942_3;
     0.5 * (1.0 + erf_f32(z * FRAC_1_SQRT_2)) + z * INV_SQRT_2PI * exp_f32(-0.5 * z * z)
@@ -88,7 +88,12 @@ impl CustomOp2 for BiasGelu {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (x, b) = (contiguous_f32(s1, l1)?, contiguous_f32(s2, l2)?);
-        let y = map_rows(x, b, |x, b| gelu_f32(x + b));
+        let y = map_rows(
+            x,
+            b,
+            #[inline(always)]
+            |x, b| gelu_f32(x + b),
+        );
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 

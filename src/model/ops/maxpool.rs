@@ -21,7 +21,7 @@ impl PoolGeometry {
 
     /// Calls `f(iy, ix)` for each input cell of output cell (oy, ox)'s window inside the input,
     /// rows first.
-    #[inline]
+    #[inline(always)]
     fn window(&self, h: usize, w: usize, oy: usize, ox: usize, mut f: impl FnMut(usize, usize)) {
         for ky in 0..self.kernel {
             let Some(iy) = (oy * self.stride + ky)
@@ -63,7 +63,7 @@ pub fn max_pool_nhwc(x: &[f32], dims: [usize; 4], geo: PoolGeometry) -> (Vec<f32
         crate::vectorized! {
             let (b, oy) = (row / oh, row % oh);
             for (ox, o) in o.chunks_exact_mut(c).enumerate() {
-                geo.window(h, w, oy, ox, |iy, ix| {
+                geo.window(h, w, oy, ox, #[inline(always)] |iy, ix| {
                     let cell = &x[((b * h + iy) * w + ix) * c..][..c];
                     o.iter_mut().zip(cell).for_each(|(o, &v)| *o = o.max(v));
                 });
@@ -93,7 +93,7 @@ pub fn max_pool_nhwc_backward(
                 for oy in 0..oh {
                     for ox in 0..ow {
                         best.fill((f32::NEG_INFINITY, usize::MAX));
-                        geo.window(h, w, oy, ox, |iy, ix| {
+                        geo.window(h, w, oy, ox, #[inline(always)] |iy, ix| {
                             let at = (iy * w + ix) * c;
                             for (ch, best) in best.iter_mut().enumerate() {
                                 let v = image[at + ch];

@@ -49,7 +49,7 @@ fn map_rows(x: &[f32], v: &[f32], op: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f3
 /// call): Cephes' single-precision `expf` — `x = n ln 2 + r`, a degree-7 polynomial in `r`, `2^n`
 /// put into the exponent bits — within 2 ulp of libm's. `x` is clamped to [-87.3, 88.4], the
 /// range whose results are normal floats.
-#[inline]
+#[inline(always)]
 pub(crate) fn exp_f32(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
