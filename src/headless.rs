@@ -6,6 +6,7 @@ use crate::config::Epochs;
 use crate::data::corrections::CorrectionsChoice;
 use crate::hub::DownloadProgress;
 use crate::rundir::RunLog;
+use crate::stop_signals::StopSignals;
 use crate::train::recipe::Recipe;
 use crate::train::{Command, Engine, EngineSetup, Event, FeatureStatus, Phase, Summary};
 use std::io::{IsTerminal, Write};
@@ -85,7 +86,8 @@ pub fn run(args: &TrainArgs, dataset: &Path) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Turns Ctrl-C and SIGTERM into an `Interrupt` command.
+/// Turns Ctrl-C and the other stop requests ([`StopSignals`], SIGTERM on Unix) into an
+/// `Interrupt` command.
 fn forward_signals(commands: std::sync::mpsc::Sender<Command>) {
     std::thread::spawn(move || {
         let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
@@ -95,14 +97,12 @@ fn forward_signals(commands: std::sync::mpsc::Sender<Command>) {
             return;
         };
         runtime.block_on(async {
-            let Ok(mut term) =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            else {
+            let Ok(mut stop) = StopSignals::listen(false) else {
                 return;
             };
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
+                _ = stop.recv() => {}
             }
             let _ = commands.send(Command::Interrupt);
         });

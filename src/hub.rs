@@ -617,6 +617,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(unix)]
     fn verify_checks_the_blob_hash() {
         let t = tempfile::tempdir().unwrap();
         let body = b"{\"a\": 1}";

@@ -23,6 +23,7 @@ pub mod onnx;
 pub mod rundir;
 pub mod share;
 pub mod simd;
+pub mod stop_signals;
 pub mod train;
 pub mod ui;
 

@@ -49,12 +49,23 @@ fn timed(reps: usize, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Resu
     Ok(times[reps / 2])
 }
 
-/// Peak resident memory of this process, in MB.
+/// Peak resident memory of this process, in MB (0 where the system does not report it).
 pub fn peak_rss_mb() -> f64 {
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: getrusage fills the struct it is given.
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
-    usage.ru_maxrss as f64 / 1024.0
+    #[cfg(unix)]
+    {
+        // SAFETY: an all-zero rusage is valid, and getrusage fills the struct it is given.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+        // Linux reports kilobytes, macOS bytes.
+        let kib = if cfg!(target_os = "macos") {
+            usage.ru_maxrss as f64 / 1024.0
+        } else {
+            usage.ru_maxrss as f64
+        };
+        kib / 1024.0
+    }
+    #[cfg(not(unix))]
+    0.0
 }
 
 /// Runs every measurement and prints a table or one JSON object.

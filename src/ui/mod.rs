@@ -124,8 +124,7 @@ async fn event_loop(
 ) -> anyhow::Result<Exit> {
     let mut keys = crossterm::event::EventStream::new();
     let mut tick = tokio::time::interval(TICK);
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let mut stop = crate::stop_signals::StopSignals::listen(true)?;
     loop {
         tokio::select! {
             _ = tick.tick() => {
@@ -163,8 +162,7 @@ async fn event_loop(
                 Some(Err(e)) => return Err(e.into()),
                 None => return Ok(Exit::Quit),
             },
-            _ = term.recv() => return Ok(Exit::Interrupted),
-            _ = hangup.recv() => return Ok(Exit::Interrupted),
+            _ = stop.recv() => return Ok(Exit::Interrupted),
         }
     }
 }
