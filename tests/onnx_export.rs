@@ -324,10 +324,7 @@ impl ImagenetLite0 {
 
 /// The eval transform's resize and center crop of `image` as tltui computes it.
 fn tltui_crop(prep: &Preprocess, image: &Path) -> image::RgbImage {
-    let working = prep.to_working(&tltui::data::decode::decode_rgb(image, u64::MAX).unwrap());
-    let (w, h, s) = (working.width(), working.height(), prep.size);
-    let offset = |n: u32| ((n - s) as f64 / 2.0).round_ties_even() as u32;
-    image::imageops::crop_imm(&working, offset(w), offset(h), s, s).to_image()
+    prep.eval_pixels(&tltui::data::decode::decode_rgb(image, u64::MAX).unwrap())
 }
 
 /// The test images, decoded and resized by PIL as the README says, and fed the eval transform's

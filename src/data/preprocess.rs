@@ -95,7 +95,12 @@ impl Preprocess {
     /// Resizes to the working resolution: shorter side `resize` (torchvision's rounding), or
     /// `resize` x `resize` when squashing.
     pub fn to_working(&self, img: &RgbImage) -> RgbImage {
-        let (w, h) = img.dimensions();
+        let (nw, nh) = self.working_size(img.dimensions());
+        resize_rgb(img, nw, nh, self.interpolation)
+    }
+
+    /// The working resolution of an image of `(w, h)` (see [`Preprocess::to_working`]).
+    fn working_size(&self, (w, h): (u32, u32)) -> (u32, u32) {
         let (nw, nh) = if self.squash {
             (self.resize, self.resize)
         } else if w <= h {
@@ -109,7 +114,7 @@ impl Preprocess {
                 self.resize,
             )
         };
-        resize_rgb(img, nw.max(1), nh.max(1), self.interpolation)
+        (nw.max(1), nh.max(1))
     }
 
     /// Center-crops a working-resolution image and writes it normalised, channels first, to `out`.
@@ -121,8 +126,7 @@ impl Preprocess {
             let fitted = resize_rgb(img, s.max(w), s.max(h), self.interpolation);
             return self.crop_normalize(&fitted, out);
         }
-        let top = ((h - s) as f64 / 2.0).round_ties_even() as u32;
-        let left = ((w - s) as f64 / 2.0).round_ties_even() as u32;
+        let (left, top) = center_crop_origin((w, h), s);
         let plane = (s * s) as usize;
         let (scale, shift) = self.affine();
         for y in 0..s {
@@ -139,8 +143,37 @@ impl Preprocess {
     /// The eval transform of a decoded image, `[3, size, size]` flattened.
     pub fn eval(&self, img: &RgbImage) -> Vec<f32> {
         let mut out = vec![0.0; self.input_len()];
-        self.crop_normalize(&self.to_working(img), &mut out);
+        self.crop_normalize(&self.eval_pixels(img), &mut out);
         out
+    }
+
+    /// The pixels the eval transform feeds the network: the center crop of
+    /// [`Preprocess::to_working`], resized for the crop only ([`resample::resize_region`]).
+    pub fn eval_pixels(&self, img: &RgbImage) -> RgbImage {
+        let s = self.size;
+        let (nw, nh) = self.working_size(img.dimensions());
+        let filter = match self.interpolation {
+            Interpolation::Bicubic => resample::BICUBIC,
+            Interpolation::Bilinear => resample::BILINEAR,
+            Interpolation::Nearest => return self.crop(&self.to_working(img)),
+        };
+        if nw < s || nh < s {
+            return self.crop(&self.to_working(img));
+        }
+        let (left, top) = center_crop_origin((nw, nh), s);
+        resample::resize_region(img, (nw, nh), filter, (left, top, s, s))
+    }
+
+    /// The `size` x `size` center crop of a working-resolution image, as `crop_normalize` takes.
+    fn crop(&self, working: &RgbImage) -> RgbImage {
+        let s = self.size;
+        let (w, h) = working.dimensions();
+        if w < s || h < s {
+            let fitted = resize_rgb(working, s.max(w), s.max(h), self.interpolation);
+            return self.crop(&fitted);
+        }
+        let (left, top) = center_crop_origin((w, h), s);
+        image::imageops::crop_imm(working, left, top, s, s).to_image()
     }
 
     /// The picture a normalised `[3, size, size]` input shows: [`Preprocess::affine`] undone.
@@ -164,6 +197,13 @@ impl Preprocess {
         let shift = [0, 1, 2].map(|c| -self.mean[c] / self.std[c]);
         (scale, shift)
     }
+}
+
+/// Where a center crop of `size` x `size` starts in an image of `(w, h)`, as torchvision's
+/// `CenterCrop` rounds it.
+fn center_crop_origin((w, h): (u32, u32), size: u32) -> (u32, u32) {
+    let offset = |n: u32| ((n - size) as f64 / 2.0).round_ties_even() as u32;
+    (offset(w), offset(h))
 }
 
 /// Resizes as Pillow does with the same filter ([`resample`]), bit for bit.
@@ -190,6 +230,33 @@ mod tests {
             crop_mode: "center".into(),
             mean: [0.5; 3],
             std: [0.5; 3],
+        }
+    }
+
+    #[test]
+    fn eval_resizes_the_crop_alone_to_the_same_values() {
+        let img = RgbImage::from_fn(411, 297, |x, y| {
+            image::Rgb([(x * 5 + y) as u8, (x ^ y) as u8, (y * 3) as u8])
+        });
+        for interpolation in ["bicubic", "bilinear", "nearest"] {
+            for (crop_pct, crop_mode) in [(0.875, "center"), (1.0, "center"), (0.95, "squash")] {
+                let cfg = PretrainedCfg {
+                    interpolation: interpolation.into(),
+                    crop_pct,
+                    crop_mode: crop_mode.into(),
+                    ..lite0_cfg()
+                };
+                let p = Preprocess::from_cfg(&cfg, 0).unwrap();
+                for img in [img.clone(), image::imageops::rotate90(&img)] {
+                    let mut whole = vec![0.0; p.input_len()];
+                    p.crop_normalize(&p.to_working(&img), &mut whole);
+                    assert_eq!(
+                        p.eval(&img),
+                        whole,
+                        "{interpolation} {crop_mode} {crop_pct}"
+                    );
+                }
+            }
         }
     }
 

@@ -5,7 +5,7 @@
 //! fraction bits, and the intermediate rounded to 8 bits as Pillow keeps it.
 
 use image::RgbImage;
-use std::borrow::Cow;
+use std::ops::Range;
 
 /// Fraction bits of the fixed-point weights: 8 bits of pixel and 2 of headroom in an `i32`.
 const PRECISION_BITS: u32 = 32 - 8 - 2;
@@ -50,21 +50,22 @@ fn bilinear(x: f64) -> f64 {
     }
 }
 
-/// For each output position along one axis: the first input index it reads, and its weights
-/// (Pillow's `precompute_coeffs` and `normalize_coeffs_8bpc`).
+/// For each of a run of output positions along one axis: the first input index it reads, and
+/// its weights (Pillow's `precompute_coeffs` and `normalize_coeffs_8bpc`).
 struct Taps {
     first: Vec<usize>,
     weights: Vec<Vec<i32>>,
 }
 
 impl Taps {
-    fn new(in_size: usize, out_size: usize, filter: Filter) -> Self {
+    /// The taps of output positions `outputs` of a resize from `in_size` to `out_size`.
+    fn new(in_size: usize, out_size: usize, filter: Filter, outputs: Range<usize>) -> Self {
         let scale = in_size as f64 / out_size as f64;
         let filter_scale = scale.max(1.0);
         let support = filter.support * filter_scale;
-        let mut first = Vec::with_capacity(out_size);
-        let mut weights = Vec::with_capacity(out_size);
-        for out in 0..out_size {
+        let mut first = Vec::with_capacity(outputs.len());
+        let mut weights = Vec::with_capacity(outputs.len());
+        for out in outputs {
             let center = (out as f64 + 0.5) * scale;
             // C's (int) truncation of a value that is clamped at 0 right after.
             let lo = ((center - support + 0.5) as i64).max(0) as usize;
@@ -105,53 +106,67 @@ const HALF: i32 = 1 << (PRECISION_BITS - 1);
 /// `img` resized to `w` x `h` with `filter`, bit for bit as Pillow's `Image.resize` with the
 /// same filter and no `box` or `reducing_gap`.
 pub fn resize(img: &RgbImage, w: u32, h: u32, filter: Filter) -> RgbImage {
+    resize_region(img, (w, h), filter, (0, 0, w, h))
+}
+
+/// The region `(left, top, width, height)` of [`resize`]'s `w` x `h` output, computed alone:
+/// the pixels of that crop of the whole resize, for the work of the region (every output pixel
+/// is a sum over the input that does not depend on its neighbours).
+pub fn resize_region(
+    img: &RgbImage,
+    (w, h): (u32, u32),
+    filter: Filter,
+    (left, top, region_w, region_h): (u32, u32, u32, u32),
+) -> RgbImage {
+    assert!(
+        left + region_w <= w && top + region_h <= h,
+        "resize_region: the region lies outside the output"
+    );
+    if region_w == 0 || region_h == 0 {
+        return RgbImage::new(region_w, region_h);
+    }
     crate::vectorized! {
         let (in_w, in_h) = (img.width() as usize, img.height() as usize);
-        let (w, h) = (w as usize, h as usize);
+        let cols = left as usize..(left + region_w) as usize;
+        let out_rows = top as usize..(top + region_h) as usize;
         let src = img.as_raw();
-        let horizontal = (w != in_w).then(|| Taps::new(in_w, w, filter));
-        let vertical = (h != in_h).then(|| Taps::new(in_h, h, filter));
+        let horizontal = (w as usize != in_w).then(|| Taps::new(in_w, w as usize, filter, cols.clone()));
+        let vertical = (h as usize != in_h).then(|| Taps::new(in_h, h as usize, filter, out_rows.clone()));
         // Rows of the input the vertical pass reads; the horizontal pass computes only those.
         let rows = match &vertical {
-            Some(t) => t.first[0]..t.first[h - 1] + t.weights[h - 1].len(),
-            None => 0..in_h,
+            Some(t) => t.first[0]..t.first[t.first.len() - 1] + t.weights[t.weights.len() - 1].len(),
+            None => out_rows,
         };
-        let (mid, mid_w) = match &horizontal {
-            Some(taps) => {
-                let mut mid = vec![0u8; rows.len() * w * 3];
-                for (row, out) in rows.clone().zip(mid.chunks_exact_mut(w * 3)) {
-                    let line = &src[row * in_w * 3..(row + 1) * in_w * 3];
-                    for (x, px) in out.chunks_exact_mut(3).enumerate() {
-                        let mut sum = [HALF; 3];
-                        let start = taps.first[x] * 3;
-                        for (k, p) in taps.weights[x].iter().zip(line[start..].chunks_exact(3)) {
-                            for c in 0..3 {
-                                sum[c] += p[c] as i32 * k;
-                            }
-                        }
-                        for c in 0..3 {
-                            px[c] = clip8(sum[c]);
-                        }
+        let stride = cols.len() * 3;
+        let mut mid = vec![0u8; rows.len() * stride];
+        for (row, out) in rows.clone().zip(mid.chunks_exact_mut(stride)) {
+            let line = &src[row * in_w * 3..(row + 1) * in_w * 3];
+            let Some(taps) = &horizontal else {
+                out.copy_from_slice(&line[cols.start * 3..cols.end * 3]);
+                continue;
+            };
+            for ((px, &start), weights) in out.chunks_exact_mut(3).zip(&taps.first).zip(&taps.weights) {
+                let mut sum = [HALF; 3];
+                for (k, p) in weights.iter().zip(line[start * 3..].chunks_exact(3)) {
+                    for c in 0..3 {
+                        sum[c] += p[c] as i32 * k;
                     }
                 }
-                (Cow::Owned(mid), w)
+                for c in 0..3 {
+                    px[c] = clip8(sum[c]);
+                }
             }
-            None => (
-                Cow::Borrowed(&src[rows.start * in_w * 3..rows.end * in_w * 3]),
-                in_w,
-            ),
-        };
+        }
         let Some(taps) = vertical else {
-            return RgbImage::from_raw(mid_w as u32, rows.len() as u32, mid.into_owned())
+            return RgbImage::from_raw(region_w, region_h, mid)
                 .expect("the horizontal pass fills every row");
         };
-        let stride = mid_w * 3;
-        let mut out = vec![0u8; h * stride];
+        let mut out = vec![0u8; region_h as usize * stride];
         let mut sums = vec![HALF; stride];
-        for (y, line) in out.chunks_exact_mut(stride).enumerate() {
+        for ((line, &first), weights) in out.chunks_exact_mut(stride).zip(&taps.first).zip(&taps.weights) {
             sums.fill(HALF);
-            let top = taps.first[y] - rows.start;
-            for (i, k) in taps.weights[y].iter().enumerate() {
+            let top = first - rows.start;
+            for (i, k) in weights.iter().enumerate() {
                 let row = &mid[(top + i) * stride..(top + i + 1) * stride];
                 for (s, &p) in sums.iter_mut().zip(row) {
                     *s += p as i32 * k;
@@ -161,7 +176,7 @@ pub fn resize(img: &RgbImage, w: u32, h: u32, filter: Filter) -> RgbImage {
                 *o = clip8(s);
             }
         }
-        RgbImage::from_raw(mid_w as u32, h as u32, out).expect("the vertical pass fills every row")
+        RgbImage::from_raw(region_w, region_h, out).expect("the vertical pass fills every row")
     }
 }
 
@@ -181,9 +196,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_region_is_the_crop_of_the_whole_resize() {
+        let img = RgbImage::from_fn(53, 41, |x, y| {
+            image::Rgb([(x * 7 + y * 3) as u8, (x * y) as u8, (255 - x * 4) as u8])
+        });
+        for filter in [BICUBIC, BILINEAR] {
+            for (w, h) in [(30, 23), (80, 60), (53, 20), (20, 41), (53, 41)] {
+                let whole = resize(&img, w, h, filter);
+                for (left, top, rw, rh) in
+                    [(0, 0, w, h), (3, 5, w - 7, h - 9), (w - 1, h - 1, 1, 1)]
+                {
+                    let region = resize_region(&img, (w, h), filter, (left, top, rw, rh));
+                    let crop = image::imageops::crop_imm(&whole, left, top, rw, rh).to_image();
+                    assert_eq!(region, crop, "{w}x{h} at ({left}, {top}) {rw}x{rh}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn weights_sum_to_one_in_fixed_point() {
         for (inp, out) in [(500, 256), (256, 500), (375, 256), (7, 3)] {
-            let taps = Taps::new(inp, out, BICUBIC);
+            let taps = Taps::new(inp, out, BICUBIC, 0..out);
             for w in &taps.weights {
                 let total: i32 = w.iter().sum();
                 assert!((total - (1 << PRECISION_BITS)).abs() <= w.len() as i32);
