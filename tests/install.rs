@@ -45,7 +45,7 @@ fn json_lines(stdout: &[u8]) -> Vec<serde_json::Value> {
 }
 
 /// The release wheel, pip-installed into a fresh venv, prints `tltui VERSION` and runs a headless
-/// warm-up epoch (Lite0 of random weights) to its summary and checkpoint.
+/// warm-up (Lite0 of random weights) to its summary and checkpoint.
 #[test]
 fn pip_installed_wheel_runs_a_warmup() {
     let Some(python) = common::python_with("TLTUI_PYTHON", &["maturin"]) else {
@@ -71,32 +71,8 @@ fn pip_installed_wheel_runs_a_warmup() {
         "{stdout}"
     );
 
-    let dataset = t.path().join("shapes");
-    common::shapes_dataset(&dataset, &["red", "blue"], 16);
-    let weights = common::write_random_model(&t.path().join("model"), "tf_efficientnet_lite0", 64);
-    let checkpoints = t.path().join("checkpoints");
-    let out = common::succeeded(
-        Command::new(&tltui)
-            .arg(&dataset)
-            .arg("--headless")
-            .arg("--weights")
-            .arg(&weights)
-            .arg("--checkpoint-dir")
-            .arg(&checkpoints)
-            .args([
-                "--warmup-epochs",
-                "1",
-                "--finetune-epochs",
-                "0",
-                "--batch-size",
-                "8",
-                "--json",
-            ])
-            .env("XDG_CACHE_HOME", t.path().join("cache"))
-            .env("HF_HOME", t.path().join("hf"))
-            .env("HF_HUB_OFFLINE", "1"),
-    );
-    let events = json_lines(&out.stdout);
+    let run = common::shapes_checkpoint_with(&tltui, t.path(), &["red", "blue"], 16, &["--json"]);
+    let events = json_lines(&run.stdout);
     let summary = events.last().unwrap_or_else(|| panic!("no JSON lines"));
     assert_eq!(summary["event"], "summary", "{summary}");
     assert!(summary["error"].is_null(), "{summary}");
@@ -104,6 +80,9 @@ fn pip_installed_wheel_runs_a_warmup() {
         .as_str()
         .map(PathBuf::from)
         .unwrap_or_else(|| panic!("no checkpoint: {summary}"));
-    assert!(checkpoint.starts_with(&checkpoints), "{summary}");
+    assert!(
+        checkpoint.starts_with(run.checkpoint.parent().unwrap()),
+        "{summary}"
+    );
     assert!(checkpoint.is_file(), "{summary}");
 }

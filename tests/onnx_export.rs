@@ -446,6 +446,7 @@ fn a_checkpoint_of_generated_classes_exports_with_its_class_names() {
         dataset,
         weights,
         checkpoint: ckpt,
+        ..
     } = common::shapes_checkpoint(dir.path(), &["red", "blue", "grün"], 12, &[]);
     let os = std::ffi::OsStr::new;
     let images = tltui::infer::collect_images(std::slice::from_ref(&dataset));

@@ -200,11 +200,13 @@ pub fn shapes_dataset(dir: &std::path::Path, classes: &[&str], per_class: usize)
     }
 }
 
-/// What [`shapes_checkpoint`] made: the dataset, the backbone's weights, the final checkpoint.
+/// What [`shapes_checkpoint`] made: the dataset, the backbone's weights, the final checkpoint,
+/// and what the run printed.
 pub struct ShapesRun {
     pub dataset: PathBuf,
     pub weights: PathBuf,
     pub checkpoint: PathBuf,
+    pub stdout: Vec<u8>,
 }
 
 /// Trains two warm-up epochs (batch 8, Lite0 of random weights) on a [`shapes_dataset`] of
@@ -215,37 +217,48 @@ pub fn shapes_checkpoint(
     per_class: usize,
     extra: &[&str],
 ) -> ShapesRun {
+    shapes_checkpoint_with(
+        std::path::Path::new(env!("CARGO_BIN_EXE_tltui")),
+        dir,
+        classes,
+        per_class,
+        extra,
+    )
+}
+
+/// [`shapes_checkpoint`] run by the `tltui` at `binary` (an installed one), the HF and tltui
+/// caches in `dir`.
+pub fn shapes_checkpoint_with(
+    binary: &std::path::Path,
+    dir: &std::path::Path,
+    classes: &[&str],
+    per_class: usize,
+    extra: &[&str],
+) -> ShapesRun {
     let dataset = dir.join("shapes");
     shapes_dataset(&dataset, classes, per_class);
     let weights = write_random_model(&dir.join("model"), "tf_efficientnet_lite0", 64);
     let checkpoints = dir.join("checkpoints");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tltui"))
-        .arg(&dataset)
-        .arg("--headless")
-        .arg("--weights")
-        .arg(&weights)
-        .arg("--checkpoint-dir")
-        .arg(&checkpoints)
-        .args([
-            "--warmup-epochs",
-            "2",
-            "--finetune-epochs",
-            "0",
-            "--batch-size",
-            "8",
-        ])
-        .args(extra)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = succeeded(
+        std::process::Command::new(binary)
+            .arg(&dataset)
+            .arg("--headless")
+            .arg("--weights")
+            .arg(&weights)
+            .arg("--checkpoint-dir")
+            .arg(&checkpoints)
+            .args(["--warmup-epochs", "2", "--finetune-epochs", "0"])
+            .args(["--batch-size", "8"])
+            .args(extra)
+            .env("XDG_CACHE_HOME", dir.join("cache"))
+            .env("HF_HOME", dir.join("hf"))
+            .env("HF_HUB_OFFLINE", "1"),
     );
     ShapesRun {
         dataset,
         weights,
         checkpoint: checkpoints.join("final.safetensors"),
+        stdout: out.stdout,
     }
 }
 
