@@ -4,6 +4,7 @@
 use super::resample;
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 
 /// The preprocessing fields of a timm `config.json`'s `pretrained_cfg`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -120,13 +121,7 @@ impl Preprocess {
     /// Center-crops a working-resolution image and writes it normalised, channels first, to `out`.
     pub fn crop_normalize(&self, img: &RgbImage, out: &mut [f32]) {
         let s = self.size;
-        let (w, h) = img.dimensions();
-        if w < s || h < s {
-            // Only reachable for squash with a crop_pct of 1.0 rounding down; resize to fit.
-            let fitted = resize_rgb(img, s.max(w), s.max(h), self.interpolation);
-            return self.crop_normalize(&fitted, out);
-        }
-        let (left, top) = center_crop_origin((w, h), s);
+        let (img, (left, top)) = self.center_crop(img);
         let plane = (s * s) as usize;
         let (scale, shift) = self.affine();
         for y in 0..s {
@@ -153,27 +148,36 @@ impl Preprocess {
         let s = self.size;
         let (nw, nh) = self.working_size(img.dimensions());
         let filter = match self.interpolation {
-            Interpolation::Bicubic => resample::BICUBIC,
-            Interpolation::Bilinear => resample::BILINEAR,
-            Interpolation::Nearest => return self.crop(&self.to_working(img)),
+            Interpolation::Bicubic => Some(resample::BICUBIC),
+            Interpolation::Bilinear => Some(resample::BILINEAR),
+            Interpolation::Nearest => None,
         };
-        if nw < s || nh < s {
-            return self.crop(&self.to_working(img));
+        match filter {
+            Some(filter) if nw >= s && nh >= s => {
+                let (left, top) = center_crop_origin((nw, nh), s);
+                resample::resize_region(img, (nw, nh), filter, (left, top, s, s))
+            }
+            _ => {
+                let working = self.to_working(img);
+                let (working, (left, top)) = self.center_crop(&working);
+                image::imageops::crop_imm(&*working, left, top, s, s).to_image()
+            }
         }
-        let (left, top) = center_crop_origin((nw, nh), s);
-        resample::resize_region(img, (nw, nh), filter, (left, top, s, s))
     }
 
-    /// The `size` x `size` center crop of a working-resolution image, as `crop_normalize` takes.
-    fn crop(&self, working: &RgbImage) -> RgbImage {
+    /// The working-resolution image the center crop is taken from, and the crop's origin in it:
+    /// an image smaller than the crop is first resized to fit (only reachable for squash with a
+    /// crop_pct of 1.0 rounding down).
+    fn center_crop<'a>(&self, working: &'a RgbImage) -> (Cow<'a, RgbImage>, (u32, u32)) {
         let s = self.size;
         let (w, h) = working.dimensions();
-        if w < s || h < s {
-            let fitted = resize_rgb(working, s.max(w), s.max(h), self.interpolation);
-            return self.crop(&fitted);
-        }
-        let (left, top) = center_crop_origin((w, h), s);
-        image::imageops::crop_imm(working, left, top, s, s).to_image()
+        let working = if w < s || h < s {
+            Cow::Owned(resize_rgb(working, s.max(w), s.max(h), self.interpolation))
+        } else {
+            Cow::Borrowed(working)
+        };
+        let origin = center_crop_origin(working.dimensions(), s);
+        (working, origin)
     }
 
     /// The picture a normalised `[3, size, size]` input shows: [`Preprocess::affine`] undone.
