@@ -16,7 +16,7 @@ use super::ops::batched_matmul::batched_matmul;
 use super::ops::channel_affine::{add_bias, sum_rows};
 use super::ops::gelu::{bias_gelu, bias_gelu_backward};
 use super::ops::layer_norm::{layer_norm, layer_norm_backward};
-use super::ops::linear::linear;
+use super::ops::linear::{linear, product};
 use super::ops::softmax::{scaled_softmax_backward, scaled_softmax_last_dim};
 use super::vit::{VisionTransformer, LN_EPS};
 use super::{layers::stem_patches, GroupMode, Params};
@@ -271,7 +271,7 @@ impl Gradients<'_> {
         ls: Option<&str>,
     ) -> Result<()> {
         let (wname, bname) = (format!("{prefix}.weight"), format!("{prefix}.bias"));
-        let gw = grad.t()?.matmul(input)?;
+        let gw = product(&grad.t()?, input)?;
         let gb = sum_rows(grad)?;
         let Some(ls) = ls else {
             self.put(&wname, gw);
@@ -373,15 +373,15 @@ fn block_backward(
             ls("ls2").as_deref(),
         )?;
     }
-    let (ghidden, gfc1_bias) = bias_gelu_backward(&r.hidden, &w.fc1.1, &g.matmul(&w.fc2.0)?)?;
+    let (ghidden, gfc1_bias) = bias_gelu_backward(&r.hidden, &w.fc1.1, &product(g, &w.fc2.0)?)?;
     if trainable {
         out.put(
             &format!("{p}.mlp.fc1.weight"),
-            ghidden.t()?.matmul(&r.normed2)?,
+            product(&ghidden.t()?, &r.normed2)?,
         );
         out.put(&format!("{p}.mlp.fc1.bias"), gfc1_bias);
     }
-    let gnormed2 = ghidden.matmul(&w.fc1.0)?;
+    let gnormed2 = product(&ghidden, &w.fc1.0)?;
     let gmid = (g + out.layer_norm(
         &format!("{p}.norm2"),
         &r.mid,
@@ -397,11 +397,11 @@ fn block_backward(
             ls("ls1").as_deref(),
         )?;
     }
-    let gqkv = attention_backward(r, &gmid.matmul(&w.proj.0)?, vit.spec.num_heads)?;
+    let gqkv = attention_backward(r, &product(&gmid, &w.proj.0)?, vit.spec.num_heads)?;
     if trainable {
         out.linear(&format!("{p}.attn.qkv"), &r.normed1, &gqkv, None)?;
     }
-    let gnormed1 = gqkv.matmul(&w.qkv.0)?;
+    let gnormed1 = product(&gqkv, &w.qkv.0)?;
     let ginput = out.layer_norm(
         &format!("{p}.norm1"),
         &r.input,
@@ -472,7 +472,7 @@ fn embedding_backward(
         .clone();
     out.put(
         "patch_embed.proj.weight",
-        gpatches.t()?.matmul(patches)?.reshape(w.shape())?,
+        product(&gpatches.t()?, patches)?.reshape(w.shape())?,
     );
     out.put("patch_embed.proj.bias", sum_rows(&gpatches)?);
     Ok(())

@@ -31,6 +31,106 @@ pub fn linear(
     }
 }
 
+/// `a @ b` for rank-2 `a` `[M, K]` and `b` `[K, N]` of any strides (a transposed view costs no
+/// copy), the output's tiles spread over rayon's threads; without a backward, for the
+/// hand-written backward passes.
+pub fn product(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if !a.device().is_cpu() {
+        return a.matmul(b);
+    }
+    a.apply_op2_no_bwd(b, &Product)
+}
+
+/// The operation of [`product`].
+struct Product;
+
+impl CustomOp2 for Product {
+    fn name(&self) -> &'static str {
+        "matmul"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (&[m, _], &[_, n]) = (l1.dims(), l2.dims()) else {
+            bail!(
+                "matmul takes rank-2 tensors, got {:?} and {:?}",
+                l1.dims(),
+                l2.dims()
+            );
+        };
+        let mut dst = Vec::with_capacity(m * n);
+        // SAFETY: `dst` has room for the m x n product, which (not accumulating) writes every
+        // element before the length covers them.
+        unsafe {
+            product_into((dst.as_mut_ptr(), m * n), false, (s1, l1), (s2, l2), true)?;
+            dst.set_len(m * n);
+        }
+        Ok((CpuStorage::F32(dst), Shape::from((m, n))))
+    }
+}
+
+/// `dst = x @ w^T` (`dst += x @ w^T` when `accumulate`) for rows `x` `[M, K]` and a weight `w`
+/// `[N, K]` (`x @ w` for `w` `[K, N]` when `w_is_k_by_n`), any strides, into the `[M, N]` rows
+/// at `dst`, given with their length.
+///
+/// # Safety
+/// `dst` must be valid for writes of its length in values, and initialised when `accumulate`.
+unsafe fn product_into(
+    (dst, dst_len): (*mut f32, usize),
+    accumulate: bool,
+    (s1, l1): (&CpuStorage, &Layout),
+    (s2, l2): (&CpuStorage, &Layout),
+    w_is_k_by_n: bool,
+) -> Result<()> {
+    let (x, w) = (s1.as_slice::<f32>()?, s2.as_slice::<f32>()?);
+    let (&[m, k], &[wr, wc], &[xr, xc], &[wrs, wcs]) =
+        (l1.dims(), l2.dims(), l1.stride(), l2.stride())
+    else {
+        bail!(
+            "a product of rank-2 tensors, got {:?} and {:?}",
+            l1.dims(),
+            l2.dims()
+        );
+    };
+    // The weight as a K x N matrix: its (row, column) strides.
+    let (k2, n, rhs_strides) = if w_is_k_by_n {
+        (wr, wc, (wrs, wcs))
+    } else {
+        (wc, wr, (wcs, wrs))
+    };
+    if k != k2 || dst_len != m * n {
+        bail!("a product of shapes {:?} and {:?}", l1.dims(), l2.dims());
+    }
+    let reach = |l: &Layout, (r, c): (usize, usize), (sr, sc)| {
+        l.start_offset() + (r.max(1) - 1) * sr + (c.max(1) - 1) * sc
+    };
+    if reach(l1, (m, k), (xr, xc)) >= x.len() || reach(l2, (wr, wc), (wrs, wcs)) >= w.len() {
+        bail!("a product's layout outside its storage");
+    }
+    // SAFETY: the strides keep every element read inside `x` and `w` (checked above), and
+    // `dst` holds exactly m x n row-major values (the caller's word).
+    unsafe {
+        matmul(
+            (m, n, k),
+            (dst, n),
+            accumulate,
+            (x[l1.start_offset()..].as_ptr(), xr, xc),
+            (
+                w[l2.start_offset()..].as_ptr(),
+                rhs_strides.0,
+                rhs_strides.1,
+            ),
+            true,
+        )
+    }
+    Ok(())
+}
+
 struct Linear {
     bias: Vec<f32>,
 }
@@ -45,34 +145,23 @@ impl Linear {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<()> {
-        let (x, w) = (s1.as_slice::<f32>()?, s2.as_slice::<f32>()?);
-        let (&[m, k], &[n, k2], &[xr, xc], &[wr, wc]) =
-            (l1.dims(), l2.dims(), l1.stride(), l2.stride())
-        else {
-            bail!("linear takes rank-2 x and weight");
-        };
-        if k != k2 || n != self.bias.len() || dst.len() != m * n {
-            bail!("linear: shapes {:?} and {:?}", l1.dims(), l2.dims());
+        if l2.dims().first() != Some(&self.bias.len()) {
+            bail!(
+                "linear: a weight {:?} for {} outputs",
+                l2.dims(),
+                self.bias.len()
+            );
         }
-        let reach = |l: &Layout, (r, c): (usize, usize), (sr, sc)| {
-            l.start_offset() + (r.max(1) - 1) * sr + (c.max(1) - 1) * sc
-        };
-        if reach(l1, (m, k), (xr, xc)) >= x.len() || reach(l2, (n, k), (wr, wc)) >= w.len() {
-            bail!("linear: a layout outside its storage");
-        }
-        // SAFETY: the strides keep every element read inside `x` and `w` (checked above), and
-        // `dst` holds exactly m x n row-major values.
+        // SAFETY: `dst` is an initialised slice of its length.
         unsafe {
-            matmul(
-                (m, n, k),
-                (dst.as_mut_ptr(), n),
+            product_into(
+                (dst.as_mut_ptr(), dst.len()),
                 true,
-                (x[l1.start_offset()..].as_ptr(), xr, xc),
-                (w[l2.start_offset()..].as_ptr(), wc, wr),
-                true,
+                (s1, l1),
+                (s2, l2),
+                false,
             )
         }
-        Ok(())
     }
 }
 

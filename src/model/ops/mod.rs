@@ -78,6 +78,12 @@ pub(crate) fn exp_f32(x: f32) -> f32 {
 /// every operand given by its pointer and (row, column) strides: on rayon's threads when
 /// `parallel` (and there are several), on the calling thread otherwise.
 ///
+/// The threads share the work as a grid of output tiles, each multiplied by a single-threaded
+/// gemm ([`tile_grid`]). gemm's own threading splits only the output's columns into blocks that
+/// every thread packs and syncs over: for a weight gradient (`[192, 6304] @ [6304, 768]`, few
+/// rows and columns, a long inner dimension) two threads ran it at 1.5x one thread's speed, as
+/// tiles at 1.9-2x, and at least as fast on every other shape of the products here.
+///
 /// # Safety
 /// Each pointer with its strides must address an `m x k`, `k x n` or `m x n` matrix inside one
 /// live allocation, `dst` not overlapping the others.
@@ -89,12 +95,88 @@ pub(crate) unsafe fn matmul(
     rhs: (*const f32, usize, usize),
     parallel: bool,
 ) {
-    let threads = rayon::current_num_threads();
-    let parallelism = if parallel && threads > 1 {
-        gemm::Parallelism::Rayon(threads)
+    let threads = if parallel {
+        rayon::current_num_threads()
     } else {
-        gemm::Parallelism::None
+        1
     };
+    let (tile_rows, tile_cols) = tile_grid((m, n, k), threads);
+    if tile_rows * tile_cols == 1 {
+        return gemm_on_this_thread((m, n, k), dst, accumulate, lhs, rhs);
+    }
+    /// The operands' pointers, to be moved into the tile tasks.
+    #[derive(Clone, Copy)]
+    struct Pointers(*mut f32, *const f32, *const f32);
+    // SAFETY: the tasks write disjoint tiles of `dst` and only read `lhs` and `rhs`, all of
+    // which outlive the scope the tasks run in.
+    unsafe impl Send for Pointers {}
+    unsafe impl Sync for Pointers {}
+    impl Pointers {
+        /// The pointers, taken through a method so that closures capture the whole struct.
+        fn get(self) -> (*mut f32, *const f32, *const f32) {
+            (self.0, self.1, self.2)
+        }
+    }
+    let pointers = Pointers(dst.0, lhs.0, rhs.0);
+    let (dst_rs, (lhs_rs, lhs_cs), (rhs_rs, rhs_cs)) = (dst.1, (lhs.1, lhs.2), (rhs.1, rhs.2));
+    let (rows_per_tile, cols_per_tile) = (m.div_ceil(tile_rows), n.div_ceil(tile_cols));
+    (0..tile_rows * tile_cols).into_par_iter().for_each(|tile| {
+        let (d, a, b) = pointers.get();
+        let (r0, c0) = (
+            (tile / tile_cols) * rows_per_tile,
+            (tile % tile_cols) * cols_per_tile,
+        );
+        let (rows, cols) = (rows_per_tile.min(m - r0), cols_per_tile.min(n - c0));
+        // SAFETY: the tile lies inside the m x n product, so every pointer below stays inside
+        // the matrices the caller vouched for, and tiles do not overlap.
+        unsafe {
+            gemm_on_this_thread(
+                (rows, cols, k),
+                (d.add(r0 * dst_rs + c0), dst_rs),
+                accumulate,
+                (a.add(r0 * lhs_rs), lhs_rs, lhs_cs),
+                (b.add(c0 * rhs_cs), rhs_rs, rhs_cs),
+            )
+        }
+    });
+}
+
+/// Output tiles of an `m x k` by `k x n` product for `threads` threads, as (tiles down, tiles
+/// across): as many tiles as threads where each keeps a full microkernel block of rows and of
+/// columns, the fewest rows of tiles when several grids fill the threads (a row of tiles shares
+/// its rows of `lhs`, a column its columns of `rhs`, each packed once per tile); one tile when
+/// the product is too small to be worth the threads.
+fn tile_grid((m, n, k): (usize, usize, usize), threads: usize) -> (usize, usize) {
+    /// Rows or columns a tile keeps at least: the AVX-512 microkernel's block.
+    const MIN_SIDE: usize = 64;
+    /// Multiply-adds below which waking another thread costs more than it saves.
+    const MIN_WORK: usize = 64 * 64 * 64;
+    if threads < 2 || m * n * k < MIN_WORK {
+        return (1, 1);
+    }
+    let (most_down, most_across) = (m.div_ceil(MIN_SIDE), n.div_ceil(MIN_SIDE));
+    (1..=threads.min(most_down))
+        .map(|down| (down, (threads / down).min(most_across)))
+        .max_by_key(|&(down, across)| {
+            // Most tiles first, then the least packing: each tile packs its rows of `lhs` and
+            // its columns of `rhs`.
+            let packed = across * m * k + down * k * n;
+            (down * across, std::cmp::Reverse(packed))
+        })
+        .unwrap_or((1, 1))
+}
+
+/// [`matmul`] on the calling thread.
+///
+/// # Safety
+/// As for [`matmul`].
+unsafe fn gemm_on_this_thread(
+    (m, n, k): (usize, usize, usize),
+    dst: (*mut f32, usize),
+    accumulate: bool,
+    lhs: (*const f32, usize, usize),
+    rhs: (*const f32, usize, usize),
+) {
     gemm::gemm(
         m,
         n,
@@ -114,7 +196,7 @@ pub(crate) unsafe fn matmul(
         false,
         false,
         false,
-        parallelism,
+        gemm::Parallelism::None,
     )
 }
 
@@ -206,6 +288,50 @@ mod tests {
         }
         assert_eq!(super::exp_f32(-200.0), (-87.336_54f32).exp());
         assert!(super::exp_f32(200.0).is_finite());
+    }
+
+    #[test]
+    fn tiles_fill_the_threads_and_share_the_longer_side() {
+        use super::tile_grid;
+        // A weight gradient: few rows, more columns, a long inner dimension.
+        assert_eq!(tile_grid((192, 768, 6304), 2), (1, 2));
+        assert_eq!(tile_grid((6304, 192, 768), 2), (2, 1));
+        assert_eq!(tile_grid((6304, 768, 192), 4), (4, 1));
+        assert_eq!(tile_grid((100, 100, 100), 16), (2, 2));
+        assert_eq!(tile_grid((32, 32, 32), 2), (1, 1));
+        assert_eq!(tile_grid((6304, 192, 768), 1), (1, 1));
+    }
+
+    #[test]
+    fn tiled_products_match_one_thread() {
+        use super::{matmul_into, MatRef};
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(5)
+            .build()
+            .unwrap();
+        // Tiles down, across, and both; `b` as a transposed view; with and without accumulating.
+        for (m, k, n) in [(300, 70, 90), (90, 300, 260), (200, 50, 190)] {
+            let a: Vec<f32> = (0..m * k).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let b: Vec<f32> = (0..n * k).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let start: Vec<f32> = (0..m * n).map(|_| rng.random_range(-1.0..1.0)).collect();
+            for accumulate in [false, true] {
+                let product = |parallel| {
+                    let mut dst = start.clone();
+                    let (a, b) = (MatRef::new(&a, m, k), MatRef::new(&b, n, k).t());
+                    pool.install(|| matmul_into(&mut dst, a, b, accumulate, parallel));
+                    dst
+                };
+                let (tiled, serial) = (product(true), product(false));
+                let worst = tiled
+                    .iter()
+                    .zip(&serial)
+                    .map(|(t, s)| (t - s).abs())
+                    .fold(0f32, f32::max);
+                assert!(worst < 1e-4, "{m}x{k}x{n}: off by {worst}");
+            }
+        }
     }
 }
 
