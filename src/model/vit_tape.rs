@@ -12,12 +12,11 @@
 //! `ls1` / `ls2`) is folded into the projection and `fc2`: `ls * (x @ W^T + b)` is
 //! `x @ (ls W)^T + ls b`.
 
-use super::ops::batched_matmul::batched_matmul;
+use super::ops::attention::{self_attention, self_attention_backward};
 use super::ops::channel_affine::{add_bias, sum_rows};
 use super::ops::gelu::{bias_gelu, bias_gelu_backward};
 use super::ops::layer_norm::{layer_norm, layer_norm_backward};
 use super::ops::linear::{linear, product};
-use super::ops::softmax::{scaled_softmax_backward, scaled_softmax_last_dim};
 use super::vit::{VisionTransformer, LN_EPS};
 use super::{layers::stem_patches, GroupMode, Params};
 use candle_core::backprop::GradStore;
@@ -125,15 +124,6 @@ impl BlockWeights {
     }
 }
 
-/// Per-head views `[N, heads, T, head dim]` of q, k and v in the packed projection `qkv`.
-fn split_heads(qkv: &Tensor, n: usize, t: usize, heads: usize) -> Result<[Tensor; 3]> {
-    let hd = qkv.dim(1)? / (3 * heads);
-    let parts = qkv
-        .reshape((n, t, 3, heads, hd))?
-        .permute((2, 0, 3, 1, 4))?;
-    Ok([parts.get(0)?, parts.get(1)?, parts.get(2)?])
-}
-
 impl<'a> TapedPass<'a> {
     /// A pass over `vit`, recording for the backward when `record` is set.
     pub fn new(vit: &'a VisionTransformer, record: bool) -> Self {
@@ -211,15 +201,8 @@ impl<'a> TapedPass<'a> {
         let heads = self.vit.spec.num_heads;
         let normed1 = layer_norm(x, &w.norm1.0, &w.norm1.1, LN_EPS)?;
         let qkv = linear(&normed1, &w.qkv.0, &w.qkv.1, None)?;
-        let [q, k, v] = split_heads(&qkv, n, t, heads)?;
         let rows = if class_only { 1 } else { t };
-        let scale = (q.dim(3)? as f32).powf(-0.5);
-        let scores = batched_matmul(&q.narrow(2, 0, rows)?, &k.t()?)?;
-        let attention = scaled_softmax_last_dim(&scores, scale)?;
-        let heads_out = batched_matmul(&attention, &v)?
-            .transpose(1, 2)?
-            .contiguous()?
-            .reshape((n * rows, x.dim(1)?))?;
+        let (heads_out, attention) = self_attention(&qkv, n, heads, rows, keep)?;
         let residual = if class_only {
             class_tokens(x, t)?
         } else {
@@ -235,7 +218,7 @@ impl<'a> TapedPass<'a> {
             &w.fc2.1,
             Some(&mid),
         )?;
-        let record = keep.then(|| BlockRecord {
+        let record = attention.map(|attention| BlockRecord {
             input: x.clone(),
             normed1,
             qkv,
@@ -397,7 +380,7 @@ fn block_backward(
             ls("ls1").as_deref(),
         )?;
     }
-    let gqkv = attention_backward(r, &product(&gmid, &w.proj.0)?, vit.spec.num_heads)?;
+    let gqkv = self_attention_backward(&r.qkv, &r.attention, &product(&gmid, &w.proj.0)?)?;
     if trainable {
         out.linear(&format!("{p}.attn.qkv"), &r.normed1, &gqkv, None)?;
     }
@@ -415,28 +398,6 @@ fn block_backward(
     } else {
         spread_class_tokens(&gmid, t)? + ginput
     }
-}
-
-/// The gradient of the packed qkv projection `[N*T, 3D]` from that of the heads' output
-/// `gheads` `[N*R, D]`.
-fn attention_backward(r: &BlockRecord, gheads: &Tensor, heads: usize) -> Result<Tensor> {
-    let (n, _, rows, t) = r.attention.dims4()?;
-    let [q, k, v] = split_heads(&r.qkv, n, t, heads)?;
-    let (q, hd) = (q.narrow(2, 0, rows)?, q.dim(3)?);
-    let gout = gheads.reshape((n, rows, heads, hd))?.transpose(1, 2)?;
-    let gattention = batched_matmul(&gout, &v.t()?)?;
-    let gv = batched_matmul(&r.attention.t()?, &gout)?;
-    let gscores = scaled_softmax_backward(&r.attention, &gattention, (hd as f32).powf(-0.5))?;
-    let mut gq = batched_matmul(&gscores, &k)?;
-    let gk = batched_matmul(&gscores.t()?, &q)?;
-    if rows < t {
-        let rest = Tensor::zeros((n, heads, t - rows, hd), gq.dtype(), gq.device())?;
-        gq = Tensor::cat(&[&gq, &rest], 2)?;
-    }
-    Tensor::stack(&[gq, gk, gv], 0)?
-        .permute((1, 3, 0, 2, 4))?
-        .contiguous()?
-        .reshape(r.qkv.shape())
 }
 
 /// The gradients of the patch embedding, class token and position embeddings from the gradient

@@ -1,6 +1,7 @@
 //! CPU operations that candle lacks or runs slowly, each with its own backward; on other devices
 //! they run as [`portable`] compositions of candle operations.
 
+pub mod attention;
 pub mod batched_matmul;
 pub mod bn_act;
 pub mod channel_affine;
@@ -104,20 +105,9 @@ pub(crate) unsafe fn matmul(
     if tile_rows * tile_cols == 1 {
         return gemm_on_this_thread((m, n, k), dst, accumulate, lhs, rhs);
     }
-    /// The operands' pointers, to be moved into the tile tasks.
-    #[derive(Clone, Copy)]
-    struct Pointers(*mut f32, *const f32, *const f32);
     // SAFETY: the tasks write disjoint tiles of `dst` and only read `lhs` and `rhs`, all of
-    // which outlive the scope the tasks run in.
-    unsafe impl Send for Pointers {}
-    unsafe impl Sync for Pointers {}
-    impl Pointers {
-        /// The pointers, taken through a method so that closures capture the whole struct.
-        fn get(self) -> (*mut f32, *const f32, *const f32) {
-            (self.0, self.1, self.2)
-        }
-    }
-    let pointers = Pointers(dst.0, lhs.0, rhs.0);
+    // which outlive the parallel loop.
+    let pointers = unsafe { SharedPtr::new((dst.0, lhs.0, rhs.0)) };
     let (dst_rs, (lhs_rs, lhs_cs), (rhs_rs, rhs_cs)) = (dst.1, (lhs.1, lhs.2), (rhs.1, rhs.2));
     let (rows_per_tile, cols_per_tile) = (m.div_ceil(tile_rows), n.div_ceil(tile_cols));
     (0..tile_rows * tile_cols).into_par_iter().for_each(|tile| {
@@ -126,7 +116,13 @@ pub(crate) unsafe fn matmul(
             (tile / tile_cols) * rows_per_tile,
             (tile % tile_cols) * cols_per_tile,
         );
-        let (rows, cols) = (rows_per_tile.min(m - r0), cols_per_tile.min(n - c0));
+        let (rows, cols) = (
+            rows_per_tile.min(m.saturating_sub(r0)),
+            cols_per_tile.min(n.saturating_sub(c0)),
+        );
+        if rows * cols == 0 {
+            return;
+        }
         // SAFETY: the tile lies inside the m x n product, so every pointer below stays inside
         // the matrices the caller vouched for, and tiles do not overlap.
         unsafe {
@@ -139,6 +135,30 @@ pub(crate) unsafe fn matmul(
             )
         }
     });
+}
+
+/// A value holding raw pointers, shared with rayon's tasks, that write disjoint parts of what
+/// they point to.
+#[derive(Clone, Copy)]
+pub(crate) struct SharedPtr<P>(P);
+
+// SAFETY: `SharedPtr::new`'s caller vouches that the tasks' accesses through the pointers do not
+// race and that the pointees outlive the tasks.
+unsafe impl<P> Send for SharedPtr<P> {}
+unsafe impl<P> Sync for SharedPtr<P> {}
+
+impl<P: Copy> SharedPtr<P> {
+    /// # Safety
+    /// Writes through the pointers from different tasks must not overlap, nor overlap reads, and
+    /// the pointees must outlive every task that uses them.
+    pub(crate) unsafe fn new(pointers: P) -> Self {
+        Self(pointers)
+    }
+
+    /// The pointers (a method, so that closures capture the whole value).
+    pub(crate) fn get(self) -> P {
+        self.0
+    }
 }
 
 /// Output tiles of an `m x k` by `k x n` product for `threads` threads, as (tiles down, tiles

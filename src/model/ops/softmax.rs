@@ -27,6 +27,25 @@ pub fn scaled_softmax_backward(y: &Tensor, grad: &Tensor, scale: f32) -> Result<
         .apply_op2_no_bwd(&grad.contiguous()?, &SoftmaxBackward { scale })
 }
 
+/// Softmax of `row * scale` in place (`scale` > 0); inline, for vectorised loops.
+#[inline(always)]
+pub(crate) fn softmax_row(row: &mut [f32], scale: f32) {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) * scale;
+    row.iter_mut().for_each(|v| *v = exp_f32(*v * scale - max));
+    let inv = 1.0 / row.iter().sum::<f32>();
+    row.iter_mut().for_each(|v| *v *= inv);
+}
+
+/// The gradient of a [`softmax_row`]'s input from its result `y` and, in `grad`, the result's
+/// gradient, which it replaces: `scale * y * (dy - sum(dy * y))`. Inline, for vectorised loops.
+#[inline(always)]
+pub(crate) fn softmax_backward_row(grad: &mut [f32], y: &[f32], scale: f32) {
+    let dot: f32 = y.iter().zip(grad.iter()).map(|(a, b)| a * b).sum();
+    for (g, y) in grad.iter_mut().zip(y) {
+        *g = scale * y * (*g - dot);
+    }
+}
+
 /// Rows per parallel task.
 const ROWS: usize = 32;
 
@@ -46,12 +65,7 @@ impl CustomOp1 for Softmax {
         let mut y = x.to_vec();
         y.par_chunks_mut(c * ROWS).for_each(|rows| {
             crate::vectorized! {
-                for row in rows.chunks_mut(c) {
-                    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) * scale;
-                    row.iter_mut().for_each(|v| *v = exp_f32(*v * scale - max));
-                    let inv = 1.0 / row.iter().sum::<f32>();
-                    row.iter_mut().for_each(|v| *v *= inv);
-                }
+                rows.chunks_mut(c).for_each(|row| softmax_row(row, scale));
             }
         });
         Ok((CpuStorage::F32(y), l.shape().clone()))
@@ -83,16 +97,13 @@ impl CustomOp2 for SoftmaxBackward {
         let dy = contiguous_f32(s2, l2)?;
         let c = l1.shape().dims().last().copied().unwrap_or(1).max(1);
         let scale = self.scale;
-        let mut dx = vec![0f32; y.len()];
+        let mut dx = dy.to_vec();
         dx.par_chunks_mut(c * ROWS)
-            .zip(y.par_chunks(c * ROWS).zip(dy.par_chunks(c * ROWS)))
-            .for_each(|(dxs, (ys, dys))| {
+            .zip(y.par_chunks(c * ROWS))
+            .for_each(|(dxs, ys)| {
                 crate::vectorized! {
-                    for ((dxr, yr), dyr) in dxs.chunks_mut(c).zip(ys.chunks(c)).zip(dys.chunks(c)) {
-                        let dot: f32 = yr.iter().zip(dyr).map(|(a, b)| a * b).sum();
-                        for ((d, yv), dyv) in dxr.iter_mut().zip(yr).zip(dyr) {
-                            *d = scale * yv * (dyv - dot);
-                        }
+                    for (dxr, yr) in dxs.chunks_mut(c).zip(ys.chunks(c)) {
+                        softmax_backward_row(dxr, yr, scale);
                     }
                 }
             });
