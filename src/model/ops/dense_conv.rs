@@ -475,12 +475,7 @@ mod tests {
                 .relu()?
                 .flatten_all()?
                 .to_vec1::<f32>()?;
-            assert_eq!(ours.len(), want.len());
-            let err = ours
-                .iter()
-                .zip(&want)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0, f32::max);
+            let err = crate::model::ops::testing::max_abs_diff_of(&ours, &want);
             assert!(err < 1e-4, "case {i}: off by {err}");
         }
         Ok(())

@@ -344,11 +344,7 @@ mod tests {
                     dst
                 };
                 let (tiled, serial) = (product(true), product(false));
-                let worst = tiled
-                    .iter()
-                    .zip(&serial)
-                    .map(|(t, s)| (t - s).abs())
-                    .fold(0f32, f32::max);
+                let worst = super::testing::max_abs_diff_of(&tiled, &serial);
                 assert!(worst < 1e-4, "{m}x{k}x{n}: off by {worst}");
             }
         }
@@ -362,6 +358,15 @@ pub(crate) mod testing {
 
     pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
         (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()
+    }
+
+    /// The largest difference between equally long slices.
+    pub fn max_abs_diff_of(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        a.iter()
+            .zip(b)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max)
     }
 
     /// Compares the backward pass of `f` with central finite differences of the scalar
