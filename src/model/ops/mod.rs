@@ -80,10 +80,10 @@ pub(crate) fn exp_f32(x: f32) -> f32 {
 /// `parallel` (and there are several), on the calling thread otherwise.
 ///
 /// The threads share the work as a grid of output tiles, each multiplied by a single-threaded
-/// gemm ([`tile_grid`]). gemm's own threading splits only the output's columns into blocks that
-/// every thread packs and syncs over: for a weight gradient (`[192, 6304] @ [6304, 768]`, few
-/// rows and columns, a long inner dimension) two threads ran it at 1.5x one thread's speed, as
-/// tiles at 1.9-2x, and at least as fast on every other shape of the products here.
+/// gemm ([`tile_grid`]). On a weight gradient (`[192, 6304] @ [6304, 768]`: few rows and
+/// columns, a long inner dimension) gemm's own threading ran two threads at 0.97-1.5x one
+/// thread's speed, tiles at about 2x; on ViT-Tiny's other products the two were 0.89-1.29x of each
+/// other in a microbenchmark on two cores.
 ///
 /// # Safety
 /// Each pointer with its strides must address an `m x k`, `k x n` or `m x n` matrix inside one
@@ -163,9 +163,9 @@ impl<P: Copy> SharedPtr<P> {
 
 /// Output tiles of an `m x k` by `k x n` product for `threads` threads, as (tiles down, tiles
 /// across): as many tiles as threads where each keeps a full microkernel block of rows and of
-/// columns, the fewest rows of tiles when several grids fill the threads (a row of tiles shares
-/// its rows of `lhs`, a column its columns of `rhs`, each packed once per tile); one tile when
-/// the product is too small to be worth the threads.
+/// columns, and of the grids with that many tiles the one that packs least (each tile packs its
+/// rows of `lhs` and its columns of `rhs`); one tile when the product is too small to be worth
+/// the threads.
 fn tile_grid((m, n, k): (usize, usize, usize), threads: usize) -> (usize, usize) {
     /// Rows or columns a tile keeps at least: the AVX-512 microkernel's block.
     const MIN_SIDE: usize = 64;
