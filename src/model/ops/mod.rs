@@ -13,6 +13,7 @@ pub mod linear;
 pub mod maxpool;
 pub mod portable;
 pub mod softmax;
+pub mod winograd;
 
 use candle_core::{bail, CpuStorage, Layout, Result};
 use rayon::prelude::*;
@@ -242,6 +243,14 @@ impl<'a> MatRef<'a> {
         }
     }
 
+    /// The `rows` x `cols` matrix at the start of `data` whose rows start `rs` apart.
+    pub(crate) fn with_row_stride(data: &'a [f32], rows: usize, cols: usize, rs: usize) -> Self {
+        Self {
+            rs,
+            ..Self::new(data, rows, cols)
+        }
+    }
+
     /// The transpose, as a view.
     pub(crate) fn t(self) -> Self {
         Self {
@@ -258,9 +267,27 @@ impl<'a> MatRef<'a> {
 /// `[a.rows, b.cols]`; on rayon's threads when `parallel`. Panics if an operand reaches outside
 /// its slice.
 pub(crate) fn matmul_into(dst: &mut [f32], a: MatRef, b: MatRef, accumulate: bool, parallel: bool) {
+    matmul_into_rows(dst, b.cols, a, b, accumulate, parallel)
+}
+
+/// [`matmul_into`] with the rows of `dst` starting `dst_rs` apart.
+pub(crate) fn matmul_into_rows(
+    dst: &mut [f32],
+    dst_rs: usize,
+    a: MatRef,
+    b: MatRef,
+    accumulate: bool,
+    parallel: bool,
+) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(k, b.rows, "matmul_into: inner dimensions differ");
-    assert!(dst.len() >= m * n, "matmul_into: destination too small");
+    if m * n == 0 {
+        return;
+    }
+    assert!(
+        dst_rs >= n && dst.len() >= (m - 1) * dst_rs + n,
+        "matmul_into: destination too small"
+    );
     for x in [&a, &b] {
         let last = (x.rows.saturating_sub(1)) * x.rs + x.cols.saturating_sub(1) * x.cs;
         assert!(
@@ -268,15 +295,12 @@ pub(crate) fn matmul_into(dst: &mut [f32], a: MatRef, b: MatRef, accumulate: boo
             "matmul_into: operand outside its slice"
         );
     }
-    if m * n == 0 {
-        return;
-    }
     // SAFETY: the asserts above keep every element the strides reach inside the slices, and
-    // `dst` holds the m x n row-major result.
+    // `dst` holds the m x n result with rows `dst_rs` apart.
     unsafe {
         matmul(
             (m, n, k),
-            (dst.as_mut_ptr(), n),
+            (dst.as_mut_ptr(), dst_rs),
             accumulate,
             (a.data.as_ptr(), a.rs, a.cs),
             (b.data.as_ptr(), b.rs, b.cs),
