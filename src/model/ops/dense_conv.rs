@@ -5,7 +5,7 @@
 //! which the weight's and the BatchNorm's gradients follow.
 
 use super::winograd::WinogradFilter;
-use super::{matmul_into, MatRef};
+use super::{image_groups, images_per_thread, matmul_into, MatRef};
 use rayon::prelude::*;
 use std::ops::Range;
 
@@ -276,18 +276,9 @@ impl FoldedConv {
         let (co, kk) = (self.co, geo.patch_len());
         let pixels = geo.out_h() * geo.out_w();
         let image_len = geo.h * geo.w * geo.ci;
-        let per_group = geo.n.div_ceil(rayon::current_num_threads().clamp(1, geo.n));
-        let groups = geo.n.div_ceil(per_group);
-        let mut gx = if input {
-            vec![0f32; geo.n * image_len]
-        } else {
-            Vec::new()
-        };
-        let parts: Vec<&mut [f32]> = if input {
-            gx.chunks_mut(per_group * image_len).collect()
-        } else {
-            (0..groups).map(|_| Default::default()).collect()
-        };
+        let per_group = images_per_thread(geo.n);
+        let mut gx = vec![0f32; if input { geo.n * image_len } else { 0 }];
+        let parts = image_groups(&mut gx, geo.n, per_group, image_len);
         let block = geo.rows_per_block();
         let partials: Vec<Option<PatchSums>> = parts
             .into_par_iter()

@@ -309,6 +309,32 @@ pub(crate) fn matmul_into_rows(
     }
 }
 
+/// Images per task of a convolution's backward pass over `n` images: one group per thread, each
+/// of whole images, so that the overlapping input gradients of a group add up in its own part of
+/// the input's gradient.
+pub(crate) fn images_per_thread(n: usize) -> usize {
+    n.div_ceil(rayon::current_num_threads().clamp(1, n.max(1)))
+        .max(1)
+}
+
+/// The parts of the input gradient `gx` that groups of `per_group` images of `image_len` floats
+/// each own; when `gx` is empty (no input gradient asked for), one empty part per group of the
+/// `n` images.
+pub(crate) fn image_groups(
+    gx: &mut [f32],
+    n: usize,
+    per_group: usize,
+    image_len: usize,
+) -> Vec<&mut [f32]> {
+    if gx.is_empty() {
+        (0..n.div_ceil(per_group))
+            .map(|_| Default::default())
+            .collect()
+    } else {
+        gx.chunks_mut(per_group * image_len).collect()
+    }
+}
+
 /// Element-wise sum of equally long partial results, in their order (so that parallel
 /// reductions give the same bits on every run).
 pub(crate) fn sum_in_order(partials: Vec<Vec<f32>>, len: usize) -> Vec<f32> {

@@ -8,7 +8,7 @@
 //! the products with the transformed filters (the input's side, then `B · B^T` back onto the
 //! input) and with the transformed tiles (the filters' side, then `G^T · G` back to 3x3).
 
-use super::{matmul_into_rows, sum_in_order, MatRef};
+use super::{image_groups, images_per_thread, matmul_into_rows, sum_in_order, MatRef};
 use rayon::prelude::*;
 use std::ops::Range;
 use std::sync::OnceLock;
@@ -384,21 +384,9 @@ impl WinogradFilter {
     ) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
         let (ci, co, tiles) = (self.ci, self.co, Tiles::new(dims));
         let [n, h, w] = dims;
-        let image_len = h * w * ci;
-        // Each thread takes whole images, so that the tiles' overlapping input gradients add up
-        // in its own part of `gx`, and sums its own filter gradient.
-        let per_group = n.div_ceil(rayon::current_num_threads().clamp(1, n.max(1)));
-        let groups = n.div_ceil(per_group.max(1));
-        let mut gx = if input {
-            vec![0f32; n * image_len]
-        } else {
-            Vec::new()
-        };
-        let parts: Vec<&mut [f32]> = if input {
-            gx.chunks_mut(per_group * image_len).collect()
-        } else {
-            (0..groups).map(|_| Default::default()).collect()
-        };
+        let per_group = images_per_thread(n);
+        let mut gx = vec![0f32; if input { n * h * w * ci } else { 0 }];
+        let parts = image_groups(&mut gx, n, per_group, h * w * ci);
         // Made before the threads start, as they all read it.
         let ut = if input { self.transposed() } else { &[] };
         let per_block = tiles.rows_per_block(ci.max(co));
