@@ -2,7 +2,8 @@
 //! weight, as matrix products over patches gathered one block of rows at a time (the whole patch
 //! matrix is never built). The forward pass adds the BatchNorm shift, an optional residual and
 //! ReLU into the product's output; the backward pass gives the input's gradient and the sums from
-//! which the weight's and the BatchNorm's gradients follow.
+//! which the weight's and the BatchNorm's gradients follow. The 3x3 convolutions at stride 1 run
+//! through Winograd's F(2x2, 3x3) instead ([`WinogradFilter`]), with the same epilogue and sums.
 
 use super::winograd::WinogradFilter;
 use super::{image_groups, images_per_thread, matmul_into, MatRef};
