@@ -5,6 +5,7 @@
 //! which the weight's and the BatchNorm's gradients follow. The 3x3 convolutions at stride 1 run
 //! through Winograd's F(2x2, 3x3) instead ([`WinogradFilter`]), with the same epilogue and sums.
 
+use super::channel_affine::column_sums;
 use super::winograd::WinogradFilter;
 use super::{image_groups, images_per_thread, matmul_into, MatRef};
 use rayon::prelude::*;
@@ -270,7 +271,13 @@ impl FoldedConv {
             let (gx, weight) = winograd.backward(x, [geo.n, geo.h, geo.w], gz, input, params);
             let sums = weight.map(|weight| PatchSums {
                 weight,
-                shift: channel_sums(gz, self.co),
+                shift: column_sums(
+                    gz,
+                    gz,
+                    self.co,
+                    #[inline(always)]
+                    |g, _| g,
+                ),
             });
             return (gx, sums);
         }
@@ -404,24 +411,6 @@ impl FoldedConv {
     }
 }
 
-/// The sum of each column of `g` `[rows, width]`.
-fn channel_sums(g: &[f32], width: usize) -> Vec<f32> {
-    let rows_per_task = (1 << 14) / width.max(1) + 1;
-    let partials = g
-        .par_chunks(rows_per_task * width)
-        .map(|rows| {
-            let mut sums = vec![0f32; width];
-            crate::vectorized! {
-                for row in rows.chunks_exact(width) {
-                    sums.iter_mut().zip(row).for_each(|(s, v)| *s += v);
-                }
-            }
-            sums
-        })
-        .collect();
-    super::sum_in_order(partials, width)
-}
-
 /// `g *= (y > 0)`: the gradient `g` of a ReLU's output `y` taken back through the ReLU.
 pub fn relu_mask(g: &mut [f32], y: &[f32]) {
     g.par_chunks_mut(1 << 14)
@@ -438,14 +427,8 @@ pub fn relu_mask(g: &mut [f32], y: &[f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::ops::testing::check_slice_gradient;
+    use crate::model::ops::testing::{check_slice_gradient, uniform as random};
     use candle_core::{Device, Result, Tensor};
-
-    fn random(len: usize, seed: u64) -> Vec<f32> {
-        use rand::{Rng, SeedableRng};
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        (0..len).map(|_| rng.random_range(-1.0..1.0)).collect()
-    }
 
     /// (n, h, w, ci, co, kernel, stride, pad) of every convolution ResNet runs; the 3x3 ones
     /// at stride 1 (Winograd's) on odd and even sides, one pixel wide, and channels beyond one

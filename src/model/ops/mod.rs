@@ -410,6 +410,12 @@ pub(crate) mod testing {
         (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()
     }
 
+    /// `len` values drawn uniformly from [-1, 1) with the seed `seed`.
+    pub fn uniform(len: usize, seed: u64) -> Vec<f32> {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        (0..len).map(|_| rng.random_range(-1.0..1.0)).collect()
+    }
+
     /// The largest difference between equally long slices.
     pub fn max_abs_diff_of(a: &[f32], b: &[f32]) -> f32 {
         assert_eq!(a.len(), b.len());

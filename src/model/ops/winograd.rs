@@ -608,14 +608,8 @@ fn add_input_gradients(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::ops::testing::max_abs_diff_of;
+    use crate::model::ops::testing::{max_abs_diff_of, uniform as random};
     use candle_core::{Device, Result, Tensor, Var};
-
-    fn random(len: usize, seed: u64) -> Vec<f32> {
-        use rand::{Rng, SeedableRng};
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        (0..len).map(|_| rng.random_range(-1.0..1.0)).collect()
-    }
 
     /// Forward and backward against candle's convolution and its autograd, on odd and even
     /// sides, a one-pixel side, and channel counts beyond one vector register.
@@ -646,7 +640,7 @@ mod tests {
                 .contiguous()?
                 .conv2d(wv.as_tensor(), 1, 1, 1, 1)?
                 .permute((0, 2, 3, 1))?;
-            let rt = Tensor::from_vec(r, (n, h, w, co), &dev)?;
+            let rt = Tensor::from_vec(r.clone(), (n, h, w, co), &dev)?;
             let grads = (&y * &rt)?.sum_all()?.backward()?;
             let want_gx = grads.get(&xv).unwrap().flatten_all()?.to_vec1::<f32>()?;
             // candle's weight gradient into the filter's layout.
@@ -666,8 +660,7 @@ mod tests {
                 let err = max_abs_diff_of(&got, &want);
                 assert!(err < 1e-4, "{case}: {what} off by {err}");
             }
-            let (only_gx, none) =
-                filter.backward(&x, [n, h, w], &rt.flatten_all()?.to_vec1()?, true, false);
+            let (only_gx, none) = filter.backward(&x, [n, h, w], &r, true, false);
             assert!(only_gx.is_some() && none.is_none());
         }
         Ok(())
