@@ -7,7 +7,7 @@
 
 use super::channel_affine::column_sums;
 use super::winograd::WinogradFilter;
-use super::{image_groups, images_per_thread, matmul_into, MatRef};
+use super::{image_groups, matmul_into, MatRef};
 use rayon::prelude::*;
 use std::ops::Range;
 
@@ -284,17 +284,13 @@ impl FoldedConv {
         let (co, kk) = (self.co, geo.patch_len());
         let pixels = geo.out_h() * geo.out_w();
         let image_len = geo.h * geo.w * geo.ci;
-        let per_group = images_per_thread(geo.n);
         let mut gx = vec![0f32; if input { geo.n * image_len } else { 0 }];
-        let parts = image_groups(&mut gx, geo.n, per_group, image_len);
+        let parts = image_groups(&mut gx, geo.n, image_len);
         let block = geo.rows_per_block();
         let partials: Vec<Option<PatchSums>> = parts
             .into_par_iter()
-            .enumerate()
-            .map(|(gi, gx)| {
+            .map(|(images, gx)| {
                 crate::vectorized! {
-                    let first_image = gi * per_group;
-                    let images = first_image..(first_image + per_group).min(geo.n);
                     let rows = images.start * pixels..images.end * pixels;
                     let mut sums = params.then(|| PatchSums {
                         weight: vec![0f32; kk * co],
@@ -343,7 +339,7 @@ impl FoldedConv {
                                 false,
                             );
                             if !geo.is_pointwise() {
-                                scatter_patches(&gpatches, geo, r, first_image, gx);
+                                scatter_patches(&gpatches, geo, r, images.start, gx);
                             }
                         }
                     }

@@ -17,6 +17,7 @@ pub mod winograd;
 
 use candle_core::{bail, CpuStorage, Layout, Result};
 use rayon::prelude::*;
+use std::ops::Range;
 
 /// The f32 slice a contiguous layout covers.
 fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
@@ -309,29 +310,25 @@ pub(crate) fn matmul_into_rows(
     }
 }
 
-/// Images per task of a convolution's backward pass over `n` images: one group per thread, each
-/// of whole images, so that the overlapping input gradients of a group add up in its own part of
-/// the input's gradient.
-pub(crate) fn images_per_thread(n: usize) -> usize {
-    n.div_ceil(rayon::current_num_threads().clamp(1, n.max(1)))
-        .max(1)
-}
-
-/// The parts of the input gradient `gx` that groups of `per_group` images of `image_len` floats
-/// each own; when `gx` is empty (no input gradient asked for), one empty part per group of the
-/// `n` images.
+/// The groups of images a convolution's backward pass over `n` images gives its tasks, one per
+/// thread, with the part of the input gradient `gx` (`image_len` floats per image) each owns, so
+/// that a group's overlapping input gradients add up in its own part. When `gx` is empty (no input
+/// gradient asked for) the parts are empty.
 pub(crate) fn image_groups(
     gx: &mut [f32],
     n: usize,
-    per_group: usize,
     image_len: usize,
-) -> Vec<&mut [f32]> {
+) -> Vec<(Range<usize>, &mut [f32])> {
+    let per_group = n
+        .div_ceil(rayon::current_num_threads().clamp(1, n.max(1)))
+        .max(1);
+    let groups = (0..n)
+        .step_by(per_group)
+        .map(|first| first..(first + per_group).min(n));
     if gx.is_empty() {
-        (0..n.div_ceil(per_group))
-            .map(|_| Default::default())
-            .collect()
+        groups.map(|images| (images, Default::default())).collect()
     } else {
-        gx.chunks_mut(per_group * image_len).collect()
+        groups.zip(gx.chunks_mut(per_group * image_len)).collect()
     }
 }
 

@@ -8,7 +8,7 @@
 //! the products with the transformed filters (the input's side, then `B · B^T` back onto the
 //! input) and with the transformed tiles (the filters' side, then `G^T · G` back to 3x3).
 
-use super::{image_groups, images_per_thread, matmul_into_rows, sum_in_order, MatRef};
+use super::{image_groups, matmul_into_rows, sum_in_order, MatRef};
 use rayon::prelude::*;
 use std::ops::Range;
 use std::sync::OnceLock;
@@ -384,20 +384,16 @@ impl WinogradFilter {
     ) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
         let (ci, co, tiles) = (self.ci, self.co, Tiles::new(dims));
         let [n, h, w] = dims;
-        let per_group = images_per_thread(n);
         let mut gx = vec![0f32; if input { n * h * w * ci } else { 0 }];
-        let parts = image_groups(&mut gx, n, per_group, h * w * ci);
+        let parts = image_groups(&mut gx, n, h * w * ci);
         // Made before the threads start, as they all read it.
         let ut = if input { self.transposed() } else { &[] };
         let per_block = tiles.rows_per_block(ci.max(co));
         let zeros = vec![0f32; ci.max(co)];
         let partials: Vec<Vec<f32>> = parts
             .into_par_iter()
-            .enumerate()
-            .map(|(group, gx)| {
+            .map(|(images, gx)| {
                 crate::vectorized! {
-                    let first_image = group * per_group;
-                    let images = first_image..(first_image + per_group).min(n);
                     let mut gu = vec![0f32; if params { self.u.len() } else { 0 }];
                     let (mut v, mut m, mut dv) = (Vec::new(), Vec::new(), Vec::new());
                     let all_rows = images.start * tiles.th..images.end * tiles.th;
@@ -432,7 +428,7 @@ impl WinogradFilter {
                                     false,
                                 );
                             }
-                            let first_pixel = first_image * h * w;
+                            let first_pixel = images.start * h * w;
                             add_input_gradients(&dv, &tiles, rows, first_pixel, gx);
                         }
                     }
